@@ -1,0 +1,172 @@
+"""CRM side effects: tasks, notes and field updates, in the local store or a remote CRM.
+
+The local store always records them (for `touchpoint tasks` and status); with a remote backend
+(HubSpot, Salesforce) the record is also created there, idempotently by the ledger key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy.orm import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import Deps
+from activities.render import context_of, render
+from touchpoint.dsl.runtime import EffectInput, EffectResult, NoteInput, TaskInput, TaskResult, UpdateInput
+from touchpoint.store import repo
+from workflows import names
+
+
+def stable_id(prefix: str, key: str) -> str:
+    """An id derived from a ledger key: the same side effect always gets the same id."""
+    return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _remote_error(exc: Exception) -> Exception:
+    from touchpoint.crm.errors import CrmConfigurationError, CrmRejected, CrmTransientError
+
+    if isinstance(exc, CrmConfigurationError):
+        return ApplicationError(str(exc), type=names.CONFIGURATION_ERROR, non_retryable=True)
+    if isinstance(exc, CrmTransientError):
+        from datetime import timedelta
+
+        delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+        return ApplicationError(str(exc), type="CrmTransient", next_retry_delay=delay)
+    if isinstance(exc, CrmRejected):
+        return ApplicationError(str(exc), type="Rejected", non_retryable=True)
+    return exc
+
+
+class CrmActivities:
+    """`task`, `note` and `update` steps."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def _owner(self, input: TaskInput) -> tuple[str, str | None]:
+        account = input.account
+        spec = input.owner
+        person = None
+        if spec in ("csm", "owner") and account is not None:
+            who = getattr(account, spec)
+            person = who.email if who else None
+        elif "@" in spec:
+            person = spec
+        if person:
+            return person, None
+        fallback = input.fallback_owner or "unassigned"
+        return fallback, f"the account has no {spec}: assigned to {fallback} (crm.fallback_owner)"
+
+    @activity.defn(name=names.CREATE_TASK)
+    async def create_task(self, input: TaskInput) -> TaskResult:
+        """Create a CRM task once per ledger key."""
+        context = context_of(input)
+        title = render(input.title, context)
+        notes = render(input.notes, context) if input.notes else None
+        owner, owner_note = self._owner(input)
+        if owner_note:
+            notes = f"{notes}\n\n{owner_note}" if notes else owner_note
+        task_id = stable_id("task", input.key)
+        crm_id = None
+        if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
+            from touchpoint.crm.base import TaskRequest
+            from touchpoint.crm.errors import CrmError
+
+            try:
+                ref = await self.deps.crm_backend.create_task(
+                    TaskRequest(
+                        key=task_id,
+                        account_crm_id=str(input.account.properties.get("crm_id") or input.account.id),
+                        title=title,
+                        body=notes,
+                        due_at=input.due_at,
+                        priority=input.priority,  # type: ignore[arg-type]
+                        owner_email=owner if "@" in owner else None,
+                    )
+                )
+                crm_id = ref.crm_id
+            except CrmError as exc:
+                raise _remote_error(exc) from None
+
+        def work(s: Session) -> None:
+            repo.add_task(
+                s,
+                id=task_id,
+                ledger_key=input.key,
+                run_id=input.run.id,
+                account_id=input.account.id if input.account else "",
+                playbook_id=input.run.playbook,
+                step=input.step,
+                title=title,
+                owner=owner,
+                due_at=input.due_at,
+                priority=input.priority,
+                notes=notes,
+                crm_id=crm_id,
+                created_at=input.now,
+            )
+            repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "task", {"task_id": task_id, "title": title, "owner": owner})
+
+        await self.deps.db(work)
+        return TaskResult(task_id=task_id, title=title, owner=owner, due_at=input.due_at, owner_note=owner_note)
+
+    @activity.defn(name=names.ADD_NOTE)
+    async def add_note(self, input: NoteInput) -> EffectResult:
+        """Log a note on the account's timeline once per ledger key."""
+        text = render(input.text, context_of(input))
+        note_id = stable_id("note", input.key)
+        if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
+            from touchpoint.crm.base import NoteRequest
+            from touchpoint.crm.errors import CrmError
+
+            try:
+                await self.deps.crm_backend.add_note(
+                    NoteRequest(key=note_id, account_crm_id=str(input.account.properties.get("crm_id") or input.account.id), text=text, at=input.now)
+                )
+            except CrmError as exc:
+                raise _remote_error(exc) from None
+
+        def work(s: Session) -> None:
+            repo.add_note(s, id=note_id, ledger_key=input.key, account_id=input.account.id if input.account else "", run_id=input.run.id, step=input.step, text=text, created_at=input.now)
+
+        await self.deps.db(work)
+        return EffectResult(detail={"text": text})
+
+    @activity.defn(name=names.UPDATE_FIELDS)
+    async def update_fields(self, input: UpdateInput) -> EffectResult:
+        """Write account fields (mapped through `crm.fields`) once per ledger key."""
+        context = context_of(input)
+        fields: dict[str, Any] = {}
+        for name, value in input.fields.items():
+            if isinstance(value, str):
+                fields[name] = render(value, context)
+            elif isinstance(value, dict) and set(value) == {"value"}:
+                fields[name] = value["value"]
+            else:
+                fields[name] = value
+        if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
+            from touchpoint.crm.errors import CrmError
+
+            mapped = {input.crm_fields.get(k, k): v for k, v in fields.items()}
+            ledger_done = await self.deps.db(lambda s: repo.ledger_get(s, input.key))
+            if ledger_done is None or ledger_done.status != "done":
+                try:
+                    await self.deps.crm_backend.update_account(str(input.account.properties.get("crm_id") or input.account.id), mapped)
+                except CrmError as exc:
+                    raise _remote_error(exc) from None
+
+        def work(s: Session) -> None:
+            repo.add_field_update(s, ledger_key=input.key, account_id=input.account.id if input.account else "", run_id=input.run.id, step=input.step, fields=fields, created_at=input.now)
+            repo.ledger_reserve(s, input.key, "update")
+            repo.ledger_finish(s, input.key, "done", {"fields": fields})
+
+        await self.deps.db(work)
+        return EffectResult(detail={"fields": fields})
+
+
+def effect_account_id(input: EffectInput) -> str:
+    """The account an effect is about ('' for schedule runs)."""
+    return input.account.id if input.account else ""

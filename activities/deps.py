@@ -1,0 +1,81 @@
+"""What activities need, built once per worker: the store, the email and CRM backends, settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from touchpoint.config import Settings
+from touchpoint.store import make_engine, migrate, session_factory
+
+T = TypeVar("T")
+
+
+@dataclass
+class Deps:
+    """Shared resources of one worker's activities."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    template_cache: Path
+    email_backend: Any = None
+    crm_backend: Any = None
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, email_backend: Any = None, crm_backend: Any = None) -> Deps:
+        """Connect the store (migrating it) and choose the backends the settings name."""
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+        if email_backend is None:
+            from touchpoint.email.backends import make_backend
+
+            email_backend = make_backend(
+                settings.email_backend,
+                outbox_dir=settings.outbox_dir,
+                sendgrid_api_key=settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None,
+                sendgrid_url=settings.sendgrid_url,
+                smtp_url=settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+            )
+        if crm_backend is None and settings.crm_backend != "local":
+            from touchpoint.crm import make_crm_backend
+
+            crm_backend = make_crm_backend(
+                settings.crm_backend,
+                hubspot_token=settings.hubspot_token.get_secret_value() if settings.hubspot_token else None,
+                hubspot_url=settings.hubspot_url,
+                salesforce_instance_url=settings.salesforce_instance_url,
+                salesforce_access_token=settings.salesforce_access_token.get_secret_value()
+                if settings.salesforce_access_token
+                else None,
+            )
+        return cls(
+            settings=settings,
+            sessions=session_factory(engine),
+            template_cache=settings.home / "templates",
+            email_backend=email_backend,
+            crm_backend=crm_backend,
+        )
+
+    async def db(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one committed transaction, in a thread (the store is synchronous)."""
+
+        def run() -> T:
+            with self.sessions.begin() as session:
+                return work(session)
+
+        return await asyncio.to_thread(run)
+
+    async def close(self) -> None:
+        """Release backends and the engine."""
+        closer = getattr(self.crm_backend, "aclose", None)
+        if closer:
+            await closer()
+        bind = self.sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()

@@ -1,0 +1,146 @@
+"""The store's projection of runs: status, step, vars, scorecard, outcome and recent steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+from temporalio import activity
+
+from activities.deps import Deps
+from touchpoint.dsl.runtime import (
+    ApplyEventInput,
+    DeployedIndex,
+    LoadedPlaybookVersion,
+    LoadPlaybookInput,
+    ProjectRunInput,
+    TriggerEntry,
+)
+from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.store import repo, utcnow
+from workflows import names
+
+
+class StoreActivities:
+    """Keeps `runs` and `run_steps` current for `touchpoint status` and `GET /runs`."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name=names.PROJECT_RUN)
+    async def project_run(self, input: ProjectRunInput) -> None:
+        """Upsert the run's row (idempotent: the same input twice leaves the same row)."""
+
+        def work(s: Session) -> None:
+            repo.upsert_run(
+                s,
+                id=input.run_id,
+                workflow_id=input.workflow_id,
+                playbook_id=input.playbook,
+                version=input.version,
+                account_id=input.account_id,
+                status=input.status,
+                step=input.step,
+                outcome=input.outcome,
+                started_at=input.started_at,
+                ended_at=input.ended_at,
+                vars=input.vars,
+                scorecard=input.scorecard,
+                paused_reason=input.paused_reason,
+            )
+            if input.records and not repo.run_steps(s, input.run_id):
+                for record in input.records:
+                    repo.add_run_step(s, input.run_id, record.at, record.day, record.step, record.action, record.detail)
+
+        await self.deps.db(work)
+
+
+def deploy_generation(s: Session) -> str:
+    """A short hash of every current deployment: changes whenever anything is deployed."""
+    import hashlib
+
+    rows = sorted(f"{d.kind}/{d.name}/{d.version}" for d in repo.current_deployments(s))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:12]
+
+
+def deployed_index(s: Session) -> DeployedIndex:
+    """The triggers of every deployed playbook and the deployed workspace."""
+    triggers = []
+    for d in repo.current_deployments(s, "playbook"):
+        playbook = Playbook.model_validate(d.content["playbook"])
+        trigger = playbook.trigger
+        triggers.append(
+            TriggerEntry(
+                playbook=d.name,
+                version=d.version,
+                kind=playbook.trigger_kind,
+                event=getattr(trigger, "event", None),
+                when=getattr(trigger, "when", None),
+                reenroll=playbook.reenroll,
+            )
+        )
+    return DeployedIndex(generation=deploy_generation(s), triggers=triggers, workspace=current_workspace(s))
+
+
+def current_workspace(s: Session) -> Workspace:
+    """The deployed workspace, or the defaults."""
+    found = repo.get_deployment(s, "workspace", "workspace")
+    return Workspace.model_validate(found.content) if found else Workspace()
+
+
+def account_doc(doc: dict[str, Any], contacts: list[dict[str, Any]]) -> AccountDoc:
+    """An account document from the store's row."""
+    return AccountDoc.model_validate({**doc, "contacts": contacts})
+
+
+class AccountActivities:
+    """What account workflows read from and project into the store."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name=names.LOAD_INDEX)
+    async def load_index(self) -> DeployedIndex:
+        """The deployed triggers and workspace."""
+        return await self.deps.db(deployed_index)
+
+    @activity.defn(name=names.LOAD_ACCOUNT)
+    async def load_account(self, account_id: str) -> AccountDoc | None:
+        """An account document from the store (e.g. synced from a CRM), or None."""
+
+        def work(s: Session) -> AccountDoc | None:
+            found = repo.get_account(s, account_id)
+            return account_doc(*found) if found else None
+
+        return await self.deps.db(work)
+
+    @activity.defn(name=names.LOAD_PLAYBOOK)
+    async def load_playbook(self, input: LoadPlaybookInput) -> LoadedPlaybookVersion | None:
+        """A deployed playbook version (the current one by default) with the workspace."""
+
+        def work(s: Session) -> LoadedPlaybookVersion | None:
+            found = repo.get_deployment(s, "playbook", input.playbook, input.version)
+            if found is None:
+                return None
+            return LoadedPlaybookVersion(
+                playbook=Playbook.model_validate(found.content["playbook"]), version=found.version, workspace=current_workspace(s)
+            )
+
+        return await self.deps.db(work)
+
+    @activity.defn(name=names.APPLY_EVENT)
+    async def apply_event(self, input: ApplyEventInput) -> bool:
+        """Record the event (False if its id is already stored) and upsert the account."""
+
+        def work(s: Session) -> bool:
+            event = input.event
+            if input.account is not None:
+                doc = input.account.model_dump(mode="json")
+                contacts = doc.pop("contacts")
+                repo.upsert_account(s, doc, contacts)
+            if event.id is None:
+                return True
+            account_id = event.account_id or (input.account.id if input.account else "")
+            return repo.record_event(s, event.id, account_id, event.type, event.at or utcnow(), event.data)
+
+        return await self.deps.db(work)

@@ -1,0 +1,80 @@
+"""Shared fixtures: real Temporal servers from the wheels, a real store, a worker per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.deps import Deps
+from touchpoint.config import Settings, load_settings
+from touchpoint.deploy import deploy_project
+from touchpoint.dsl.validate import Project, load_project
+from touchpoint.temporal_server import start_time_skipping
+from worker import build_worker
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server for the session (its clock only moves forward)."""
+    env = await start_time_skipping()
+    yield env
+    await env.shutdown()
+
+
+@dataclass
+class Stack:
+    """A worker on a fresh task queue with its own store and outbox."""
+
+    client: Client
+    env: WorkflowEnvironment
+    deps: Deps
+    settings: Settings
+    task_queue: str
+    root: Path
+
+    def deploy(self, folder: Path) -> Project:
+        project = load_project(folder)
+        project.raise_for_problems()
+        with self.deps.sessions.begin() as s:
+            deploy_project(s, project)
+        return project
+
+
+@pytest.fixture
+def store_settings(tmp_path: Path) -> Settings:
+    return load_settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/store.db")
+
+
+@pytest.fixture
+async def stack(time_env: WorkflowEnvironment, store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
+    deps = Deps.from_settings(store_settings)
+    queue = f"test-{uuid.uuid4().hex[:10]}"
+    worker = build_worker(time_env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True)
+    async with worker:
+        yield Stack(time_env.client, time_env, deps, store_settings, queue, tmp_path)
+    await deps.close()
+
+
+def write_folder(root: Path, files: dict[str, str]) -> Path:
+    """Write a playbooks folder (paths relative to it)."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "playbooks"
+    (root / "templates").mkdir(parents=True)
+    yield root

@@ -1,0 +1,1 @@
+"""Real, local stand-ins for the providers Touchpoint talks to, for tests."""

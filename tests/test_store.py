@@ -1,0 +1,454 @@
+"""Tests of the store on a real SQLite file and a real PostgreSQL schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from touchpoint.store import (
+    Base,
+    Event,
+    SendSlot,
+    add_health_score,
+    add_message,
+    add_note,
+    add_run_step,
+    add_task,
+    complete_task,
+    count_runs_on_older_versions,
+    current_deployments,
+    deploy,
+    earliest_free_slot,
+    get_account,
+    get_deployment,
+    get_run,
+    health_history,
+    is_suppressed,
+    latest_health,
+    ledger_finish,
+    ledger_get,
+    ledger_reserve,
+    list_accounts,
+    list_events,
+    list_messages,
+    list_runs,
+    list_suppressions,
+    list_tasks,
+    make_engine,
+    mark_date_trigger_fired,
+    migrate,
+    record_event,
+    record_provider_event,
+    release_send_slot,
+    reserve_send_slot,
+    run_steps,
+    session_factory,
+    suppress,
+    undeploy,
+    unsuppress,
+    upsert_account,
+    upsert_run,
+    write_tx,
+)
+
+UTC = dt.UTC
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+T0 = dt.datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+WEEK = dt.timedelta(days=7)
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_reachable() -> None:
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}). Start it with: "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a PostgreSQL schema of its own (dropped after)."""
+    if request.param == "sqlite":
+        # A directory that does not exist yet: make_engine creates it.
+        yield f"sqlite:///{tmp_path}/store/touchpoint.db"
+        return
+    request.getfixturevalue("postgres_reachable")
+    schema = f"tp_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    engine = make_engine(url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+def _account(account_id: str, **extra: object) -> dict[str, object]:
+    return {"id": account_id, "name": f"Account {account_id}", "segment": "enterprise", **extra}
+
+
+# --- schema --------------------------------------------------------------------------------
+
+
+def test_store_migrate_twice_is_a_noop(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        factory = session_factory(engine)
+        with factory.begin() as s:
+            upsert_account(s, _account("acme"), [])
+        migrate(engine)
+        migrate(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+        with factory.begin() as s:
+            assert get_account(s, "acme") is not None
+    finally:
+        engine.dispose()
+
+
+def test_store_migrate_from_two_processes_at_once(url: str) -> None:
+    barrier = threading.Barrier(2)
+
+    def start() -> None:
+        barrier.wait()
+        migrate(url)
+
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(start) for _ in range(2)]:
+            future.result()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            assert versions.all() == ["0001"]
+    finally:
+        engine.dispose()
+
+
+def test_store_migrations_match_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_store_make_engine_rejects_other_databases() -> None:
+    with pytest.raises(ValueError, match=r"sqlite:///path/to/touchpoint\.db"):
+        make_engine("mysql://root@localhost/touchpoint")
+
+
+# --- accounts and events -------------------------------------------------------------------
+
+
+def test_store_upsert_account_creates_updates_and_replaces_contacts(
+    factory: sessionmaker[Session],
+) -> None:
+    doc = _account("acme", renewal_date=dt.date(2025, 9, 30), csm={"name": "Cy", "email": "Cy@Example.com"})
+    with factory.begin() as s:
+        created, previous = upsert_account(
+            s,
+            doc,
+            [
+                {"email": "Ana@Acme.test", "role": "champion"},
+                {"email": "bo@acme.test", "role": "admin", "locale": "de"},
+            ],
+        )
+    assert (created, previous) == (True, None)
+
+    with factory.begin() as s:
+        created, previous = upsert_account(
+            s, {**doc, "segment": "mid-market"}, [{"email": "cid@acme.test", "role": "executive"}]
+        )
+        assert created is False
+        assert previous == {**doc, "renewal_date": "2025-09-30"}
+
+    with factory.begin() as s:
+        stored = get_account(s, "acme")
+    assert stored is not None
+    stored_doc, contacts = stored
+    assert stored_doc["segment"] == "mid-market"
+    assert contacts == [
+        {
+            "email": "cid@acme.test",
+            "name": None,
+            "role": "executive",
+            "locale": None,
+            "timezone": None,
+            "country": None,
+        }
+    ]
+
+
+def test_store_upsert_account_is_idempotent(factory: sessionmaker[Session]) -> None:
+    doc = _account("acme", renewal_date="2025-09-30")
+    contacts = [{"email": "ana@acme.test", "role": "champion"}]
+    with factory.begin() as s:
+        upsert_account(s, doc, contacts)
+    with factory.begin() as s:
+        first = s.execute(text("SELECT updated_at FROM accounts")).scalar_one()
+        assert upsert_account(s, doc, contacts) == (False, doc)
+    with factory.begin() as s:
+        assert s.execute(text("SELECT updated_at FROM accounts")).scalar_one() == first
+        assert s.execute(text("SELECT count(*) FROM contacts")).scalar_one() == 1
+
+
+def test_store_upsert_account_rejects_unknown_contact_fields(
+    factory: sessionmaker[Session],
+) -> None:
+    with factory.begin() as s, pytest.raises(ValueError, match=r"contacts\[0\]: unknown field"):
+        upsert_account(s, _account("acme"), [{"email": "a@acme.test", "phone": "1"}])
+
+
+def test_store_list_accounts_pages_by_id(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        for n in range(1200):
+            upsert_account(s, _account(f"acct-{n:04d}"), [{"email": f"c{n}@x.test"}])
+    seen: list[str] = []
+    sizes: list[int] = []
+    with factory.begin() as s:
+        page = list_accounts(s, limit=500)
+        while page:
+            sizes.append(len(page))
+            for doc, contacts in page:
+                assert contacts[0]["email"] == f"c{int(doc['id'][5:])}@x.test"
+                seen.append(doc["id"])
+            page = list_accounts(s, after=page[-1][0]["id"], limit=500)
+    assert sizes == [500, 500, 200]
+    assert seen == [f"acct-{n:04d}" for n in range(1200)]
+
+
+def test_store_record_event_ignores_duplicate_ids(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        assert record_event(s, "evt-1", "acme", "usage.reported", T0, {"seats": 3}) is True
+        assert record_event(s, "evt-1", "acme", "usage.reported", T0, {"seats": 4}) is False
+    with factory.begin() as s:
+        events = list_events(s, account_id="acme")
+    assert [(e.id, e.data) for e in events] == [("evt-1", {"seats": 3})]
+
+
+def test_store_datetimes_come_back_aware_utc(factory: sessionmaker[Session]) -> None:
+    paris = dt.timezone(dt.timedelta(hours=2))
+    with factory.begin() as s:
+        record_event(s, "evt-1", "acme", "login", dt.datetime(2025, 6, 1, 11, 0, tzinfo=paris), {})
+    with factory.begin() as s:
+        event = s.get(Event, "evt-1")
+        assert event is not None
+        assert event.at == dt.datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
+        assert event.at.tzinfo == UTC
+        assert list_events(s, since=dt.datetime(2025, 6, 1, 8, 59, tzinfo=UTC)) == [event]
+        assert list_events(s, since=dt.datetime(2025, 6, 1, 9, 0, tzinfo=UTC)) == []
+    with factory.begin() as s, pytest.raises(ValueError, match="timezone-aware"):
+        record_event(s, "evt-2", "acme", "login", dt.datetime(2025, 6, 1, 11, 0), {})
+
+
+# --- deployments and runs ------------------------------------------------------------------
+
+
+def test_store_deploy_tracks_versions_and_current(factory: sessionmaker[Session]) -> None:
+    with write_tx(factory) as s:
+        assert deploy(s, "playbook", "onboarding", "v1", {"steps": []}, "playbook: onboarding")
+        assert not deploy(s, "playbook", "onboarding", "v1", {"steps": []}, "playbook: onboarding")
+        assert deploy(s, "playbook", "onboarding", "v2", {"steps": [1]}, "playbook: onboarding #2")
+        assert deploy(s, "workspace", "workspace", "w1", {}, "")
+    with factory.begin() as s:
+        current = current_deployments(s)
+        assert [(d.kind, d.name, d.version) for d in current] == [
+            ("playbook", "onboarding", "v2"),
+            ("workspace", "workspace", "w1"),
+        ]
+        assert [d.version for d in current_deployments(s, "playbook")] == ["v2"]
+        old = get_deployment(s, "playbook", "onboarding", "v1")
+        assert old is not None
+        assert old.current is False
+    with write_tx(factory) as s:
+        assert deploy(s, "playbook", "onboarding", "v1", {"steps": []}, "playbook: onboarding")
+    with factory.begin() as s:
+        now_current = get_deployment(s, "playbook", "onboarding")
+        assert now_current is not None
+        assert now_current.version == "v1"
+        assert undeploy(s, "playbook", "onboarding") is True
+        assert undeploy(s, "playbook", "onboarding") is False
+        assert get_deployment(s, "playbook", "onboarding") is None
+
+
+def test_store_runs_projection_and_timeline(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        for run_id, version in (("r1", "v1"), ("r2", "v2"), ("r3", "v1")):
+            upsert_run(
+                s,
+                id=run_id,
+                workflow_id=f"run/onboarding/{run_id}",
+                playbook_id="onboarding",
+                version=version,
+                account_id="acme",
+                started_at=T0,
+            )
+        upsert_run(s, id="r3", status="ended", outcome="completed", ended_at=T0 + WEEK)
+        upsert_run(s, id="r1", step="welcome", vars={"variant": "a"})
+        add_run_step(s, "r1", T0, 0, "welcome", "email.sent", {"to": "ana@acme.test"})
+        add_run_step(s, "r1", T0 + WEEK, 7, "check-in", "task.created", {})
+    with factory.begin() as s:
+        run = get_run(s, "r1")
+        assert run is not None
+        assert (run.status, run.step, run.vars) == ("running", "welcome", {"variant": "a"})
+        assert [r.id for r in list_runs(s, account_id="acme", status="running")] == ["r1", "r2"]
+        assert count_runs_on_older_versions(s, "onboarding", "v2") == 1
+        assert [(st.day, st.action) for st in run_steps(s, "r1")] == [
+            (0, "email.sent"),
+            (7, "task.created"),
+        ]
+    with factory.begin() as s, pytest.raises(ValueError, match="needs workflow_id"):
+        upsert_run(s, id="r9", status="running")
+
+
+# --- side effects --------------------------------------------------------------------------
+
+
+def test_store_ledger_reserve_is_idempotent(factory: sessionmaker[Session]) -> None:
+    key = "run-1/steps[0]/ana@acme.test/1"
+    with write_tx(factory) as s:
+        assert ledger_get(s, key) is None
+        assert ledger_reserve(s, key, "email").status == "reserved"
+        ledger_finish(s, key, "done", {"message_id": "msg_1"})
+    with write_tx(factory) as s:
+        again = ledger_reserve(s, key, "email")
+        assert (again.status, again.result) == ("done", {"message_id": "msg_1"})
+    with factory.begin() as s, pytest.raises(LookupError, match="ledger_reserve"):
+        ledger_finish(s, "unknown", "done")
+
+
+def test_store_records_are_retry_safe_by_ledger_key(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        first = add_message(s, ledger_key="k1", run_id="r1", to_email="Ana@Acme.test", status="sent", sent_at=T0)
+        again = add_message(s, ledger_key="k1", run_id="r1", to_email="ana@acme.test", status="sent", sent_at=T0)
+        assert again.id == first.id
+        task = add_task(s, ledger_key="k2", account_id="acme", title="Call Ana", owner="cy@x.test")
+        assert add_task(s, ledger_key="k2", account_id="acme", title="x", owner="y").id == task.id
+        add_note(s, ledger_key="k3", account_id="acme", text="Kick-off done")
+    with factory.begin() as s:
+        assert [m.to_email for m in list_messages(s, to_email="ANA@acme.test")] == ["ana@acme.test"]
+        assert [t.id for t in list_tasks(s, status="open")] == [task.id]
+        done = complete_task(s, task.id, T0)
+        assert done is not None
+        assert done.completed_at == T0
+        assert complete_task(s, task.id, T0 + WEEK) is done
+        assert done.completed_at == T0
+        assert complete_task(s, "missing", T0) is None
+        assert list_tasks(s, status="open") == []
+
+
+def test_store_suppression(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        assert suppress(s, "Ana@Acme.test", "unsubscribed", source="link") is True
+        assert suppress(s, "ana@acme.test", "bounced") is False
+        assert is_suppressed(s, "ANA@acme.test") == "unsubscribed"
+        assert is_suppressed(s, "bo@acme.test") is None
+        assert [x.email for x in list_suppressions(s)] == ["ana@acme.test"]
+        assert unsuppress(s, "ana@acme.test") is True
+        assert is_suppressed(s, "ana@acme.test") is None
+
+
+def test_store_dedupe_tables_and_health(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        assert record_provider_event(s, "sg-1") is True
+        assert record_provider_event(s, "sg-1") is False
+        assert mark_date_trigger_fired(s, "acme", "renewal", dt.date(2025, 9, 30)) is True
+        assert mark_date_trigger_fired(s, "acme", "renewal", dt.date(2025, 9, 30)) is False
+        assert mark_date_trigger_fired(s, "acme", "renewal", dt.date(2026, 9, 30)) is True
+        add_health_score(s, "acme", T0, 70, "yellow", {"usage": 30})
+        add_health_score(s, "acme", T0 + WEEK, 82, "green", {"usage": 42})
+    with factory.begin() as s:
+        assert [h.score for h in health_history(s, "acme")] == [70, 82]
+        latest = latest_health(s, "acme")
+        assert latest is not None
+        assert latest.tier == "green"
+
+
+# --- frequency caps ------------------------------------------------------------------------
+
+
+def test_store_earliest_free_slot_keeps_future_windows_within_cap() -> None:
+    day = dt.timedelta(days=1)
+    future = [T0 + 10 * day, T0 + 12 * day]
+    # Day 5 shares no 7-day window with both later slots; day 6 would (days 6, 10 and 12).
+    assert earliest_free_slot(future, T0 + 5 * day, 2, WEEK) == T0 + 5 * day
+    assert earliest_free_slot(future, T0 + 6 * day, 2, WEEK) == T0 + 17 * day
+    assert earliest_free_slot([T0, T0 + day], T0 + day, 2, WEEK) == T0 + WEEK
+    assert earliest_free_slot([], T0, 1, WEEK) == T0
+    with pytest.raises(ValueError, match="at least 1"):
+        earliest_free_slot([], T0, 0, WEEK)
+
+
+def test_store_reserve_send_slot_is_idempotent_and_releasable(
+    factory: sessionmaker[Session],
+) -> None:
+    with write_tx(factory) as s:
+        first = reserve_send_slot(s, "ana@acme.test", "k1", T0, 1, WEEK)
+    with write_tx(factory) as s:
+        assert reserve_send_slot(s, "ANA@acme.test", "k1", T0 + WEEK, 1, WEEK) == first == T0
+        assert reserve_send_slot(s, "ana@acme.test", "k2", T0, 1, WEEK) == T0 + WEEK
+    with write_tx(factory) as s:
+        assert release_send_slot(s, "k1") is True
+        assert reserve_send_slot(s, "ana@acme.test", "k3", T0, 1, WEEK) == T0
+
+
+def test_store_frequency_cap_holds_under_concurrency(factory: sessionmaker[Session]) -> None:
+    cap, workers, per_worker = 2, 8, 3
+    barrier = threading.Barrier(workers)
+
+    def reserve_all(worker: int) -> dict[str, dt.datetime]:
+        barrier.wait()
+        reserved = {}
+        for i in range(per_worker):
+            key = f"run-{worker}/steps[{i}]/ana@acme.test/1"
+            with write_tx(factory) as s:
+                reserved[key] = reserve_send_slot(s, "Ana@Acme.test", key, T0, cap, WEEK)
+        return reserved
+
+    results: dict[str, dt.datetime] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(reserve_all, w) for w in range(workers)]:
+            results.update(future.result())
+
+    with factory.begin() as s:
+        rows = s.execute(select(SendSlot.ledger_key, SendSlot.slot_at)).all()
+    slots = sorted(at for _, at in rows)
+    assert len(results) == workers * per_worker
+    assert dict(rows) == results
+    for start in slots:
+        assert sum(start <= at < start + WEEK for at in slots) <= cap
+    # Everyone wanted T0, so the slots pack tightly: two per week.
+    assert slots == [T0 + WEEK * (i // cap) for i in range(workers * per_worker)]

@@ -1,0 +1,73 @@
+"""`touchpoint`: validate, simulate, run and inspect playbooks.
+
+Commands that talk to Temporal connect to `TOUCHPOINT_TEMPORAL_ADDRESS`; `dev` and `demo` start
+an embedded Temporal dev server first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from touchpoint.dsl.errors import Problem
+from touchpoint.dsl.validate import load_project, summary
+
+app = typer.Typer(
+    name="touchpoint",
+    help="Customer-success playbooks in YAML, run durably on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Customer-success playbooks in YAML, run durably on Temporal."""
+
+
+@app.command()
+def validate(
+    targets: list[Path] = typer.Argument(None, help="Playbook folders or files (default: ./playbooks)."),
+) -> None:
+    """Check playbooks, workspace.yaml, health.yaml and templates without a server."""
+    targets = targets or [Path("playbooks")]
+    problems: list[Problem] = []
+    summaries: list[str] = []
+    for target in targets:
+        if not target.exists():
+            err.print(f"[red]error:[/] {target}: no such file or folder")
+            raise typer.Exit(1)
+        project = load_project(target)
+        problems.extend(project.problems)
+        summaries.extend(summary(lp) for lp in project.playbooks.values())
+    for problem in problems:
+        console.print(str(problem), markup=False, soft_wrap=True)
+    if problems:
+        err.print(f"[red]{len(problems)} problem{'s' if len(problems) != 1 else ''} found[/]")
+        raise typer.Exit(1)
+    for line in summaries:
+        console.print(f"[green]ok[/] {line}", soft_wrap=True)
+
+
+def main() -> None:
+    """Console-script entry point; leaves with `os._exit` after commands that ran a worker."""
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.environ.get("TOUCHPOINT_HARD_EXIT"):
+            os._exit(code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

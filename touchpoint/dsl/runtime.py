@@ -1,0 +1,383 @@
+"""Data passed between the API, workflows and activities: events, run inputs, activity I/O.
+
+Plain pydantic models, passed through the workflow sandbox with the rest of `touchpoint.dsl`.
+`build_context` turns them into what expressions and templates see (contract section 2), the
+same way in workflow code (conditions) and in activities (templates).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from touchpoint.dsl.sandbox import Day, FreeMap
+from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+
+
+class Data(BaseModel):
+    """Base for runtime messages: strict, but not frozen (workflows build them step by step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventIn(Data):
+    """One event about an account (contract section 9)."""
+
+    id: str | None = None
+    type: str
+    account_id: str | None = None
+    at: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipient(Data):
+    """Who an email goes to, with what decides their language and send window."""
+
+    email: str
+    name: str | None = None
+    role: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    country: str | None = None
+
+
+class RunView(Data):
+    """`run` as expressions see it."""
+
+    id: str
+    playbook: str
+    version: str
+    started_at: datetime
+    day: int = 0
+    round: int = 1
+    step: str | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] | None = None
+
+
+class RunInput(Data):
+    """Everything a `PlaybookRun` needs, frozen at enrollment."""
+
+    run_id: str
+    playbook: Playbook
+    version: str
+    account: AccountDoc | None = None
+    workspace: Workspace = Field(default_factory=Workspace)
+    event: EventIn = Field(default_factory=lambda: EventIn(type="manual"))
+    clock_offset: float = 0.0
+    """Seconds added to Temporal's clock: simulations start in the past or the future."""
+    account_workflow_id: str | None = None
+    simulation: bool = False
+
+
+class StepRecord(Data):
+    """One line of a run's timeline."""
+
+    at: datetime
+    day: int
+    step: str
+    action: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunStatus(Data):
+    """What `touchpoint status` and `GET /runs` show for a run."""
+
+    id: str
+    workflow_id: str = ""
+    playbook: str
+    version: str
+    account_id: str | None
+    status: Literal["running", "paused", "ended"]
+    step: str | None = None
+    outcome: str | None = None
+    paused_reason: str | None = None
+    started_at: datetime
+    vars: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] | None = None
+    history: list[StepRecord] = Field(default_factory=list)
+
+
+class RunResult(Data):
+    """How a run ended, with its timeline."""
+
+    run_id: str
+    outcome: str
+    history: list[StepRecord] = Field(default_factory=list)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------------------- activity I/O
+
+
+class EffectInput(Data):
+    """What every side-effect activity gets: the ledger key, who/where, and the render context."""
+
+    key: str
+    run: RunView
+    step: str
+    path: str
+    account: AccountDoc | None = None
+    event: EventIn
+    now: datetime
+    simulation: bool = False
+
+
+class SendEmailInput(EffectInput):
+    recipient: Recipient
+    template: str
+    locales: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    sender_email: str
+    sender_name: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    unsubscribe_group: int | None = None
+    extra_context: dict[str, Any] = Field(default_factory=dict)
+
+
+class SendEmailResult(Data):
+    status: Literal["sent", "suppressed", "failed", "uncertain", "skipped"]
+    to: str
+    message_id: str | None = None
+    subject: str | None = None
+    template: str | None = None
+    locale: str | None = None
+    error: str | None = None
+
+
+class ReserveSlotInput(Data):
+    key: str
+    contact_email: str
+    desired_at: datetime
+    emails: int
+    per: timedelta
+
+
+class TaskInput(EffectInput):
+    title: str
+    notes: str | None = None
+    owner: str = "csm"
+    fallback_owner: str | None = None
+    due_at: datetime | None = None
+    priority: str | None = None
+
+
+class TaskResult(Data):
+    task_id: str
+    title: str
+    owner: str
+    due_at: datetime | None = None
+    owner_note: str | None = None
+
+
+class NoteInput(EffectInput):
+    text: str
+
+
+class UpdateInput(EffectInput):
+    fields: dict[str, Any]
+    crm_fields: dict[str, str] = Field(default_factory=dict)
+
+
+class WebhookInput(EffectInput):
+    url: str
+    method: str = "POST"
+    json_body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class EffectResult(Data):
+    """Result of a note, update or webhook step, for the timeline."""
+
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectRunInput(Data):
+    """The run's row in the store's projection (status, step, vars, scorecard, outcome)."""
+
+    run_id: str
+    workflow_id: str
+    playbook: str
+    version: str
+    account_id: str | None
+    status: Literal["running", "paused", "ended"]
+    step: str | None = None
+    outcome: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] | None = None
+    paused_reason: str | None = None
+    records: list[StepRecord] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- expression context
+
+
+def _free(value: Any) -> Any:
+    return FreeMap(value) if isinstance(value, dict) else FreeMap()
+
+
+def _dateish(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return Day.of(value)
+    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return Day.of(date.fromisoformat(value))
+        except ValueError:
+            return value
+    return value
+
+
+def account_context(account: AccountDoc | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`account` and `contacts` as expressions see them."""
+    if account is None:
+        return {}, []
+    doc = account.model_dump(mode="python")
+    contacts = doc.pop("contacts")
+    doc["metrics"] = _free(doc.get("metrics"))
+    doc["properties"] = FreeMap({k: _dateish(v) for k, v in (doc.get("properties") or {}).items()})
+    for key in ("created_at", "renewal_date"):
+        doc[key] = _dateish(doc.get(key))
+    doc["csm"] = doc.get("csm") or {"name": None, "email": None}
+    doc["owner"] = doc.get("owner") or {"name": None, "email": None}
+    doc["contacts"] = contacts
+    return doc, contacts
+
+
+def event_context(event: EventIn) -> dict[str, Any]:
+    """`event` as expressions see it."""
+    return {"id": event.id, "type": event.type, "at": event.at, "data": _free(event.data)}
+
+
+def run_context(run: RunView) -> dict[str, Any]:
+    """`run` as expressions see it."""
+    view = run.model_dump(mode="python")
+    view["vars"] = _free(run.vars)
+    card = dict(run.scorecard or {})
+    card["milestones"] = _free(card.get("milestones"))
+    view["scorecard"] = card
+    return view
+
+
+def build_context(
+    *,
+    account: AccountDoc | None,
+    event: EventIn | None,
+    run: RunView | None,
+    now: datetime,
+    tz: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The names of contract section 2 for one evaluation."""
+    from touchpoint.dsl.timing import zone
+
+    account_view, contacts = account_context(account)
+    context: dict[str, Any] = {
+        "now": now,
+        "today": Day.of(now.astimezone(zone(tz))),
+    }
+    if account is not None:
+        context["account"] = account_view
+        context["contacts"] = contacts
+    if event is not None:
+        context["event"] = event_context(event)
+    if run is not None:
+        context["run"] = run_context(run)
+    if extra:
+        context.update(extra)
+    return context
+
+
+def plain(value: Any) -> Any:
+    """A JSON-friendly copy of an evaluated value (for `run.vars` and the timeline)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- accounts
+
+
+class TriggerEntry(Data):
+    """One deployed playbook, as the account workflow needs it to decide enrollments."""
+
+    playbook: str
+    version: str
+    kind: str
+    event: str | None = None
+    when: str | None = None
+    reenroll: str = "never"
+
+
+class DeployedIndex(Data):
+    """The deployed playbooks' triggers and the workspace, at one deploy generation."""
+
+    generation: str
+    triggers: list[TriggerEntry] = Field(default_factory=list)
+    workspace: Workspace = Field(default_factory=Workspace)
+
+
+class Envelope(Data):
+    """What the API sends an account workflow: an event, or an account upsert (with its doc)."""
+
+    event: EventIn
+    account: AccountDoc | None = None
+    generation: str | None = None
+
+
+class StartRequest(Data):
+    """Start a playbook for the account now (CLI, API, or a `start` step)."""
+
+    playbook: str
+    by: str | None = None
+    event: EventIn | None = None
+
+
+class ActiveRun(Data):
+    run_id: str
+    workflow_id: str
+    version: str
+    started_at: datetime
+
+
+class AccountState(Data):
+    """Compact state carried across continue-as-new."""
+
+    account_id: str
+    account: AccountDoc | None = None
+    active: dict[str, ActiveRun] = Field(default_factory=dict)
+    last_started: dict[str, datetime] = Field(default_factory=dict)
+    seen_ids: list[str] = Field(default_factory=list)
+    index: DeployedIndex | None = None
+    pending: list[Envelope] = Field(default_factory=list)
+    starts: list[StartRequest] = Field(default_factory=list)
+
+
+class LoadPlaybookInput(Data):
+    playbook: str
+    version: str | None = None
+
+
+class LoadedPlaybookVersion(Data):
+    playbook: Playbook
+    version: str
+    workspace: Workspace
+
+
+class ApplyEventInput(Data):
+    """Project an event (and the account snapshot) into the store."""
+
+    account: AccountDoc | None
+    event: EventIn

@@ -1,0 +1,72 @@
+"""Pure time functions shared by workflows and activities: send windows, holidays, run days.
+
+Workflows call these with the run's clock, so they must stay deterministic: no I/O, no "now".
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from touchpoint.dsl.schema import WEEKDAYS, SendWindow
+
+DAY = timedelta(days=1)
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """A cached ZoneInfo."""
+    return ZoneInfo(name)
+
+
+@lru_cache(maxsize=256)
+def _holiday_calendar(country: str, year: int) -> frozenset[date]:
+    import holidays as holidays_pkg  # passed through the workflow sandbox by the worker
+
+    return frozenset(holidays_pkg.country_holidays(country, years=year).keys())
+
+
+def is_holiday(day: date, country: str | None, listed: tuple[str, ...]) -> bool:
+    """True when ``day`` is a public holiday of ``country`` and the workspace lists that country."""
+    if not country or country.upper() not in listed:
+        return False
+    return day in _holiday_calendar(country.upper(), day.year)
+
+
+def next_opening(at: datetime, tz: str, window: SendWindow, *, country: str | None = None, holidays: tuple[str, ...] = ()) -> datetime:
+    """The first moment at or after ``at`` inside the send window, in zone ``tz``.
+
+    Weekends (days not in the window), public holidays of the recipient's country (when the
+    workspace lists it) and DST changes are honoured: 09:00 local is 09:00 on the wall clock.
+    """
+    local = at.astimezone(zone(tz))
+    start_min, end_min = window.bounds()
+    allowed = {WEEKDAYS.index(d) for d in window.days}
+    day = local.date()
+    for _ in range(400):
+        if day.weekday() in allowed and not is_holiday(day, country, holidays):
+            opens = _at_minutes(day, start_min, tz)
+            closes = _at_minutes(day, end_min, tz)
+            if local < opens:
+                return opens.astimezone(at.tzinfo)
+            if opens <= local < closes:
+                return at
+        day += DAY
+    raise ValueError(f"send window {window.days} {window.hours} never opens")
+
+
+def _at_minutes(day: date, minutes: int, tz: str) -> datetime:
+    if minutes >= 24 * 60:
+        return datetime.combine(day + DAY, time(0), tzinfo=zone(tz))
+    return datetime.combine(day, time(minutes // 60, minutes % 60), tzinfo=zone(tz))
+
+
+def local_midnight(day: date, tz: str) -> datetime:
+    """00:00 of ``day`` in zone ``tz`` (aware)."""
+    return datetime.combine(day, time(0), tzinfo=zone(tz))
+
+
+def run_day(started_at: datetime, now: datetime) -> int:
+    """Whole 24-hour periods since the run started."""
+    return max(0, int((now - started_at).total_seconds() // 86400))

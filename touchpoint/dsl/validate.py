@@ -1,0 +1,614 @@
+"""Load and validate a playbooks folder: every problem at once, each at its file and line.
+
+`load_project(DIR)` reads `workspace.yaml`, `health.yaml` and every other top-level `*.yaml` as a
+playbook, checks each against the schema, then checks what the schema cannot see: names used by
+expressions and templates, email templates on disk, duplicate ids, `start` targets, roles, CRM
+field names. `samples/` and `templates/` are not playbooks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, TemplateSyntaxError, nodes
+from jinja2.exceptions import TemplateError
+from pydantic import BaseModel, ValidationError
+
+from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.errors import ContractError, Problem
+from touchpoint.dsl.sandbox import TouchpointEnvironment
+from touchpoint.dsl.schema import (
+    INTERNAL_RECIPIENTS,
+    STEP_KINDS,
+    DateTrigger,
+    EmailStep,
+    HealthModel,
+    IfStep,
+    NoteStep,
+    Playbook,
+    RepeatStep,
+    SetStep,
+    StartStep,
+    StepBase,
+    TaskStep,
+    UpdateStep,
+    WaitForStep,
+    WaitUntilStep,
+    WebhookStep,
+    Workspace,
+)
+from touchpoint.dsl.walk import all_steps, count_steps
+from touchpoint.dsl.yamlpos import Path as YPath
+from touchpoint.dsl.yamlpos import Positions, format_path, load_yaml
+
+SPECIAL_FILES = ("workspace.yaml", "health.yaml")
+TEMPLATE_PARTS = ("subject", "html", "txt")
+
+
+@dataclass
+class LoadedPlaybook:
+    """A valid playbook with where it came from."""
+
+    playbook: Playbook
+    file: Path
+    source: str
+    positions: Positions
+
+    @property
+    def version(self) -> str:
+        """Content hash of the validated playbook and the templates it uses."""
+        return self._version
+
+    _version: str = ""
+
+
+@dataclass
+class Project:
+    """Everything in a playbooks folder, validated."""
+
+    root: Path
+    workspace: Workspace
+    health: HealthModel | None
+    playbooks: dict[str, LoadedPlaybook] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    workspace_source: str = ""
+    health_source: str = ""
+
+    @property
+    def templates_dir(self) -> Path:
+        """Where email templates live."""
+        return self.root / "templates"
+
+    def raise_for_problems(self) -> None:
+        """Raise `ContractError` listing every problem, if any."""
+        if self.problems:
+            raise ContractError(self.problems)
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def load_project(target: Path | str, *, only: Iterable[Path] | None = None) -> Project:
+    """Load and validate a folder (or the folder of a file, checking only that file).
+
+    Args:
+        target: a playbooks folder, or one playbook file (its folder's `workspace.yaml` and
+            `templates/` are used).
+        only: restrict the playbooks checked to these files.
+    """
+    target = Path(target)
+    root = target if target.is_dir() else target.parent
+    files = sorted(only) if only else ([target] if target.is_file() else _playbook_files(root))
+    problems: list[Problem] = []
+
+    workspace, workspace_source = _load_special(root / "workspace.yaml", Workspace, problems)
+    health, health_source = _load_special(root / "health.yaml", HealthModel, problems)
+    ws = workspace if isinstance(workspace, Workspace) else Workspace()
+    project = Project(root=root, workspace=ws, health=health if isinstance(health, HealthModel) else None)
+    project.workspace_source, project.health_source = workspace_source, health_source
+    if isinstance(workspace, Workspace):
+        _check_workspace(workspace, root / "workspace.yaml", problems)
+    if isinstance(health, HealthModel):
+        _check_health(health, root / "health.yaml", problems)
+
+    loaded: list[LoadedPlaybook] = []
+    for file in files:
+        if file.name in SPECIAL_FILES:
+            continue
+        item = _load_playbook(file, problems)
+        if item:
+            loaded.append(item)
+
+    all_ids = {lp.playbook.playbook for lp in loaded} | {
+        _peek_id(f) for f in _playbook_files(root) if f not in files
+    }
+    seen: dict[str, Path] = {}
+    for lp in loaded:
+        pid = lp.playbook.playbook
+        if pid in seen:
+            problems.append(Problem(_rel(lp.file), lp.positions.line_of(("playbook",)), "playbook", f"id `{pid}` is already used by {_rel(seen[pid])}"))
+            continue
+        seen[pid] = lp.file
+        before = len(problems)
+        _check_playbook(lp, project, all_ids - {""}, problems)
+        if len(problems) == before:
+            lp._version = playbook_version(lp.playbook, project.templates_dir)
+            project.playbooks[pid] = lp
+    project.problems = sorted(set(problems))
+    return project
+
+
+def template_closure(playbook: Playbook, templates_dir: Path) -> dict[str, str]:
+    """Every template file a playbook may use: its email parts and their layouts and partials."""
+    pending = sorted(
+        path.name
+        for name in {s.email.template for _, s in all_steps(playbook) if isinstance(s, EmailStep)}
+        for part_files in template_files(templates_dir, name).values()
+        for path in part_files
+    )
+    files: dict[str, str] = {}
+    while pending:
+        file = pending.pop(0)
+        if file in files or not (templates_dir / file).is_file():
+            continue
+        files[file] = (templates_dir / file).read_text(encoding="utf-8")
+        pending.extend(_REFERENCE.findall(files[file]))
+    return dict(sorted(files.items()))
+
+
+def playbook_version(playbook: Playbook, templates_dir: Path) -> str:
+    """A short content hash of a playbook and every template file it may use (layouts too)."""
+    digest = hashlib.sha256(json.dumps(playbook.model_dump(mode="json"), sort_keys=True).encode())
+    for name, source in template_closure(playbook, templates_dir).items():
+        digest.update(name.encode() + b"\0" + source.encode())
+    return digest.hexdigest()[:12]
+
+
+_REFERENCE = re.compile(r"""{%-?\s*(?:extends|include|import|from)\s+["']([^"']+)["']""")
+
+
+def _playbook_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*.yaml") if p.name not in SPECIAL_FILES) + sorted(
+        p for p in root.glob("*.yml") if p.name not in SPECIAL_FILES
+    )
+
+
+def _peek_id(file: Path) -> str:
+    try:
+        data, _, _ = load_yaml(file.read_text(encoding="utf-8"))
+    except OSError:
+        return ""
+    return str(data.get("playbook", "")) if isinstance(data, dict) else ""
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------- schema + positions
+
+
+def _read(file: Path, problems: list[Problem]) -> tuple[Any, Positions, str] | None:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(_rel(file), 1, "", f"cannot read the file: {exc}"))
+        return None
+    data, positions, yaml_problems = load_yaml(text)
+    for yp in yaml_problems:
+        problems.append(Problem(_rel(file), yp.line, "", yp.message))
+    if yaml_problems:
+        return None
+    return data, positions, text
+
+
+def _load_special(file: Path, model: type[BaseModel], problems: list[Problem]) -> tuple[BaseModel | None, str]:
+    if not file.exists():
+        return None, ""
+    read = _read(file, problems)
+    if read is None:
+        return None, ""
+    data, positions, text = read
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(Problem(_rel(file), 1, "", f"expected a mapping of settings, found {type(data).__name__}"))
+        return None, text
+    return validate_model(model, data, file, positions, problems), text
+
+
+def validate_model(model: type[BaseModel], data: Any, file: Path, positions: Positions, problems: list[Problem]) -> Any:
+    """Validate ``data`` against ``model``, turning pydantic errors into positioned problems."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problems.append(pydantic_problem(error, file, positions, data))
+        return None
+
+
+def _load_playbook(file: Path, problems: list[Problem]) -> LoadedPlaybook | None:
+    read = _read(file, problems)
+    if read is None:
+        return None
+    data, positions, text = read
+    if not isinstance(data, dict):
+        problems.append(Problem(_rel(file), 1, "", "expected a playbook mapping with `playbook`, `trigger` and `steps`"))
+        return None
+    playbook = validate_model(Playbook, data, file, positions, problems)
+    return LoadedPlaybook(playbook, file, text, positions) if playbook else None
+
+
+_ALL_KEYS: set[str] = set()
+
+
+def _known_keys() -> set[str]:
+    if not _ALL_KEYS:
+        import touchpoint.dsl.schema as schema
+
+        for obj in vars(schema).values():
+            if isinstance(obj, type) and issubclass(obj, BaseModel):
+                for name, info in obj.model_fields.items():
+                    _ALL_KEYS.add(info.alias or name)
+    return _ALL_KEYS
+
+
+def _clean_loc(loc: Iterable[Any]) -> YPath:
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and part.startswith("step:"):
+            continue
+        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue
+        out.append(part)
+    # A trigger union adds its tag after `trigger`: drop it when the next part repeats the key.
+    if len(out) >= 2 and out[0] == "trigger" and isinstance(out[1], str) and out[1] in ("event", "date", "schedule", "manual"):
+        if len(out) >= 3 or out[1] == "manual":
+            out.pop(1)
+    return tuple(out)
+
+
+def pydantic_problem(error: Mapping[str, Any], file: Path, positions: Positions, data: Any = None) -> Problem:
+    """One pydantic error as a `Problem` at the offending key's own line."""
+    loc = _clean_loc(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    field_name = format_path(loc)
+    message = str(error["msg"])
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        parent = format_path(loc[:-1])
+        message = f"unknown key `{key}`{_hint(key, _known_keys())}"
+        if key in STEP_KINDS or key in ("then", "else"):
+            message += "; a step has exactly one action key"
+        field_name = parent if loc[:-1] else key
+    elif kind == "step_kind":
+        message = _step_kind_message(value)
+    elif kind == "trigger_kind":
+        message = f"expected exactly one of `event`, `date`, `schedule` or `manual`, found {_show(value)}"
+    elif kind == "missing":
+        message = f"`{loc[-1]}` is required" if loc else "required"
+    elif kind in ("value_error", "assertion_error"):
+        err = ctx.get("error")
+        message = str(err) if err is not None else message.removeprefix("Value error, ")
+    elif kind == "literal_error":
+        message = f"expected {ctx.get('expected', '')}, found {_show(value)}"
+        hint = _hint(str(value), _literal_choices(str(ctx.get("expected", ""))))
+        message += hint
+    elif kind == "string_pattern_mismatch":
+        message = f"{_show(value)} is not a valid {loc[-1] if loc else 'value'}: expected {_pattern_words(str(ctx.get('pattern', '')))}"
+    else:
+        message = f"{message[:1].lower()}{message[1:]}, found {_show(value)}"
+    return Problem(_rel(file), positions.line_of(loc), field_name, message)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _literal_choices(expected: str) -> list[str]:
+    return [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+
+
+def _pattern_words(pattern: str) -> str:
+    return {
+        "^[a-z0-9][a-z0-9-]*$": "lowercase letters, digits and '-' (e.g. onboarding-scale)",
+        "^[A-Za-z_][A-Za-z0-9_-]*$": "letters, digits, '_' and '-', starting with a letter",
+        "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$": "a lowercase dotted event type (e.g. account.created)",
+    }.get(pattern, f"a value matching {pattern}")
+
+
+def _step_kind_message(value: Any) -> str:
+    known = ", ".join(STEP_KINDS)
+    if not isinstance(value, dict):
+        return f"a step must be a mapping with one action key ({known}), found {_show(value)}"
+    actions = [k for k in value if k in STEP_KINDS]
+    if len(actions) > 1:
+        return f"a step has exactly one action key, found {', '.join(f'`{a}`' for a in actions)}: split it into separate steps"
+    unknown = [str(k) for k in value if k not in ("id", "when", "on_error", "then", "else")]
+    if unknown:
+        return f"unknown step `{unknown[0]}`{_hint(unknown[0], STEP_KINDS)}; known steps: {known}"
+    return f"a step needs an action key; known steps: {known}"
+
+
+def _hint(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+# ---------------------------------------------------------------------------- semantic checks
+
+
+class _Checker:
+    def __init__(self, file: Path, positions: Positions, problems: list[Problem]) -> None:
+        self.file, self.positions, self.problems = file, positions, problems
+
+    def add(self, path: YPath, message: str, field_name: str | None = None) -> None:
+        self.problems.append(Problem(_rel(self.file), self.positions.line_of(path), field_name or format_path(path), message))
+
+    def expr(self, path: YPath, source: str | None, names: Mapping[str, ex.Shape]) -> None:
+        if source is None:
+            return
+        for problem in ex.check_expression(source, names):
+            self.add(path, problem.message)
+
+    def text(self, path: YPath, source: str | None, names: Mapping[str, ex.Shape]) -> None:
+        if source is None:
+            return
+        for problem in ex.check_text(source, names):
+            self.add(path, problem.message)
+
+
+def _check_workspace(ws: Workspace, file: Path, problems: list[Problem]) -> None:
+    import holidays as holidays_pkg  # here, not in the model: workflows decode Workspace often
+
+    _, positions, _ = load_yaml(file.read_text(encoding="utf-8"))
+    check = _Checker(file, positions, problems)
+    known = holidays_pkg.list_supported_countries()
+    for i, code in enumerate(ws.holidays):
+        if code not in known:
+            check.add(("holidays", i), f"unknown country code {code!r} for holidays (ISO 3166-1 alpha-2, e.g. US, DE, FR){_hint(code, known)}")
+    names = ex.scope(run=False, event=False)
+    for name, rule in ws.segments.items():
+        check.expr(("segments", name), rule, names)
+
+
+def _check_health(health: HealthModel, file: Path, problems: list[Problem]) -> None:
+    _, positions, _ = load_yaml(file.read_text(encoding="utf-8"))
+    check = _Checker(file, positions, problems)
+    names = ex.scope(run=False, event=False)
+    seen: set[str] = set()
+    for i, metric in enumerate(health.metrics):
+        check.expr(("metrics", i, "value"), metric.value, names)
+        if metric.id in seen:
+            check.add(("metrics", i, "id"), f"metric id `{metric.id}` is used twice")
+        seen.add(metric.id)
+    if health.tiers.yellow > health.tiers.green:
+        check.add(("tiers",), "`yellow` must not be above `green`")
+
+
+def _check_playbook(lp: LoadedPlaybook, project: Project, playbook_ids: set[str], problems: list[Problem]) -> None:
+    pb, check = lp.playbook, _Checker(lp.file, lp.positions, problems)
+    schedule = pb.trigger_kind == "schedule"
+    names = ex.scope(schedule=schedule)
+    roles = project.workspace.known_roles()
+
+    trigger_names = ex.scope(run=False, schedule=schedule)
+    check.expr(("trigger", "when"), getattr(pb.trigger, "when", None), trigger_names)
+    if isinstance(pb.trigger, DateTrigger):
+        check.expr(("trigger", "date"), pb.trigger.date, ex.scope(run=False, event=False))
+    if pb.reenroll != "never" and pb.trigger_kind != "event":
+        check.add(("reenroll",), f"`reenroll` applies to event triggers only; this playbook's trigger is `{pb.trigger_kind}`")
+    check.expr(("exit_when",), pb.exit_when, names)
+    check.expr(("goal",), pb.goal, names)
+    for i, role in enumerate(pb.audience or []):
+        if role not in roles:
+            check.add(("audience", i), f"unknown role `{role}`{_hint(role, roles)}; known roles: {', '.join(roles)} (add more under `roles:` in workspace.yaml)")
+
+    if pb.scorecard:
+        milestone_ids: set[str] = set()
+        for i, milestone in enumerate(pb.scorecard.milestones):
+            if milestone.id in milestone_ids:
+                check.add(("scorecard", "milestones", i, "id"), f"milestone id `{milestone.id}` is used twice")
+            milestone_ids.add(milestone.id)
+            check.expr(("scorecard", "milestones", i, "when"), milestone.when, names)
+        for i, checkpoint in enumerate(pb.scorecard.checkpoints):
+            if checkpoint.day > pb.scorecard.target.by_day:
+                check.add(("scorecard", "checkpoints", i, "day"), f"checkpoint day {checkpoint.day} is after the target's by_day {pb.scorecard.target.by_day}")
+
+    step_ids: dict[str, YPath] = {}
+    for path, step in all_steps(pb):
+        if step.id:
+            if step.id in step_ids:
+                check.add(path + ("id",), f"step id `{step.id}` is already used at line {lp.positions.line_of(step_ids[step.id] + ('id',))}")
+            else:
+                step_ids[step.id] = path
+        check.expr(path + ("when",), step.when, names)
+        _check_step(step, path, pb, project, playbook_ids, roles, names, check)
+
+
+def _check_step(
+    step: StepBase,
+    path: YPath,
+    pb: Playbook,
+    project: Project,
+    playbook_ids: set[str],
+    roles: tuple[str, ...],
+    names: Mapping[str, ex.Shape],
+    check: _Checker,
+) -> None:
+    schedule = pb.trigger_kind == "schedule"
+    if isinstance(step, EmailStep):
+        mail = step.email
+        base = path + ("email",)
+        recipients = mail.to if mail.to is not None else pb.audience
+        for i, target in enumerate(mail.to or []):
+            if target in roles or target in INTERNAL_RECIPIENTS:
+                continue
+            problems = ex.check_expression(target, names)
+            if problems:
+                check.add(base + ("to", i), f"`{target}` is neither a known role ({', '.join(roles + INTERNAL_RECIPIENTS)}) nor a valid expression giving addresses{_hint(target, roles + INTERNAL_RECIPIENTS)}: {problems[0].message}")
+        if mail.for_each and not schedule:
+            check.add(base + ("for_each",), "`for_each: csm` is for playbooks with a `schedule` trigger")
+        if schedule and not mail.for_each and not mail.to:
+            check.add(base, "an email in a schedule playbook needs `for_each: csm` or `to:` addresses (there is no single account)")
+        if recipients is None and schedule is False and not mail.to:
+            pass  # no audience: every contact of the account (documented default)
+        check.expr(base + ("locale",), mail.locale, names)
+        _check_email_template(mail.template, base + ("template",), project, names, schedule, check)
+    elif isinstance(step, WaitUntilStep):
+        check.expr(path + ("wait_until", "date"), step.wait_until.date, names)
+        if step.wait_until.day is not None and step.wait_until.offset.total_seconds():
+            check.add(path + ("wait_until", "offset"), "`offset` goes with `date`, not with `day`")
+    elif isinstance(step, WaitForStep):
+        check.expr(path + ("wait_for", "when"), step.wait_for.when, names)
+    elif isinstance(step, TaskStep):
+        task = step.task
+        check.text(path + ("task", "title"), task.title, names)
+        check.text(path + ("task", "notes"), task.notes, names)
+        if task.owner not in ("csm", "owner") and "@" not in task.owner and "{" not in task.owner:
+            check.add(path + ("task", "owner"), f"expected `csm`, `owner` or an email address, found {task.owner!r}")
+    elif isinstance(step, UpdateStep):
+        mapping = project.workspace.crm.fields
+        for key, value in step.update.fields.items():
+            where = path + ("update", "fields", key)
+            if mapping and key not in mapping:
+                check.add(where, f"field `{key}` has no CRM property in workspace.yaml `crm.fields`{_hint(key, mapping)}; mapped fields: {', '.join(mapping)}")
+            if isinstance(value, str):
+                check.text(where, value, names)
+            elif isinstance(value, dict):
+                if set(value) != {"expr"} or not isinstance(value.get("expr"), str):
+                    check.add(where, "a field value is a text, a number, a boolean, or `{expr: <expression>}`")
+                else:
+                    check.expr(where, value["expr"], names)
+    elif isinstance(step, NoteStep):
+        check.text(path + ("note", "text"), step.note.text, names)
+    elif isinstance(step, WebhookStep):
+        hook = step.webhook
+        check.text(path + ("webhook", "url"), hook.url, names)
+        for key, value in hook.headers.items():
+            check.text(path + ("webhook", "headers", key), value, names)
+        for sub, value in _strings(hook.json_, path + ("webhook", "json")):
+            check.text(sub, value, names)
+    elif isinstance(step, SetStep):
+        for key, value in step.set.items():
+            check.expr(path + ("set", key), value, names)
+    elif isinstance(step, IfStep):
+        check.expr(path + ("if",), step.if_, names)
+    elif isinstance(step, RepeatStep):
+        check.expr(path + ("repeat", "until"), step.repeat.until, names)
+    elif isinstance(step, StartStep):
+        check.expr(path + ("start", "when"), step.start.when, names)
+        if step.start.playbook not in playbook_ids:
+            check.add(path + ("start", "playbook"), f"no playbook `{step.start.playbook}` in {_rel(project.root)}{_hint(step.start.playbook, playbook_ids)}; playbooks: {', '.join(sorted(playbook_ids))}")
+        if step.start.playbook == pb.playbook:
+            check.add(path + ("start", "playbook"), "a playbook cannot start itself (one run per account at a time)")
+
+
+def _strings(value: Any, path: YPath) -> Iterator[tuple[YPath, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, path + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, path + (index,))
+
+
+# ---------------------------------------------------------------------------- email templates
+
+
+_TEMPLATE_ENVS: dict[Path, TouchpointEnvironment] = {}
+
+
+def template_environment(templates_dir: Path) -> TouchpointEnvironment:
+    """A file-loading environment for a templates folder (parsing only: no autoescape needed)."""
+    env = _TEMPLATE_ENVS.get(templates_dir)
+    if env is None:
+        env = TouchpointEnvironment(loader=FileSystemLoader(str(templates_dir)), autoescape=False)
+        _TEMPLATE_ENVS[templates_dir] = env
+    return env
+
+
+def template_files(templates_dir: Path, name: str) -> dict[str, list[Path]]:
+    """The files of an email template by part, the plain one first, then locale variants."""
+    found: dict[str, list[Path]] = {part: [] for part in TEMPLATE_PARTS}
+    for part in TEMPLATE_PARTS:
+        plain = templates_dir / f"{name}.{part}.j2"
+        if plain.exists():
+            found[part].append(plain)
+        found[part].extend(sorted(p for p in templates_dir.glob(f"{name}.*.{part}.j2") if p != plain and p.name.count(".") == name.count(".") + 3))
+    return found
+
+
+def _check_email_template(name: str, path: YPath, project: Project, names: Mapping[str, ex.Shape], schedule: bool, check: _Checker) -> None:
+    tdir = project.templates_dir
+    files = template_files(tdir, name)
+    for part in ("subject", "html"):
+        if not files[part] or files[part][0].name != f"{name}.{part}.j2":
+            available = sorted({p.name.split(".")[0] for p in tdir.glob("*.subject.j2")}) if tdir.exists() else []
+            check.add(path, f"template `{name}` has no {tdir.name}/{name}.{part}.j2{_hint(name, available)}" + (f"; templates: {', '.join(available)}" if available else f"; no templates in {_rel(tdir)}"))
+            return
+    email_names = dict(ex.scope(schedule=schedule, email=True))
+    seen: set[str] = set()
+    for part_files in files.values():
+        for file in part_files:
+            _check_template_file(file.name, tdir, email_names, check, path, seen)
+
+
+def _check_template_file(name: str, tdir: Path, names: Mapping[str, ex.Shape], check: _Checker, step_path: YPath, seen: set[str]) -> None:
+    if name in seen:
+        return
+    seen.add(name)
+    env = template_environment(tdir)
+    step_where = f"{_rel(check.file)}:{check.positions.line_of(step_path)}"
+    try:
+        source = (tdir / name).read_text(encoding="utf-8")
+        ast = env.parse(source, name=name, filename=str(tdir / name))
+        env.compile(ast, name=name, filename=str(tdir / name))
+    except FileNotFoundError:
+        check.problems.append(Problem(_rel(tdir / name), 1, "", f"template file not found (used by the step at {step_where})"))
+        return
+    except TemplateSyntaxError as exc:
+        check.problems.append(Problem(_rel(tdir / name), exc.lineno or 1, "", f"{exc.message} (used by the step at {step_where})"))
+        return
+    except TemplateError as exc:
+        check.problems.append(Problem(_rel(tdir / name), 1, "", f"{exc} (used by the step at {step_where})"))
+        return
+    for problem in ex.check_ast(ast, names, kind="template"):
+        check.problems.append(Problem(_rel(tdir / name), problem.line, "", f"{problem.message} (used by the step at {step_where})"))
+    for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        target = getattr(node, "template", None)
+        if isinstance(target, nodes.Const) and isinstance(target.value, str):
+            if not (tdir / target.value).exists():
+                check.problems.append(Problem(_rel(tdir / name), node.lineno, "", f"`{target.value}` not found in {_rel(tdir)} (used by the step at {step_where})"))
+            else:
+                _check_template_file(target.value, tdir, names, check, step_path, seen)
+
+
+def summary(lp: LoadedPlaybook) -> str:
+    """One line about a valid playbook, for `touchpoint validate`."""
+    pb = lp.playbook
+    trigger = pb.trigger
+    what = {
+        "event": f"on {getattr(trigger, 'event', '')}",
+        "date": f"on {getattr(trigger, 'date', '')} {getattr(trigger, 'offset', '')}",
+        "schedule": f"on schedule '{getattr(trigger, 'schedule', '')}'",
+        "manual": "started manually",
+    }[pb.trigger_kind]
+    templates = {s.email.template for _, s in all_steps(pb) if isinstance(s, EmailStep)}
+    card = f", report card {pb.scorecard.target.score:g} by day {pb.scorecard.target.by_day}" if pb.scorecard else ""
+    return f"{pb.playbook} ({_rel(lp.file)}): {count_steps(pb)} steps, {what}, {len(templates)} email templates{card}"

@@ -1,0 +1,121 @@
+"""YAML with the source line of every key and value kept, for errors that point at the line.
+
+PyYAML's safe loader is used with two changes that matter to CS ops:
+- YAML 1.1's ``yes``/``no``/``on``/``off`` are plain strings (Norway's country code ``NO`` stays
+  ``"NO"``); only ``true``/``false`` are booleans.
+- A key repeated in one mapping is an error instead of silently keeping the last value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Path = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2-style booleans."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+@dataclass
+class YamlProblem:
+    """A problem found while reading YAML, before any schema applies."""
+
+    line: int
+    message: str
+
+
+@dataclass
+class Positions:
+    """Source lines (1-based) by path: a key's own line, and a value's first line."""
+
+    keys: dict[Path, int] = field(default_factory=dict)
+    values: dict[Path, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path) -> int:
+        """The best line for a path: its key, else its value, else the nearest parent's."""
+        probe = tuple(path)
+        while True:
+            if probe in self.keys:
+                return self.keys[probe]
+            if probe in self.values:
+                return self.values[probe]
+            if not probe:
+                return 1
+            probe = probe[:-1]
+
+
+def load_yaml(text: str) -> tuple[Any, Positions, list[YamlProblem]]:
+    """Parse YAML text keeping positions.
+
+    Returns:
+        The data (plain dicts, lists and scalars), the positions, and problems such as
+        duplicate keys. A syntax error is returned as a problem with data ``None``.
+    """
+    positions = Positions()
+    problems: list[YamlProblem] = []
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, positions, problems
+        data = _build(loader, node, (), positions, problems)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problems.append(YamlProblem(line, f"invalid YAML: {exc.problem or exc}"))
+        return None, positions, problems
+    except yaml.YAMLError as exc:
+        problems.append(YamlProblem(1, f"invalid YAML: {exc}"))
+        return None, positions, problems
+    finally:
+        loader.dispose()
+    return data, positions, problems
+
+
+def _build(loader: _Loader, node: yaml.Node, path: Path, pos: Positions, problems: list[YamlProblem]) -> Any:
+    pos.values[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int)):
+                key = str(key)
+            line = key_node.start_mark.line + 1
+            if key in result:
+                problems.append(YamlProblem(line, f"{_dotted(path + (key,))}: key `{key}` appears twice in this mapping"))
+            pos.keys[path + (key,)] = line
+            result[key] = _build(loader, value_node, path + (key,), pos, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, path + (i,), pos, problems) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def _dotted(path: Path) -> str:
+    return format_path(path)
+
+
+def format_path(path: Path) -> str:
+    """``('steps', 2, 'email', 'template')`` -> ``steps[2].email.template``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"

@@ -1,0 +1,167 @@
+"""Engines, migrations, sessions and write-locking transactions.
+
+SQLite (the default, one file) and PostgreSQL (production) are both supported through the same
+synchronous SQLAlchemy engine: activities run in a thread pool, so blocking calls are fine.
+
+SQLite notes: the pysqlite driver's own transaction handling is switched off and we emit
+``BEGIN`` ourselves, so that a write transaction can start with ``BEGIN IMMEDIATE``. That takes
+the database's write lock up front; a deferred transaction that reads and then writes can fail
+with "database is locked" under WAL when another writer got in between, and no busy timeout
+helps with that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from .columns import json_dumps
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Connection execution option read by the SQLite "begin" hook: the BEGIN mode to use.
+_SQLITE_BEGIN = "touchpoint_sqlite_begin"
+_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    """Create an engine for a SQLite or PostgreSQL URL.
+
+    Args:
+        url: ``sqlite:///path/to/touchpoint.db`` (the parent directory is created),
+            ``sqlite://`` for a private in-memory database (tests only: one shared connection),
+            or ``postgresql+psycopg://user@host:5432/db`` (``postgresql://`` means psycopg 3).
+        echo: Log every SQL statement (debugging).
+
+    Returns:
+        The engine. Call ``migrate(engine)`` before first use and ``engine.dispose()`` at exit.
+
+    Raises:
+        ValueError: The URL names another database.
+    """
+    u = make_url(url)
+    backend = u.get_backend_name()
+    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_dumps}
+    if backend == "sqlite":
+        database = u.database or ""
+        if database in ("", ":memory:"):
+            # Every pooled connection to ":memory:" would be a different empty database.
+            kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"] = {"check_same_thread": False}
+        elif not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(u, **kwargs)
+        _install_sqlite_hooks(engine)
+        return engine
+    if backend == "postgresql":
+        if u.drivername == "postgresql":
+            u = u.set(drivername="postgresql+psycopg")
+        return create_engine(u, pool_pre_ping=True, **kwargs)
+    raise ValueError(
+        f"unsupported database URL {u.render_as_string(hide_password=True)!r}: use "
+        "sqlite:///path/to/touchpoint.db or postgresql+psycopg://user@host:5432/dbname"
+    )
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # isolation_level=None stops pysqlite from issuing its own (deferred) BEGINs.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first, so that switching to WAL waits for a concurrent starter.
+            cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def migrate(engine_or_url: Engine | str | URL) -> None:
+    """Bring the schema up to date (``alembic upgrade head``).
+
+    Idempotent, and safe when several processes start at once: the upgrade runs in one
+    transaction holding the write lock (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
+    PostgreSQL), so the later process finds the schema current and does nothing.
+
+    Args:
+        engine_or_url: An engine from ``make_engine`` or a database URL (a temporary engine is
+            created and disposed of).
+    """
+    if isinstance(engine_or_url, Engine):
+        _upgrade(engine_or_url)
+        return
+    engine = make_engine(engine_or_url)
+    try:
+        _upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    # ConfigParser interpolates '%', which may appear in an install path.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def _upgrade(engine: Engine) -> None:
+    cfg = _alembic_config()
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # Per schema, so that databases holding several Touchpoint schemas (tests)
+                # do not wait for each other.
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:prefix || current_schema()))"),
+                    {"prefix": "touchpoint.migrate:"},
+                )
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory for ``engine``; objects stay readable after commit.
+
+    Use ``with factory.begin() as s:`` for reads and ordinary writes, and ``write_tx(factory)``
+    for read-then-write transactions that must not interleave (ledger, frequency caps).
+    """
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_tx(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Open a transaction that holds the write lock; commit on success, roll back on error.
+
+    On SQLite this is ``BEGIN IMMEDIATE``: writers queue for the database's single write lock
+    (up to the 30 s busy timeout), so reads inside the transaction stay valid until commit. On
+    PostgreSQL it is an ordinary READ COMMITTED transaction: callers lock the rows they depend
+    on with ``SELECT ... FOR UPDATE`` (``with_for_update()``).
+
+    Args:
+        factory: A factory from ``session_factory``.
+
+    Yields:
+        The session, inside its transaction.
+    """
+    with factory() as session, session.begin():
+        # Procuring the connection with the option makes the "begin" hook emit BEGIN IMMEDIATE.
+        session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
+        yield session

@@ -1,0 +1,125 @@
+"""Wiring only: the client, the data converter, the sandbox's pass-through list, workflows, activities.
+
+Run a worker against any Temporal cluster with ``python worker.py`` (settings from the
+environment); `touchpoint dev` runs the same worker in-process beside the embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.workflow import SandboxImportNotificationPolicy
+
+from activities.crm import CrmActivities
+from activities.deps import Deps
+from activities.email import EmailActivities
+from activities.store import AccountActivities, StoreActivities
+from activities.webhook import WebhookActivities
+from touchpoint.config import Settings, settings
+from workflows.account import AccountWorkflow
+from workflows.playbook_run import PlaybookRun
+from workflows.simulation import Simulation
+
+WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, Simulation)
+
+#: Deterministic modules shared by every workflow run: imported once, not per run. Jinja2 and
+#: markupsafe must be here (inside the sandbox Jinja2 fails or deadlocks, TEMPORAL-NOTES.md).
+PASSTHROUGH = (
+    "touchpoint.dsl",
+    "workflows.names",
+    "jinja2",
+    "markupsafe",
+    "croniter",
+    "dateutil",
+    "holidays",
+    "yaml",
+)
+
+
+def sandbox_runner(*, strict_imports: bool = False) -> SandboxedWorkflowRunner:
+    """The sandbox with our pass-through list; ``strict_imports`` fails a task on any other import."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    if strict_imports:
+        restrictions = restrictions.with_import_notification_policy(
+            SandboxImportNotificationPolicy.RAISE_ON_UNINTENTIONAL_PASSTHROUGH
+        )
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def activities_for(deps: Deps) -> list[Any]:
+    """Every activity, bound to one set of dependencies."""
+    email, crm, store, hook = EmailActivities(deps), CrmActivities(deps), StoreActivities(deps), WebhookActivities(deps)
+    accounts = AccountActivities(deps)
+    return [
+        accounts.load_index,
+        accounts.load_account,
+        accounts.load_playbook,
+        accounts.apply_event,
+        email.send_email,
+        email.reserve_send_slot,
+        crm.create_task,
+        crm.add_note,
+        crm.update_fields,
+        hook.call_webhook,
+        store.project_run,
+    ]
+
+
+async def connect(config: Settings) -> Client:
+    """A client with the pydantic data converter (the same on every client and worker)."""
+    return await Client.connect(
+        config.temporal_address, namespace=config.temporal_namespace, data_converter=pydantic_data_converter
+    )
+
+
+def build_worker(
+    client: Client,
+    deps: Deps,
+    *,
+    task_queue: str,
+    strict_imports: bool = False,
+    max_cached_workflows: int = 2000,
+    fail_fast: bool = False,
+) -> Worker:
+    """A worker for every Touchpoint workflow and activity on ``task_queue``.
+
+    Args:
+        client: Connected with the pydantic data converter.
+        deps: The activities' store and backends.
+        task_queue: The queue to poll.
+        strict_imports: Fail a workflow task on any import not passed through (tests, CI).
+        max_cached_workflows: Bounds worker memory; evicted runs replay from history.
+        fail_fast: Fail workflows on unexpected exceptions instead of retrying the task (tests).
+    """
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities_for(deps),
+        workflow_runner=sandbox_runner(strict_imports=strict_imports),
+        max_cached_workflows=max_cached_workflows,
+        max_concurrent_activities=200,
+        # In tests a bug in workflow code fails the workflow at once instead of retrying its task.
+        workflow_failure_exception_types=[Exception] if fail_fast else [],
+    )
+
+
+async def main() -> None:
+    """Run a worker until interrupted."""
+    config = settings()
+    client = await connect(config)
+    deps = Deps.from_settings(config)
+    try:
+        await build_worker(client, deps, task_queue=config.task_queue).run()
+    finally:
+        await deps.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

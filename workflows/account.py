@@ -1,0 +1,265 @@
+"""`Account`: one workflow per account, the entry point of every event about it.
+
+Events for one account are applied in order; a repeated event id is a no-op; upserts emit
+`account.created`/`account.updated`/`seats.changed`; matching event triggers start `PlaybookRun`
+children (`run/<playbook>/<account>`, at most one at a time, honouring `reenroll`); every event
+reaches the account's active runs. The store is kept as a projection by an activity.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from touchpoint.dsl import expressions as ex
+    from touchpoint.dsl.durations import parse_duration
+    from touchpoint.dsl.runtime import (
+        AccountState,
+        ActiveRun,
+        ApplyEventInput,
+        DeployedIndex,
+        Envelope,
+        EventIn,
+        LoadedPlaybookVersion,
+        LoadPlaybookInput,
+        RunInput,
+        StartRequest,
+        build_context,
+    )
+    from touchpoint.dsl.schema import AccountDoc
+    from workflows import names
+
+SEEN_IDS = 500
+STORE_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+ACCOUNT_FIELDS = ("name", "segment", "region", "country", "timezone", "locale", "plan", "arr", "created_at", "renewal_date", "seats", "csm", "owner", "health", "metrics", "properties", "contacts")
+
+
+def account_workflow_id(account_id: str) -> str:
+    """The id of an account's workflow."""
+    return f"account/{account_id}"
+
+
+def run_workflow_id(playbook: str, account_id: str) -> str:
+    """The id of an account's run of a playbook (one at a time)."""
+    return f"run/{playbook}/{account_id}"
+
+
+@workflow.defn(name=names.ACCOUNT)
+class AccountWorkflow:
+    """Serialises everything that happens to one account."""
+
+    @workflow.init
+    def __init__(self, state: AccountState) -> None:
+        self.state = state
+
+    @workflow.signal(name="ingest")
+    def ingest(self, envelope: Envelope) -> None:
+        """An event or an account upsert from the API, the CLI or a sync."""
+        self.state.pending.append(envelope)
+
+    @workflow.signal(name="start_playbook")
+    def start_playbook(self, request: StartRequest) -> None:
+        """Start a playbook now (manual start or a `start` step)."""
+        self.state.starts.append(request)
+
+    @workflow.signal(name="run_ended")
+    def run_ended(self, info: dict[str, Any]) -> None:
+        """A run reports its end."""
+        active = self.state.active.get(str(info.get("playbook")))
+        if active and active.run_id == info.get("run_id"):
+            del self.state.active[str(info["playbook"])]
+
+    @workflow.query(name="state")
+    def query_state(self) -> AccountState:
+        return self.state
+
+    @workflow.run
+    async def run(self, state: AccountState) -> None:
+        while True:
+            await workflow.wait_condition(
+                lambda: bool(self.state.pending or self.state.starts) or workflow.info().is_continue_as_new_suggested()
+            )
+            while self.state.pending or self.state.starts:
+                if self.state.pending:
+                    await self._apply(self.state.pending.pop(0))
+                else:
+                    await self._start(self.state.starts.pop(0), manual=True)
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not (self.state.pending or self.state.starts):
+                    workflow.continue_as_new(self.state)
+
+    # ------------------------------------------------------------------ events
+
+    async def _apply(self, envelope: Envelope) -> None:
+        event = envelope.event
+        if event.id:
+            if event.id in self.state.seen_ids:
+                return
+            self.state.seen_ids.append(event.id)
+            del self.state.seen_ids[:-SEEN_IDS]
+        if event.at is None:
+            event.at = workflow.now()
+        if self.state.index is None or (envelope.generation and envelope.generation != self.state.index.generation):
+            self.state.index = await workflow.execute_activity(
+                names.LOAD_INDEX, None, result_type=DeployedIndex, **STORE_OPTIONS
+            )
+        if self.state.account is None and envelope.account is None:
+            self.state.account = await workflow.execute_activity(
+                names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
+            )
+        derived: list[EventIn] = []
+        if envelope.account is not None:
+            derived = self._upsert(envelope.account, event)
+        elif event.type == "usage.reported" and self.state.account is not None:
+            metrics = event.data.get("metrics") or {}
+            merged = {**self.state.account.metrics, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
+            self.state.account = self.state.account.model_copy(update={"metrics": merged})
+            derived = [event]
+        else:
+            derived = [event]
+        accepted = await workflow.execute_activity(
+            names.APPLY_EVENT,
+            ApplyEventInput(account=self.state.account, event=event),
+            result_type=bool,
+            **STORE_OPTIONS,
+        )
+        if not accepted:  # an old duplicate id, already in the store
+            return
+        if envelope.account is not None or event.type == "usage.reported":
+            for active in self.state.active.values():
+                await self._signal(active, "account", self.state.account)
+        for item in derived:
+            if item is not event:
+                item.id = item.id or f"{event.id or workflow.uuid4()}:{item.type}"
+                await workflow.execute_activity(
+                    names.APPLY_EVENT, ApplyEventInput(account=None, event=item), result_type=bool, **STORE_OPTIONS
+                )
+            for active in list(self.state.active.values()):
+                await self._signal(active, "event", item)
+            await self._trigger(item)
+
+    def _upsert(self, doc: AccountDoc, event: EventIn) -> list[EventIn]:
+        previous = self.state.account
+        workspace = self.state.index.workspace if self.state.index else None
+        if doc.segment is None and workspace and workspace.segments:
+            doc = doc.model_copy(update={"segment": self._segment(doc)})
+        if doc.timezone is None and workspace:
+            doc = doc.model_copy(update={"timezone": workspace.timezone})
+        self.state.account = doc
+        at = event.at
+        if previous is None:
+            return [EventIn(id=event.id, type="account.created", at=at, data={"changed": list(ACCOUNT_FIELDS)})]
+        old, new = previous.model_dump(mode="json"), doc.model_dump(mode="json")
+        changed = [f for f in ACCOUNT_FIELDS if old.get(f) != new.get(f)]
+        events: list[EventIn] = []
+        if changed:
+            events.append(EventIn(id=event.id, type="account.updated", at=at, data={"changed": changed}))
+        if previous.seats != doc.seats:
+            delta = doc.seats.licensed - previous.seats.licensed
+            pct = round(delta / previous.seats.licensed * 100, 1) if previous.seats.licensed else None
+            events.append(
+                EventIn(
+                    type="seats.changed",
+                    at=at,
+                    data={
+                        "licensed": doc.seats.licensed,
+                        "previous_licensed": previous.seats.licensed,
+                        "active": doc.seats.active,
+                        "previous_active": previous.seats.active,
+                        "delta": delta,
+                        "delta_pct": pct,
+                    },
+                )
+            )
+        return events
+
+    def _segment(self, doc: AccountDoc) -> str | None:
+        assert self.state.index is not None
+        context = build_context(account=doc, event=None, run=None, now=workflow.now(), tz=self.state.index.workspace.timezone)
+        for name, rule in self.state.index.workspace.segments.items():
+            try:
+                if ex.is_true(rule, context):
+                    return name
+            except ex.ExpressionError:
+                continue
+        return None
+
+    # ------------------------------------------------------------------ enrollments
+
+    async def _trigger(self, event: EventIn) -> None:
+        if self.state.index is None or self.state.account is None:
+            return
+        for entry in self.state.index.triggers:
+            if entry.kind != "event" or entry.event != event.type:
+                continue
+            context = build_context(account=self.state.account, event=event, run=None, now=workflow.now(), tz=self.state.account.timezone or "UTC")
+            try:
+                if not ex.is_true(entry.when, context):
+                    continue
+            except ex.ExpressionError as exc:
+                workflow.logger.warning("trigger of %s failed: %s", entry.playbook, exc)
+                continue
+            last = self.state.last_started.get(entry.playbook)
+            if last is not None:
+                if entry.reenroll == "never":
+                    continue
+                if entry.reenroll.startswith("after") and workflow.now() - last < parse_duration(entry.reenroll[5:].strip()):
+                    continue
+            await self._start(StartRequest(playbook=entry.playbook, event=event), manual=False)
+
+    async def _start(self, request: StartRequest, *, manual: bool) -> None:
+        if self.state.account is None:
+            self.state.account = await workflow.execute_activity(
+                names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
+            )
+            if self.state.account is None:
+                workflow.logger.warning("cannot start %s: account %s is unknown", request.playbook, self.state.account_id)
+                return
+        if request.playbook in self.state.active:
+            return  # one run of a playbook per account at a time
+        loaded = await workflow.execute_activity(
+            names.LOAD_PLAYBOOK, LoadPlaybookInput(playbook=request.playbook), result_type=LoadedPlaybookVersion | None, **STORE_OPTIONS  # type: ignore[arg-type]
+        )
+        if loaded is None:
+            workflow.logger.warning("playbook %s is not deployed", request.playbook)
+            return
+        run_id = str(workflow.uuid4())
+        workflow_id = run_workflow_id(request.playbook, self.state.account_id)
+        event = request.event or EventIn(type="manual", at=workflow.now())
+        try:
+            await workflow.start_child_workflow(
+                names.PLAYBOOK_RUN,
+                RunInput(
+                    run_id=run_id,
+                    playbook=loaded.playbook,
+                    version=loaded.version,
+                    account=self.state.account,
+                    workspace=loaded.workspace,
+                    event=event,
+                    account_workflow_id=workflow.info().workflow_id,
+                ),
+                id=workflow_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            return
+        self.state.active[request.playbook] = ActiveRun(run_id=run_id, workflow_id=workflow_id, version=loaded.version, started_at=workflow.now())
+        self.state.last_started[request.playbook] = workflow.now()
+
+    async def _signal(self, active: ActiveRun, name: str, arg: Any) -> None:
+        handle = workflow.get_external_workflow_handle(active.workflow_id)
+        try:
+            await handle.signal(name, arg)
+        except Exception:  # the run has ended and its end report is on its way
+            workflow.logger.info("run %s did not take %s", active.run_id, name)

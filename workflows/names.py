@@ -1,0 +1,21 @@
+"""Activity and workflow names: explicit, so renaming a Python function never breaks a run."""
+
+SEND_EMAIL = "send_email"
+RESERVE_SEND_SLOT = "reserve_send_slot"
+CREATE_TASK = "create_task"
+ADD_NOTE = "add_note"
+UPDATE_FIELDS = "update_fields"
+CALL_WEBHOOK = "call_webhook"
+PROJECT_RUN = "project_run"
+
+PLAYBOOK_RUN = "PlaybookRun"
+SIMULATION = "Simulation"
+ACCOUNT = "Account"
+
+CONFIGURATION_ERROR = "ConfigurationError"
+"""Error type of a failure only a human can fix (401/403, missing secret): the run pauses."""
+
+LOAD_INDEX = "load_index"
+LOAD_ACCOUNT = "load_account"
+LOAD_PLAYBOOK = "load_playbook"
+APPLY_EVENT = "apply_event"

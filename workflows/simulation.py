@@ -1,0 +1,83 @@
+"""`Simulation`: drives one `PlaybookRun` through scripted events on the time-skipping server.
+
+The driver starts the run as a child, sleeps to each event's offset and signals it, so the order
+of timers and events is decided inside Temporal, not by the client's timing (TEMPORAL-NOTES.md).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import Field
+
+    from touchpoint.dsl.runtime import Data, EventIn, RunInput, RunResult
+    from workflows import names
+
+
+class SimEvent(Data):
+    """An event at an offset from the start: ``{after: 10d, type, data}``."""
+
+    after: float
+    """Seconds after the start."""
+    type: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class SimInput(Data):
+    """A run, its events and the horizon."""
+
+    run: RunInput
+    events: list[SimEvent] = Field(default_factory=list)
+    horizon: float = 730 * 86400.0
+
+
+@workflow.defn(name=names.SIMULATION)
+class Simulation:
+    """Feeds events to a child run at their offsets until it ends or the horizon passes."""
+
+    @workflow.run
+    async def run(self, input: SimInput) -> RunResult:
+        child = await workflow.start_child_workflow(
+            names.PLAYBOOK_RUN,
+            input.run,
+            id=f"{workflow.info().workflow_id}/run",
+            result_type=RunResult,
+            parent_close_policy=ParentClosePolicy.TERMINATE,
+        )
+        start = workflow.now()
+        offset = timedelta(seconds=input.run.clock_offset)
+        for index, event in enumerate(sorted(input.events, key=lambda e: e.after)):
+            due = start + timedelta(seconds=event.after)
+            if await self._ended_before(child, due):
+                return _result(child)
+            try:
+                await child.signal(
+                    "event",
+                    EventIn(id=f"sim-{index}", type=event.type, data=event.data, at=workflow.now() + offset),
+                )
+            except Exception:  # the run ended between the timer and the signal
+                return _result(await child)
+        if await self._ended_before(child, start + timedelta(seconds=input.horizon)):
+            return _result(child)
+        await child.signal("stop_simulation")
+        return _result(await child)
+
+    async def _ended_before(self, child: Any, due: Any) -> bool:
+        remaining = due - workflow.now()
+        if remaining > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: child.done(), timeout=remaining)
+            except TimeoutError:
+                pass
+        return bool(child.done())
+
+
+def _result(value: Any) -> RunResult:
+    result = value.result() if hasattr(value, "result") and callable(value.result) else value
+    assert isinstance(result, RunResult)
+    return result
