@@ -100,8 +100,8 @@ class AccountActivities:
         self.deps = deps
 
     @activity.defn(name=names.LOAD_INDEX)
-    async def load_index(self) -> DeployedIndex:
-        """The deployed triggers and workspace."""
+    async def load_index(self, known: str | None = None) -> DeployedIndex:
+        """The deployed triggers and workspace (``known``: the generation the caller has)."""
         return await self.deps.db(deployed_index)
 
     @activity.defn(name=names.LOAD_ACCOUNT)

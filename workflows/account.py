@@ -111,7 +111,7 @@ class AccountWorkflow:
             event.at = workflow.now()
         if self.state.index is None or (envelope.generation and envelope.generation != self.state.index.generation):
             self.state.index = await workflow.execute_activity(
-                names.LOAD_INDEX, None, result_type=DeployedIndex, **STORE_OPTIONS
+                names.LOAD_INDEX, envelope.generation, result_type=DeployedIndex, **STORE_OPTIONS
             )
         if self.state.account is None and envelope.account is None:
             self.state.account = await workflow.execute_activity(

@@ -667,13 +667,19 @@ class PlaybookRun:
         if failures and len(failures) == len(results) and step.on_error == "stop":
             raise StepFailed(failures[0].error or "email failed")
 
+    def _opening(self, tz: str, window: Any, country: str | None) -> datetime:
+        # `holidays` reads its translations through `locale` on first use of a country, which the
+        # sandbox restricts; the calendars themselves are fixed data, so this stays deterministic.
+        with workflow.unsafe.sandbox_unrestricted():
+            return next_opening(self.now(), tz, window, country=country, holidays=tuple(self.input.workspace.holidays))
+
     async def _email_one(self, step: EmailStep, path: Path, name: str, r: Recipient, locale_override: str | None, cc: list[str], window: Any, internal: bool) -> SendEmailResult:
         workspace = self.input.workspace
         tz = r.timezone or (self.account.timezone if self.account else None) or workspace.timezone
         country = r.country or (self.account.country if self.account else None)
         key = self._key(path, r.email.lower())
         while True:
-            due = next_opening(self.now(), tz, window, country=country, holidays=tuple(workspace.holidays))
+            due = self._opening(tz, window, country)
             if due > self.now():
                 await self._sleep_until(due)
             if workspace.frequency_cap and not internal:
@@ -686,7 +692,7 @@ class PlaybookRun:
                 )
                 if slot > self.now() + timedelta(seconds=1):
                     await self._sleep_until(slot)
-                    if next_opening(self.now(), tz, window, country=country, holidays=tuple(workspace.holidays)) > self.now():
+                    if self._opening(tz, window, country) > self.now():
                         continue  # the free slot fell outside the window: find the next opening
             break
         await self._hold_if_paused()

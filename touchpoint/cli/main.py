@@ -69,5 +69,12 @@ def main() -> None:
         raise
 
 
+# Register the commands defined in other modules (they import `app` from here).
+from touchpoint.cli import ops as _ops  # noqa: E402,F401
+from touchpoint.cli import run as _run_commands  # noqa: E402,F401
+
 if __name__ == "__main__":
-    main()
+    # Run through the imported module so the commands registered on its `app` are found.
+    from touchpoint.cli.main import main as _main
+
+    _main()

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): events and accounts in, runs and tasks out."""

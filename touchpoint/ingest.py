@@ -1,0 +1,67 @@
+"""Getting events, account upserts and manual starts into Temporal: one path for API and CLI.
+
+Each call is a signal-with-start of the account's workflow: once it returns, the event is durable
+in Temporal (the store is updated from there by an activity).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from activities.store import deploy_generation
+from touchpoint.dsl.runtime import AccountState, Envelope, EventIn, StartRequest
+from touchpoint.dsl.schema import AccountDoc
+from workflows import names
+from workflows.account import account_workflow_id
+
+_GENERATION: tuple[float, str] = (0.0, "")
+
+
+def generation(sessions: sessionmaker[Session]) -> str:
+    """The current deploy generation (cached for a second: deploys are rare)."""
+    global _GENERATION
+    at, value = _GENERATION
+    if time.monotonic() - at > 1.0:
+        with sessions() as s:
+            value = deploy_generation(s)
+        _GENERATION = (time.monotonic(), value)
+    return value
+
+
+async def send_event(client: Client, task_queue: str, sessions: sessionmaker[Session], account_id: str, event: EventIn, account: AccountDoc | None = None) -> str:
+    """Signal-with-start the account's workflow with one event; returns the event id."""
+    event.id = event.id or f"evt_{uuid.uuid4().hex}"
+    event.account_id = account_id
+    event.at = event.at or datetime.now(UTC)
+    envelope = Envelope(event=event, account=account, generation=generation(sessions))
+    await client.start_workflow(
+        names.ACCOUNT,
+        AccountState(account_id=account_id),
+        id=account_workflow_id(account_id),
+        task_queue=task_queue,
+        start_signal="ingest",
+        start_signal_args=[envelope],
+    )
+    return event.id
+
+
+async def put_account(client: Client, task_queue: str, sessions: sessionmaker[Session], account: AccountDoc) -> str:
+    """Upsert an account document; the workflow emits account.created/updated and seats.changed."""
+    return await send_event(client, task_queue, sessions, account.id, EventIn(type="account.upserted"), account)
+
+
+async def start_run(client: Client, task_queue: str, account_id: str, playbook: str) -> None:
+    """Start a playbook for an account now (one run per account and playbook at a time)."""
+    await client.start_workflow(
+        names.ACCOUNT,
+        AccountState(account_id=account_id),
+        id=account_workflow_id(account_id),
+        task_queue=task_queue,
+        start_signal="start_playbook",
+        start_signal_args=[StartRequest(playbook=playbook, by="manual", event=EventIn(type="manual", at=datetime.now(UTC)))],
+    )
