@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from touchpoint.config import Settings
-from touchpoint.store import make_engine, migrate, session_factory
+from touchpoint.store import make_engine, migrate, session_factory, write_tx
 
 T = TypeVar("T")
 
@@ -63,10 +63,12 @@ class Deps:
         )
 
     async def db(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one committed transaction, in a thread (the store is synchronous)."""
+        """Run ``work`` in one committed write transaction, in a thread (the store is synchronous)."""
 
         def run() -> T:
-            with self.sessions.begin() as session:
+            # BEGIN IMMEDIATE on SQLite: a deferred transaction that reads and then writes fails at
+            # once with "database is locked" when another writer holds the lock.
+            with write_tx(self.sessions) as session:
                 return work(session)
 
         return await asyncio.to_thread(run)

@@ -125,7 +125,7 @@ async def _demo(folder: Path, timeout: float) -> int:
                 console.print(f"  {run['playbook']:24} {run['account_id']:16} {run['status']:8} at {run['step']}", markup=False)
             console.print(f"\n[bold]Emails sent[/] ({len(messages)}), outbox {config.outbox_dir.resolve()}")
             for m in messages:
-                console.print(f"  {m.status:9} {m.to_email:32} {m.subject}", markup=False)
+                console.print(f"  {m.status:9} {m.to_email:32} {m.subject}", markup=False, soft_wrap=True)
             console.print(f"\n[bold]Tasks created[/] ({len(tasks)})")
             for t in tasks:
                 console.print(f"  {t.owner:28} {t.title}", markup=False)
@@ -145,6 +145,8 @@ def _copy_with_open_window(source: Path, target: Path, window: Any) -> None:
     data["send_window"] = {"days": list(window.days), "hours": window.hours}
     workspace.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     for path in target.glob("*.yaml"):
+        if path.name in ("workspace.yaml", "health.yaml"):
+            continue
         text = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(text, dict) and "send_window" in text:
             text.pop("send_window")
