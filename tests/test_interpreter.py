@@ -302,3 +302,30 @@ steps:
     days = [(r.day, r.step) for r in result.history if r.action == "note"]
     assert days[0] == (10, "ten")
     assert days[1][1] == "renewal" and days[1][0] in (69, 70)
+
+
+async def test_interpreter_expression_failure_follows_on_error(stack: Stack, folder: Path) -> None:
+    body = """\
+playbook: p
+trigger: manual
+steps:
+  - if: "account.seats.active / account.seats.licensed < 0.4"
+    then: [{note: {text: low}}]
+  - note: {text: after}
+"""
+    zero = ACCOUNT.model_copy(update={"seats": ACCOUNT.seats.model_copy(update={"licensed": 0})})
+    result = await run_playbook(stack, folder, body, account=zero)
+    assert result.outcome == "completed"
+    assert [(r.action, r.detail.get("status")) for r in result.history] == [("if", "failed"), ("note", None)]
+
+
+async def test_interpreter_usage_reported_updates_metrics(stack: Stack, folder: Path) -> None:
+    body = """\
+playbook: p
+trigger: manual
+steps:
+  - wait: 5d
+  - note: {text: "integrations={{ account.metrics.integrations }}"}
+"""
+    result = await run_playbook(stack, folder, body, [(1, "usage.reported", {"metrics": {"integrations": 3}})])
+    assert result.history[-1].detail["text"] == "integrations=3.0"

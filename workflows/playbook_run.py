@@ -166,6 +166,12 @@ class PlaybookRun:
             return
         self.seen.append(event)
         del self.seen[:-SEEN_LIMIT]
+        if event.type == "usage.reported" and self.account is not None:
+            # Also merged by the account workflow; done here too so simulations see it.
+            metrics = event.data.get("metrics") or {}
+            merged = {**self.account.metrics, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
+            self.account = self.account.model_copy(update={"metrics": merged})
+            self.account_version += 1
         if event.type == "task.completed":
             task_id = str(event.data.get("task_id", ""))
             if task_id in self.awaiting_tasks:
@@ -377,6 +383,13 @@ class PlaybookRun:
         while True:
             try:
                 await self._execute(step, path, name)
+                return
+            except ex.ExpressionError as exc:
+                # A condition or value that fails at run time (e.g. a division by zero): the
+                # step has failed, and the error rules of the contract apply.
+                self._record(name, _action(step), status="failed", error=str(exc))
+                if step.on_error == "stop":
+                    raise StepFailed(str(exc)) from None
                 return
             except ActivityError as error:
                 cause = error.cause

@@ -111,7 +111,7 @@ async def _demo(folder: Path, timeout: float) -> int:
             while time.monotonic() < deadline:
                 with stack.deps.sessions() as s:
                     runs = repo.list_runs(s)
-                    done = runs and all(repo.run_steps(s, r.id) or r.status == "ended" for r in runs)
+                    done = runs and all(len(repo.run_steps(s, r.id)) >= 3 or r.status == "ended" for r in runs)
                 if done:
                     break
                 await asyncio.sleep(0.5)
