@@ -12,6 +12,7 @@ helps with that.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,7 +82,16 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         try:
             # busy_timeout first, so that switching to WAL waits for a concurrent starter.
             cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL needs an exclusive lock that the busy handler does not
+            # always wait for (two processes creating the file at once): retry briefly.
+            for attempt in range(50):
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    break
+                except Exception:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.1)
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
