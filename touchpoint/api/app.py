@@ -154,4 +154,7 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             await send_event(client, queue, sessions, account_id, EventIn(type="email.unsubscribed", data={"to": email}))
         return f"<html><body><p>{email} will get no more emails from us.</p></body></html>"
 
+    from touchpoint.api.webhooks import make_router
+
+    app.include_router(make_router(settings, client, sessions))
     return app

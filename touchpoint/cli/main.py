@@ -71,6 +71,7 @@ def main() -> None:
 
 # Register the commands defined in other modules (they import `app` from here).
 from touchpoint.cli import ops as _ops  # noqa: E402,F401
+from touchpoint.cli import preview as _preview  # noqa: E402,F401
 from touchpoint.cli import run as _run_commands  # noqa: E402,F401
 
 if __name__ == "__main__":
