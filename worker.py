@@ -116,7 +116,7 @@ async def main() -> None:
     client = await connect(config)
     deps = Deps.from_settings(config)
     try:
-        await build_worker(client, deps, task_queue=config.task_queue).run()
+        await build_worker(client, deps, task_queue=config.task_queue, max_cached_workflows=config.worker_cache).run()
     finally:
         await deps.close()
 

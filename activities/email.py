@@ -161,7 +161,10 @@ class EmailActivities:
             sent = await asyncio.wait_for(asyncio.to_thread(backend.send, message), timeout=SEND_TIMEOUT + 5)
         except TransientEmailError as exc:
             error = str(exc)
-            await self.deps.db(lambda s: repo.ledger_finish(s, input.key, "failed", {"error": error}))
+            if not exc.maybe_delivered:
+                # Known not sent (refused, 429, 5xx): the retry may send. Otherwise the ledger
+                # stays `reserved` and the retry records the message as uncertain instead.
+                await self.deps.db(lambda s: repo.ledger_finish(s, input.key, "failed", {"error": error}))
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(str(exc), type="EmailTransient", next_retry_delay=delay) from None
         except TimeoutError:

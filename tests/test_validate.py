@@ -148,3 +148,15 @@ def test_validate_cli_exit_codes_and_output(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "bad.yaml:4: steps[0]: unknown step `wiat` (did you mean `wait`?)" in result.output
     assert "Traceback" not in result.output
+
+
+def test_validate_allows_jinja_loop_variables_in_templates(tmp_path: Path) -> None:
+    text = "playbook: p\ntrigger: manual\nsteps:\n  - task:\n      title: t\n      notes: \"{% for c in contacts %}{{ c.email }}{{ ',' if not loop.last }}{% endfor %}\"\n"
+    root = make_folder(tmp_path, {"p.yaml": text})
+    assert problems_of(root) == []
+
+
+def test_validate_explains_step_keys_put_inside_the_action(tmp_path: Path) -> None:
+    root = make_folder(tmp_path, {"p.yaml": "playbook: p\ntrigger: manual\nsteps:\n  - note: {text: x, when: \"true\"}\n"})
+    found = problems_of(root)
+    assert any(p.startswith("p.yaml:4: steps[0].note: unknown key `when` inside `note`: `when` belongs on the step") for p in found), found

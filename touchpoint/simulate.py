@@ -96,8 +96,13 @@ async def simulate(
     events_file: Path | None = None,
     start: datetime | None = None,
     days: int = 730,
+    trigger_data: dict[str, Any] | None = None,
 ) -> Simulated:
-    """Run one playbook for one account until it ends or `days` have passed."""
+    """Run one playbook for one account until it ends or `days` have passed.
+
+    ``trigger_data`` (extension, `--trigger-data`) fills `event.data` of the triggering event,
+    e.g. the `delta` of a `seats.changed`; the contract's default is `{}`.
+    """
     from temporalio.worker import Worker
 
     from activities.deps import Deps
@@ -131,7 +136,7 @@ async def simulate(
                         version=loaded.version,
                         account=account,
                         workspace=project.workspace,
-                        event=EventIn(type=trigger_type, data={}),
+                        event=EventIn(type=trigger_type, data=dict(trigger_data or {})),
                         clock_offset=offset,
                         simulation=True,
                     )

@@ -115,6 +115,7 @@ class PlaybookRun:
         self.started_at = self.now()
         self.waiting_for: tuple[WaitForStep, list[EventIn]] | None = None
         self.awaiting_tasks: dict[str, bool] = {}
+        self.awaiting_steps: dict[str, str] = {}
         self.account_version = 0
         self.judged = self.playbook.scorecard is None
         card = self.playbook.scorecard
@@ -173,9 +174,9 @@ class PlaybookRun:
             self.account = self.account.model_copy(update={"metrics": merged})
             self.account_version += 1
         if event.type == "task.completed":
-            task_id = str(event.data.get("task_id", ""))
-            if task_id in self.awaiting_tasks:
-                self.awaiting_tasks[task_id] = True
+            for task_id, step in list(self.awaiting_steps.items()):
+                if self._completes(event, task_id, step):
+                    self.awaiting_tasks[task_id] = True
         if self.waiting_for is not None:
             spec, matched = self.waiting_for
             if not matched and event.type in spec.wait_for.event and self._safe_check(spec.wait_for.when, event):
@@ -375,9 +376,9 @@ class PlaybookRun:
         self._check_end(None)
         if self.ending:
             raise RunEnded(self.ending)
-        await self._hold_if_paused()
         name = step.id or format_path(path)
         self.current = name
+        await self._hold_if_paused()
         if not self._condition(step.when, name):
             return
         while True:
@@ -582,16 +583,25 @@ class PlaybookRun:
         self._record(name, "task", task_id=result.task_id, title=result.title, owner=result.owner, due=result.due_at, **({"owner_note": result.owner_note} if result.owner_note else {}))
         if not task.await_:
             return
+        self.awaiting_steps[result.task_id] = name
         self.awaiting_tasks[result.task_id] = any(
-            e.type == "task.completed" and str(e.data.get("task_id")) == result.task_id for e in self.seen
+            e.type == "task.completed" and self._completes(e, result.task_id, name) for e in self.seen
         )
         try:
             done = await self._wait(lambda: self.awaiting_tasks[result.task_id], due_at)
         finally:
             completed = self.awaiting_tasks.pop(result.task_id, False)
+            self.awaiting_steps.pop(result.task_id, None)
         if not done and not completed:
             self._record(name, "task_overdue", task_id=result.task_id)
             await self.run_steps(task.on_overdue, path + ("task", "on_overdue"))
+
+    def _completes(self, event: EventIn, task_id: str, step: str) -> bool:
+        """A `task.completed` event names the task by id or (CRM syncs, simulations) by step."""
+        data = event.data
+        if str(data.get("task_id", "")) == task_id:
+            return True
+        return data.get("task_id") is None and data.get("step") == step and data.get("playbook") in (None, self.playbook.playbook)
 
     async def _repeat(self, step: RepeatStep, path: Path, name: str) -> None:
         spec = step.repeat

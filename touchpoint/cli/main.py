@@ -15,6 +15,7 @@ from rich.console import Console
 
 from touchpoint.dsl.errors import Problem
 from touchpoint.dsl.validate import load_project, summary
+from touchpoint.email.check import check_templates
 
 app = typer.Typer(
     name="touchpoint",
@@ -46,6 +47,8 @@ def validate(
             raise typer.Exit(1)
         project = load_project(target)
         problems.extend(project.problems)
+        # Render every template against the sample accounts: run-time errors show up here.
+        problems.extend(check_templates(project, project.root / "samples"))
         summaries.extend(summary(lp) for lp in project.playbooks.values())
     for problem in problems:
         console.print(str(problem), markup=False, soft_wrap=True)

@@ -62,13 +62,15 @@ def simulate(
     start: str | None = typer.Option(None, "--start", help="ISO date or time the run starts (past or future)."),
     days: int = typer.Option(730, "--days", help="Stop after this many days."),
     as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one per step."),
+    trigger_data: str | None = typer.Option(None, "--trigger-data", help="JSON object: `event.data` of the triggering event."),
 ) -> None:
     """Run one playbook for one account on the time-skipping server (90 days in about a second)."""
     from touchpoint.simulate import parse_start, timeline_json
     from touchpoint.simulate import simulate as run_simulation
 
     try:
-        sim = _run(run_simulation(playbook_file, account, events_file=events, start=parse_start(start), days=days))
+        data = json.loads(trigger_data) if trigger_data else None
+        sim = _run(run_simulation(playbook_file, account, events_file=events, start=parse_start(start), days=days, trigger_data=data))
     except ContractError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False, soft_wrap=True)

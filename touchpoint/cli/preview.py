@@ -1,1 +1,122 @@
-"""`touchpoint preview`: render every email a playbook can send for an account (filled in by #5)."""
+"""`touchpoint preview`: render every email a playbook can send for an account, optionally test-send."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from touchpoint.cli.main import app, console, err
+
+
+@app.command()
+def preview(
+    playbook_file: Path = typer.Argument(..., help="The playbook file (its workspace.yaml and templates/ are used)."),
+    account: Path = typer.Option(..., "--account", help="An account document (YAML or JSON)."),
+    out: Path = typer.Option(Path(".touchpoint/preview"), "--out", help="Folder for the .html and .txt files."),
+    send_to: str | None = typer.Option(
+        None, "--send-to", help="Also send each email to this one address, subject prefixed [TEST]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per email instead of a table."),
+) -> None:
+    """Render every email of a playbook (each branch and locale) for one account."""
+    from touchpoint.config import ConfigError, load_settings
+    from touchpoint.dsl.errors import ContractError
+    from touchpoint.dsl.validate import load_project
+    from touchpoint.email.errors import EmailConfigurationError
+    from touchpoint.preview import preview_playbook
+    from touchpoint.simulate import load_account
+
+    if not playbook_file.is_file():
+        err.print(f"[red]error:[/] {playbook_file}: no such playbook file")
+        raise typer.Exit(2)
+    if not account.is_file():
+        err.print(f"[red]error:[/] {account}: no such account file")
+        raise typer.Exit(2)
+    project = load_project(playbook_file)
+    if project.problems or not project.playbooks:
+        for problem in project.problems:
+            console.print(str(problem), markup=False, soft_wrap=True)
+        err.print(
+            f"[red]{playbook_file} is not valid:[/] fix the problems above (`touchpoint validate {playbook_file}`)"
+        )
+        raise typer.Exit(1)
+    (loaded,) = project.playbooks.values()
+    try:
+        doc = load_account(account, project.workspace)
+        settings = load_settings()
+    except ContractError as exc:
+        for problem in exc.problems:
+            console.print(str(problem), markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ConfigError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+
+    backend: Any = None
+    if send_to:
+        from touchpoint.email.backends import make_backend
+
+        try:
+            backend = make_backend(
+                settings.email_backend,
+                outbox_dir=settings.outbox_dir,
+                sendgrid_api_key=settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None,
+                sendgrid_url=settings.sendgrid_url,
+                smtp_url=settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+            )
+        except EmailConfigurationError as exc:
+            err.print(f"[red]error:[/] {exc}", markup=False)
+            raise typer.Exit(2) from None
+
+    result = preview_playbook(
+        loaded,
+        doc,
+        project.workspace,
+        project.templates_dir,
+        out,
+        unsubscribe_base=settings.public_url,
+        secret_key=settings.secret_key.get_secret_value(),
+        send_to=send_to,
+        backend=backend,
+    )
+    if as_json:
+        for email in result.emails:
+            item = {
+                "step": email.step,
+                "line": email.step_line,
+                "template": email.template,
+                "locale": email.locale,
+                "recipient": email.recipient,
+                "subject": email.subject,
+                "html": str(email.html_path) if email.html_path else None,
+                "text": str(email.text_path) if email.text_path else None,
+                "sent_to": email.sent_to,
+                "error": email.error,
+            }
+            typer.echo(json.dumps(item, ensure_ascii=False))
+    else:
+        table = Table(title=f"{result.playbook} for {doc.id}: {len(result.emails)} emails in {out}")
+        for column in ("Step", "Locale", "Recipient", "Subject", "Files"):
+            table.add_column(column, overflow="fold")
+        if send_to:
+            table.add_column("Test send", overflow="fold")
+        for email in result.emails:
+            # Text cells: subjects and errors may contain brackets that Rich would read as markup.
+            files = Text(f"{email.html_path}\n{email.text_path}" if email.html_path else "")
+            subject = Text(email.subject) if email.subject else Text(email.error or "", style="red")
+            row = [Text(email.step), Text(email.locale), Text(email.recipient), subject, files]
+            if send_to:
+                sent = f"sent to {email.sent_to}" if email.sent_to else (email.error or "" if email.subject else "")
+                row.append(Text(sent, style="" if email.sent_to else "red"))
+            table.add_row(*row)
+        console.print(table)
+    if not result.emails:
+        err.print(f"{playbook_file} has no email steps: nothing to preview")
+    if result.failed:
+        err.print(f"[red]{len(result.failed)} of {len(result.emails)} emails failed[/]")
+        raise typer.Exit(1)

@@ -58,6 +58,8 @@ ACCOUNT_SCOPE: dict[str, Shape] = {
 }
 #: Jinja2's own globals, allowed everywhere (their dunder attributes are refused like any other).
 JINJA_GLOBALS = ("range", "dict", "lipsum", "cycler", "joiner", "namespace", "true", "false", "none")
+#: Names Jinja2 defines inside templates: `loop` in for loops, `super` and `self` in blocks, `caller`.
+TEMPLATE_LOCALS = ("loop", "super", "self", "caller", "varargs", "kwargs")
 
 
 def scope(
@@ -192,7 +194,7 @@ def check_text(source: str, names: Mapping[str, Shape]) -> list[NameProblem]:
 def check_ast(ast: nodes.Template, names: Mapping[str, Shape], *, kind: str, source: str | None = None) -> list[NameProblem]:
     """Check names, fields and unsafe attributes in a parsed template or expression."""
     problems: list[NameProblem] = []
-    local = _locally_defined(ast)
+    local = _locally_defined(ast) | (set(TEMPLATE_LOCALS) if kind == "template" else set())
     available = sorted(set(names) | set(JINJA_GLOBALS) | local)
     quoted = f" in `{source}`" if source and kind == "expression" else ""
 

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from jinja2.exceptions import TemplateError
 from pydantic import BaseModel, ValidationError
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.durations import format_duration
 from touchpoint.dsl.errors import ContractError, Problem
 from touchpoint.dsl.sandbox import TouchpointEnvironment
 from touchpoint.dsl.schema import (
@@ -290,7 +292,9 @@ def pydantic_problem(error: Mapping[str, Any], file: Path, positions: Positions,
         key = str(loc[-1])
         parent = format_path(loc[:-1])
         message = f"unknown key `{key}`{_hint(key, _known_keys())}"
-        if key in STEP_KINDS or key in ("then", "else"):
+        if key in ("id", "when", "on_error") and len(loc) >= 3:
+            message = f"unknown key `{key}` inside `{loc[-2]}`: `{key}` belongs on the step, beside the action key (e.g. `- {loc[-2]}: {{...}}` then `  {key}: ...` on its own line)"
+        elif key in STEP_KINDS or key in ("then", "else"):
             message += "; a step has exactly one action key"
         field_name = parent if loc[:-1] else key
     elif kind == "step_kind":
@@ -605,7 +609,7 @@ def summary(lp: LoadedPlaybook) -> str:
     trigger = pb.trigger
     what = {
         "event": f"on {getattr(trigger, 'event', '')}",
-        "date": f"on {getattr(trigger, 'date', '')} {getattr(trigger, 'offset', '')}",
+        "date": f"on {getattr(trigger, 'date', '')} {format_duration(getattr(trigger, 'offset', timedelta(0)))}",
         "schedule": f"on schedule '{getattr(trigger, 'schedule', '')}'",
         "manual": "started manually",
     }[pb.trigger_kind]

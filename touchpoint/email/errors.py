@@ -61,6 +61,9 @@ class TransientEmailError(EmailError):
 
     Attributes:
         retry_after: Seconds the provider asked us to wait, or None when it gave no hint.
+        maybe_delivered: The request left us and no answer came back (a read timeout, a
+            connection dropped mid-response): the provider may have accepted the message, so a
+            caller that must not send twice does not retry it.
     """
 
     def __init__(
@@ -70,9 +73,11 @@ class TransientEmailError(EmailError):
         retry_after: float | None = None,
         status_code: int | None = None,
         provider_message: str | None = None,
+        maybe_delivered: bool = False,
     ) -> None:
         super().__init__(message, status_code=status_code, provider_message=provider_message)
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
 
 
 class RecipientRejected(EmailError):

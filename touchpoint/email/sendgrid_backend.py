@@ -259,7 +259,9 @@ class SendGridBackend:
         except HTTPError as exc:
             raise _http_error(exc, msg) from exc
         except TimeoutError as exc:
-            raise TransientEmailError(f"SendGrid at {self.host} did not answer within {self.timeout:g}s") from exc
+            raise TransientEmailError(
+                f"SendGrid at {self.host} did not answer within {self.timeout:g}s", maybe_delivered=True
+            ) from exc
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, ssl.SSLCertVerificationError):
                 raise EmailConfigurationError(
@@ -267,7 +269,9 @@ class SendGridBackend:
                 ) from exc
             raise TransientEmailError(f"could not reach SendGrid at {self.host}: {exc.reason}") from exc
         except (http.client.HTTPException, OSError) as exc:
-            raise TransientEmailError(f"the connection to SendGrid at {self.host} failed: {exc!r}") from exc
+            raise TransientEmailError(
+                f"the connection to SendGrid at {self.host} failed: {exc!r}", maybe_delivered=True
+            ) from exc
         return SendResult(
             provider_message_id=_header(response.headers, "X-Message-Id"),
             status_code=int(response.status_code),

@@ -1,0 +1,140 @@
+"""Scenario 1: enrollment throughput, one and two worker processes.
+
+Touchpoint: N account upserts (`touchpoint.ingest.put_account`, 100 in flight) through the
+account workflow to a playbook triggered by `account.created` that sends one email (outbox) and
+creates one task; the clock stops when every email and task row is in the store. Bare Temporal:
+N workflows doing two activities that each write a row; the clock stops when all rows exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from bench.common import Figure, Scenario, Server, account_doc, fresh_server, wait_for_count, write_project
+from bench.workers import baseline_worker, deploy, store_file, touchpoint_deps, touchpoint_worker
+from touchpoint.dsl.schema import AccountDoc
+from touchpoint.ingest import put_account
+
+QUEUE = "bench"
+IN_FLIGHT = 100
+ENROLL = """\
+playbook: bench-enroll
+trigger: {event: account.created}
+audience: [champion]
+steps:
+  - email: {template: hello}
+    id: hello
+  - task: {title: "Call {{ account.name }}", owner: csm, due: 2d}
+    id: call
+"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.asynccontextmanager
+async def second_worker(kind: str, server: Server, path: Path) -> AsyncIterator[None]:
+    """Another OS process polling the same task queue (stopped with SIGTERM, by its pid)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.worker_proc", kind, server.address, QUEUE, str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        if line.strip() != "ready":
+            raise RuntimeError(f"the second {kind} worker did not start (exit code {proc.poll()})")
+        yield
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _fire(n: int, start: Callable[[int], Awaitable[Any]]) -> None:
+    sem = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await start(i)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def _count_activities(client: Client, workflow_ids: list[str]) -> int:
+    """Activities and local activities recorded in these workflows' histories."""
+    kinds = {EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_MARKER_RECORDED}
+    total = 0
+    for workflow_id in workflow_ids:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        total += sum(1 for e in history.events if e.event_type in kinds)
+    return total
+
+
+async def touchpoint_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
+    """Enrollments per second through the account workflow, until every email and task is stored."""
+    async with fresh_server() as server:
+        home = server.root / "touchpoint"
+        deps = touchpoint_deps(home)
+        try:
+            deploy(deps, write_project(server.root / "playbooks", {"bench-enroll": ENROLL}))
+            client = server.env.client
+            second = second_worker("touchpoint", server, home) if workers == 2 else contextlib.nullcontext()
+            async with second, touchpoint_worker(client, deps, QUEUE):
+                begin = time.monotonic()
+                await _fire(n, lambda i: put_account(client, QUEUE, deps.sessions, AccountDoc.model_validate(account_doc(f"acct-{i}"))))
+                accepted = time.monotonic()
+                sql = "SELECT (SELECT count(*) FROM messages WHERE status = 'sent') + (SELECT count(*) FROM tasks)"
+                done = await wait_for_count(store_file(home), sql, 2 * n, timeout=120 + n)
+                activities = await _count_activities(client, ["account/acct-0", "run/bench-enroll/acct-0"])
+        finally:
+            await deps.close()
+    return n / (done - begin), {"accept_seconds": round(accepted - begin, 2), "total_seconds": round(done - begin, 2), "activities_per_enrollment": activities}
+
+
+async def baseline_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
+    """Bare workflows (two activities) per second, until both rows of each exist."""
+    async with fresh_server() as server:
+        database = server.root / "bare.db"
+        client = server.env.client
+        second = second_worker("baseline", server, database) if workers == 2 else contextlib.nullcontext()
+        async with baseline_worker(client, database, QUEUE), second:
+            begin = time.monotonic()
+            await _fire(n, lambda i: client.start_workflow("BareEnroll", f"acct-{i}", id=f"bare/acct-{i}", task_queue=QUEUE))
+            accepted = time.monotonic()
+            done = await wait_for_count(database, "SELECT count(*) FROM effects", 2 * n, timeout=120 + n)
+    return n / (done - begin), {"accept_seconds": round(accepted - begin, 2), "total_seconds": round(done - begin, 2), "activities_per_enrollment": 2}
+
+
+async def run(n: int, *, two_workers: bool = True) -> Scenario:
+    """Measure both sides with one worker process, then with two."""
+    scenario = Scenario(
+        "enrollment",
+        f"Enrollment throughput ({n} accounts, {IN_FLIGHT} in flight)",
+        "Touchpoint >= 0.7x the bare-Temporal rate",
+    )
+    for workers in (1, 2) if two_workers else (1,):
+        tp, tp_detail = await touchpoint_rate(n, workers)
+        bare, bare_detail = await baseline_rate(n, workers)
+        figure = Figure(f"enrollments/s, {workers} worker process{'es' if workers > 1 else ''}", "/s", round(tp, 2), round(bare, 2), "higher")
+        scenario.figures.append(figure)
+        scenario.extra[f"workers_{workers}"] = {"touchpoint": tp_detail, "baseline": bare_detail}
+        if workers == 1:
+            scenario.met = figure.ratio >= 0.7
+            scenario.notes.append(
+                f"Touchpoint runs {tp_detail['activities_per_enrollment']} activities and local activities per enrollment "
+                "(account workflow + run), two workflows and one signal; the baseline one workflow and 2 activities."
+            )
+    return scenario

