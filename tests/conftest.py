@@ -55,13 +55,51 @@ def store_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this test's own, for tests that skip a lot of time."""
+    env = await start_time_skipping()
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def own_stack(own_time_env: WorkflowEnvironment, store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
+    """Like `stack`, on a server of its own."""
+    async for item in _stack(own_time_env, store_settings, tmp_path):
+        yield item
+
+
+@pytest.fixture
 async def stack(time_env: WorkflowEnvironment, store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
+    async for item in _stack(time_env, store_settings, tmp_path):
+        yield item
+
+
+async def _stack(time_env: WorkflowEnvironment, store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
     deps = Deps.from_settings(store_settings)
     queue = f"test-{uuid.uuid4().hex[:10]}"
     worker = build_worker(time_env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True)
     async with worker:
         yield Stack(time_env.client, time_env, deps, store_settings, queue, tmp_path)
+        await _terminate_leftovers(time_env.client, deps)
     await deps.close()
+
+
+async def _terminate_leftovers(client: Client, deps: Deps) -> None:
+    # The time-skipping server is shared and its clock only moves forward: a workflow left open
+    # without a worker blocks time skipping for later tests once its next timer is due.
+    from temporalio.service import RPCError
+
+    from touchpoint.store import repo
+
+    with deps.sessions() as s:
+        ids = [r.workflow_id for r in repo.list_runs(s) if r.status != "ended"]
+        ids += [f"account/{doc['id']}" for doc, _ in repo.list_accounts(s, limit=10_000)]
+    for workflow_id in ids:
+        try:
+            await client.get_workflow_handle(workflow_id).terminate("test finished")
+        except RPCError:
+            pass
 
 
 def write_folder(root: Path, files: dict[str, str]) -> Path:

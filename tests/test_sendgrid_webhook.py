@@ -10,7 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import Deps
@@ -33,7 +34,7 @@ from touchpoint.email.sendgrid_backend import SendGridBackend
 from touchpoint.store import repo
 from touchpoint.store.models import ProviderEvent, Suppression
 from worker import build_worker
-from workflows.account import run_workflow_id
+from workflows.account import account_workflow_id, run_workflow_id
 
 API_KEY = "SG.test.key"
 URL = "/webhooks/sendgrid"
@@ -73,6 +74,12 @@ class Hook:
     sendgrid: FakeSendGrid
     signer: EventWebhookSigner
     folder: Path
+    accounts: list[str] = field(default_factory=list)
+
+    def new_account(self) -> str:
+        """A fresh account id (workflow ids are shared by every test on the server)."""
+        self.accounts.append(f"acct-{uuid.uuid4().hex[:8]}")
+        return self.accounts[-1]
 
     async def post(self, events: list[dict[str, Any]], *, signer: EventWebhookSigner | None = None, timestamp: str | None = None) -> httpx.Response:
         body, headers = (signer or self.signer).signed_batch(events, timestamp=timestamp)
@@ -116,8 +123,21 @@ async def hook(time_env: WorkflowEnvironment, tmp_path: Path, sendgrid: FakeSend
     app = create_app(settings, time_env.client, deps.sessions)
     worker = build_worker(time_env.client, deps, task_queue=settings.task_queue, strict_imports=True, fail_fast=True)
     async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchpoint.test") as http:
-        yield Hook(http, time_env.client, deps, settings, sendgrid, signer, folder)
+        hook = Hook(http, time_env.client, deps, settings, sendgrid, signer, folder)
+        yield hook
+        await stop_workflows(time_env.client, hook.accounts)
     await deps.close()
+
+
+async def stop_workflows(client: Client, accounts: list[str]) -> None:
+    """Terminate what the test left running: a workflow stranded mid-task on a queue without a
+    worker stalls the shared time-skipping server for the tests that come after."""
+    for acct in accounts:
+        for workflow_id in (account_workflow_id(acct), run_workflow_id("nudge", acct)):
+            try:
+                await client.get_workflow_handle(workflow_id).terminate("test finished")
+            except RPCError:
+                pass  # never started, or already ended
 
 
 async def eventually(probe: Callable[[], T | Awaitable[T]], what: str, timeout: float = 15.0) -> T:
@@ -154,12 +174,8 @@ def event(kind: str, email: str, account: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def account_id() -> str:
-    return f"acct-{uuid.uuid4().hex[:8]}"
-
-
 async def test_sendgrid_webhook_valid_batch_becomes_events_and_suppressions(hook: Hook) -> None:
-    acct = account_id()
+    acct = hook.new_account()
     batch = [
         event("processed", "kim@acme.example", acct),
         event("delivered", "kim@acme.example", acct, response="250 OK"),
@@ -212,7 +228,7 @@ async def test_sendgrid_webhook_valid_batch_becomes_events_and_suppressions(hook
 
 
 async def test_sendgrid_webhook_forged_or_stale_signature_is_refused(hook: Hook) -> None:
-    acct = account_id()
+    acct = hook.new_account()
     batch = [event("bounce", "gone@acme.example", acct, reason="550", type="bounce"), event("click", "kim@acme.example", acct, url="https://x.example")]
     forged = await hook.post(batch, signer=EventWebhookSigner())
     assert forged.status_code == 401
@@ -234,10 +250,11 @@ async def test_sendgrid_webhook_forged_or_stale_signature_is_refused(hook: Hook)
     accepted = await hook.post(batch)
     assert accepted.status_code == 200
     assert hook.suppressions() == {"gone@acme.example": "bounced"}
+    await eventually(lambda: len(hook.events(acct)) == 2, "the genuine batch's events")
 
 
 async def test_sendgrid_webhook_replayed_batch_records_nothing_twice(hook: Hook) -> None:
-    acct = account_id()
+    acct = hook.new_account()
     batch = [event("open", "kim@acme.example", acct), event("click", "kim@acme.example", acct, url="https://x.example")]
     first = await hook.post(batch)
     assert first.json() == {"received": 2, "processed": 2, "duplicates": 0}
@@ -280,7 +297,7 @@ async def test_sendgrid_webhook_malformed_body_is_a_400_with_the_reason(hook: Ho
 
 
 async def test_sendgrid_webhook_half_bad_batch_applies_nothing(hook: Hook) -> None:
-    good = event("unsubscribe", "leaving@acme.example", account_id())
+    good = event("unsubscribe", "leaving@acme.example", hook.new_account())
     response = await hook.post([good, {"event": "open", "email": "kim@acme.example"}])
     assert response.status_code == 400
     assert "[1].sg_event_id" in response.json()["detail"]
@@ -293,7 +310,7 @@ def test_sendgrid_webhook_bad_key_fails_at_startup_with_a_fix() -> None:
 
 
 async def test_sendgrid_webhook_click_moves_a_waiting_playbook_on(hook: Hook) -> None:
-    acct = account_id()
+    acct = hook.new_account()
     doc = {"name": "Acme", "contacts": [{"email": "kim@acme.example", "name": "Kim", "role": "champion"}]}
     put = await hook.http.put(f"/accounts/{acct}", json=doc)
     assert put.status_code == 202, put.text
@@ -318,6 +335,7 @@ async def test_sendgrid_webhook_click_moves_a_waiting_playbook_on(hook: Hook) ->
     response = await hook.post([click])
     assert response.status_code == 200 and response.json()["processed"] == 1
     ended = await eventually(lambda: _ended(status), "the run to end after the click")
+    await hook.client.get_workflow_handle(run_workflow_id("nudge", acct)).result()
     assert ended.outcome == "completed"
     actions = [(r.step, r.action) for r in ended.history]
     assert actions == [("welcome", "email"), ("clicked", "wait_for"), ("thanks", "note")]

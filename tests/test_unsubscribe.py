@@ -133,7 +133,6 @@ async def test_unsubscribe_link_round_trip_through_the_api(stack: Stack, folder:
     done = await api.post(path)
     assert done.status_code == 200 and to in done.text
     assert suppressions(stack) == {to: "unsubscribed"}
-    assert (await api.post(path)).status_code == 200  # a second click is harmless
 
     # The account hears of it, so the waiting run moves on, and its next email is not sent.
     handle = stack.client.get_workflow_handle(run_workflow_id("tips", acct))
@@ -143,13 +142,14 @@ async def test_unsubscribe_link_round_trip_through_the_api(stack: Stack, folder:
         return status if status.status == "ended" else None
 
     status = await eventually(ended, "the run to end")
+    await handle.result()  # let it finish its last local activity before the worker stops
     assert status.outcome == "completed"
     assert [(r.step, r.action) for r in status.history] == [("first", "email"), ("opted_out", "wait_for"), ("second", "email")]
     assert status.history[1].detail["timeout"] is False
     assert status.history[2].detail["status"] == "suppressed"
     with stack.deps.sessions() as s:
         heard = [e.data for e in repo.list_events(s, account_id=acct, type="email.unsubscribed")]
-    assert heard and all(data == {"to": to} for data in heard)
+    assert heard == [{"to": to}]
     first_again, second = messages(stack, to)
     assert (first_again.step, second.step) == ("first", "second")
     assert second.status == "suppressed" and "suppression list" in (second.error or "")

@@ -140,7 +140,9 @@ class AccountWorkflow:
                 await self._signal(active, "account", self.state.account)
         for item in derived:
             if item is not event:
-                item.id = item.id or f"{event.id or workflow.uuid4()}:{item.type}"
+                # Derived events get their own ids (a replayed upsert derives the same ones).
+                item.id = f"{event.id or workflow.uuid4()}:{item.type}"
+                item.account_id = self.state.account_id
                 await workflow.execute_activity(
                     names.APPLY_EVENT, ApplyEventInput(account=None, event=item), result_type=bool, **STORE_OPTIONS
                 )

@@ -271,6 +271,30 @@ def accounts_put(file: Path) -> None:
     console.print(f"accepted {len(docs)} account(s)")
 
 
+@accounts_app.command("import")
+def accounts_import(file: Path) -> None:
+    """Upsert accounts from a CSV file; any bad row stops the import before anything is sent."""
+    from touchpoint.accounts_csv import read_accounts_csv
+    from touchpoint.ingest import put_account
+    from worker import connect
+
+    docs, problems = read_accounts_csv(file)
+    if problems:
+        for problem in problems:
+            console.print(str(problem), markup=False, soft_wrap=True)
+        err.print(f"{len(problems)} problem(s): nothing was imported")
+        raise typer.Exit(1)
+
+    async def go() -> None:
+        client = await connect(settings())
+        sessions = _sessions()
+        for doc in docs:
+            await put_account(client, settings().task_queue, sessions, doc)
+
+    _run(go())
+    console.print(f"accepted {len(docs)} account(s)")
+
+
 @accounts_app.command("list")
 def accounts_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Accounts in the store (one document per line with --json)."""

@@ -1,0 +1,248 @@
+"""Events in: the API, the account workflow, triggers, reenroll and deploys, on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.service import RPCError
+
+from tests.conftest import Stack, write_folder
+from touchpoint.api.app import create_app
+from touchpoint.config import load_settings
+from touchpoint.deploy import deploy_project
+from touchpoint.dsl.validate import load_project
+from touchpoint.store import repo
+
+WORKSPACE = """\
+timezone: UTC
+sender: {email: cs@example.com}
+send_window: {days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00"}
+segments:
+  enterprise: "account.seats.licensed >= 1000"
+  scale: "true"
+"""
+TOKEN = "test-token"
+
+
+def account(account_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": account_id,
+        "name": f"Account {account_id}",
+        "timezone": "UTC",
+        "seats": {"licensed": 300, "active": 120},
+        "csm": {"name": "Dana", "email": "dana@example.com"},
+        "contacts": [{"email": f"kim@{account_id}.example", "name": "Kim", "role": "champion"}],
+        **extra,
+    }
+
+
+@contextlib.asynccontextmanager
+async def api_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """Our FastAPI app, called in-process over ASGI, bound to the test's server and store."""
+    settings = load_settings(
+        home=stack.settings.home, database_url=stack.settings.db_url, task_queue=stack.task_queue, api_token=TOKEN
+    )
+    app = create_app(settings, stack.client, stack.deps.sessions)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://touchpoint", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield client
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(stack) as client:
+        yield client
+
+
+def deploy(stack: Stack, folder: Path, playbooks: dict[str, str]) -> None:
+    write_folder(folder, {"workspace.yaml": WORKSPACE, **playbooks, "templates/hi.subject.j2": "Hi {{ account.name }}", "templates/hi.html.j2": "<p>Hi</p>"})
+    project = load_project(folder)
+    project.raise_for_problems()
+    with stack.deps.sessions.begin() as s:
+        deploy_project(s, project)
+
+
+async def eventually(stack: Stack, probe: Any, timeout: float = 20.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with stack.deps.sessions() as s:
+            value = probe(s)
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def ended(stack: Stack, run_id: str, skip: timedelta = timedelta(0)) -> Any:
+    """The run's projection once it has ended (skipping ``skip`` of server time first)."""
+    if skip:
+        await stack.env.sleep(skip)
+    return await eventually(stack, lambda s: (r := repo.get_run(s, run_id)) is not None and r.status == "ended" and r)
+
+
+def notes(stack: Stack, run_id: str) -> list[str]:
+    with stack.deps.sessions() as s:
+        return [n.text for n in repo.list_notes(s, run_id=run_id)]
+
+
+def uid() -> str:
+    return f"a{uuid.uuid4().hex[:10]}"
+
+
+NOTE_ON_EVENT = """\
+playbook: {name}
+trigger: {{event: {event}}}
+reenroll: {reenroll}
+steps:
+  - note: {{text: "hello {{{{ account.name }}}}"}}
+  - wait: {wait}
+"""
+
+
+async def test_events_api_requires_the_bearer_token(stack: Stack, api: httpx.AsyncClient) -> None:
+    response = await api.post("/events", json={"type": "x.y", "account_id": uid()}, headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401
+    assert "TOUCHPOINT_API_TOKEN" in response.json()["detail"]
+    response = await api.get("/openapi.json")
+    assert response.status_code == 200 and "/events" in response.json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "Not A Type", "account_id": "x"}, "type"),
+        ({"type": "a.b"}, "account_id"),
+        ({"type": "a.b", "account_id": "x", "colour": "red"}, "colour"),
+        ({"type": "a.b", "account_id": "x", "at": "yesterday"}, "at"),
+        ({"type": "a.b", "account_id": "x", "data": [1, 2]}, "data"),
+    ],
+)
+async def test_events_api_rejects_malformed_events_and_applies_nothing(stack: Stack, api: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
+    body = {**body, "account_id": uid()} if "account_id" in body else body
+    response = await api.post("/events", json=body)
+    assert response.status_code == 422
+    assert any(field in [str(p) for p in error["loc"]] for error in response.json()["detail"]), response.json()
+    if "account_id" in body:
+        with pytest.raises(RPCError):
+            await stack.client.get_workflow_handle(f"account/{body['account_id']}").describe()
+
+
+async def test_events_account_upsert_rejects_bad_documents(stack: Stack, api: httpx.AsyncClient) -> None:
+    acct = uid()
+    response = await api.put(f"/accounts/{acct}", json={**account(acct), "id": "other"})
+    assert response.status_code == 422 and "differs" in str(response.json()["detail"])
+    response = await api.put(f"/accounts/{acct}", json={**account(acct), "contacts": [{"email": "not-an-address"}]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["contacts", 0, "email"]
+    assert (await api.get(f"/accounts/{acct}")).status_code == 404
+
+
+async def test_events_upserts_emit_created_updated_and_seats_changed(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    deploy(stack, folder, {})
+    acct = uid()
+    assert (await api.put(f"/accounts/{acct}", json=account(acct))).status_code == 202
+    assert (await api.put(f"/accounts/{acct}", json=account(acct, seats={"licensed": 250, "active": 120}))).status_code == 202
+
+    def types(s: Any) -> list[str] | None:
+        found = [e.type for e in repo.list_events(s, account_id=acct)]
+        return found if "seats.changed" in found else None
+
+    found = await eventually(stack, types)
+    assert [t for t in found if t != "account.upserted"] == ["account.created", "account.updated", "seats.changed"]
+    with stack.deps.sessions() as s:
+        (seats,) = repo.list_events(s, account_id=acct, type="seats.changed")
+        assert seats.data == {"licensed": 250, "previous_licensed": 300, "active": 120, "previous_active": 120, "delta": -50, "delta_pct": -16.7}
+    stored = (await api.get(f"/accounts/{acct}")).json()
+    assert stored["segment"] == "scale" and stored["seats"]["licensed"] == 250
+
+
+async def test_events_duplicate_ids_and_concurrent_events_start_one_run(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    deploy(stack, folder, {"p.yaml": NOTE_ON_EVENT.format(name="p", event="webinar.attended", reenroll="always", wait="30d")})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    twice = [await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "evt-1"}) for _ in range(2)]
+    assert [r.status_code for r in twice] == [202, 202]
+    responses = await asyncio.gather(*(api.post("/events", json={"type": "webinar.attended", "account_id": acct}) for _ in range(20)))
+    assert {r.status_code for r in responses} == {202}
+    await eventually(stack, lambda s: len(repo.list_events(s, account_id=acct, type="webinar.attended")) == 21)
+    runs = await eventually(stack, lambda s: repo.list_runs(s, account_id=acct))
+    await asyncio.sleep(0.5)
+    with stack.deps.sessions() as s:
+        assert len(repo.list_runs(s, account_id=acct)) == 1 == len(runs)
+        assert len(repo.list_notes(s, account_id=acct)) == 1
+
+
+@pytest.mark.parametrize(("reenroll", "expected"), [("never", 1), ("always", 3), ("after 3d", 2)])
+async def test_events_reenroll(stack: Stack, folder: Path, api: httpx.AsyncClient, reenroll: str, expected: int) -> None:
+    deploy(stack, folder, {"p.yaml": NOTE_ON_EVENT.format(name="p", event="health.changed", reenroll=reenroll, wait="1d")})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    # Three triggering events, 2 days apart; each run lasts one day.
+    for index in range(3):
+        await api.post("/events", json={"type": "health.changed", "account_id": acct, "id": f"h{index}"})
+        await eventually(stack, lambda s, n=index: len(repo.list_events(s, account_id=acct, type="health.changed")) == n + 1)
+        await asyncio.sleep(0.3)
+        await stack.env.sleep(timedelta(days=2))
+        # Every run started so far has ended (each lasts one day) before the next event.
+        await eventually(stack, lambda s: all(r.status == "ended" for r in repo.list_runs(s, account_id=acct)))
+    await asyncio.sleep(0.5)
+    with stack.deps.sessions() as s:
+        assert len(repo.list_runs(s, account_id=acct)) == expected
+
+
+async def test_events_reach_a_run_parked_in_wait_for(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    deploy(stack, folder, {"p.yaml": "playbook: p\ntrigger: {event: account.created}\nsteps:\n  - wait_for: {event: setup.sso_configured, timeout: 30d}\n    id: sso\n  - note: {text: done}\n"})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    run = (await eventually(stack, lambda s: repo.list_runs(s, account_id=acct)))[0]
+    await api.post("/events", json={"type": "setup.sso_configured", "account_id": acct})
+    row = await ended(stack, run.id)
+    assert row.outcome == "completed" and notes(stack, run.id) == ["done"]
+    assert (row.ended_at - row.started_at) < timedelta(days=1)  # the event ended the wait, not the timeout
+
+
+async def test_events_exit_when_fires_on_an_account_update(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    deploy(stack, folder, {"p.yaml": "playbook: p\ntrigger: {event: account.created}\nexit_when: \"account.properties.churned\"\nsteps:\n  - wait: 60d\n  - note: {text: never}\n"})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    run = (await eventually(stack, lambda s: repo.list_runs(s, account_id=acct)))[0]
+    await api.put(f"/accounts/{acct}", json=account(acct, properties={"churned": True}))
+    row = await ended(stack, run.id)
+    assert row.outcome == "exited" and notes(stack, run.id) == []
+    listed = (await api.get("/runs", params={"account": acct})).json()
+    assert [(r["playbook"], r["status"], r["outcome"]) for r in listed] == [("p", "ended", "exited")]
+
+
+async def test_events_manual_start_and_deploy_while_runs_are_in_flight(own_stack: Stack, folder: Path) -> None:
+    stack = own_stack
+    async with api_client(stack) as api:
+        await _manual_start_and_deploy(stack, folder, api)
+
+
+async def _manual_start_and_deploy(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    deploy(stack, folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - wait: 1d\n  - note: {text: v1}\n"})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    assert (await api.post("/runs", json={"playbook": "nope", "account_id": acct})).status_code == 422
+    assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code == 202
+    first = (await eventually(stack, lambda s: repo.list_runs(s, account_id=acct)))[0]
+    write_folder(folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - note: {text: v2}\n"})
+    project = load_project(folder)
+    with stack.deps.sessions.begin() as s:
+        report = deploy_project(s, project)
+    assert report.changed == ["m"] and report.in_flight_on_older == {"m": 1}
+    assert any("1 run in flight" in line for line in report.lines())
+    row = await ended(stack, first.id, timedelta(days=2))
+    assert row.outcome == "completed" and notes(stack, first.id) == ["v1"]
+    await asyncio.sleep(0.3)
+    await api.post("/runs", json={"playbook": "m", "account_id": acct})
+    runs = await eventually(stack, lambda s: [r for r in repo.list_runs(s, account_id=acct) if r.id != first.id])
+    assert runs[0].version == project.playbooks["m"].version
