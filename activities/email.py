@@ -80,7 +80,13 @@ class EmailActivities:
 
         def work() -> datetime:
             with write_tx(self.deps.sessions) as s:
-                return repo.reserve_send_slot(s, input.contact_email, input.key, input.desired_at, input.emails, input.per)
+                slot = repo.reserve_send_slot(s, input.contact_email, input.key, input.desired_at, input.emails, input.per)
+                if slot < input.desired_at - timedelta(seconds=1):
+                    # An earlier reservation of this send that could not be used (it fell outside
+                    # the send window): move it, so the cap counts the time the email really goes.
+                    repo.release_send_slot(s, input.key)
+                    slot = repo.reserve_send_slot(s, input.contact_email, input.key, input.desired_at, input.emails, input.per)
+                return slot
 
         return await asyncio.to_thread(work)
 

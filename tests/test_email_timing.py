@@ -218,11 +218,6 @@ async def test_email_timing_cap_slot_outside_the_window_waits_for_the_next_openi
     assert_at(emails(second)[0], datetime(2027, 1, 11, 9, tzinfo=UTC))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 bug: a slot that falls outside the send window keeps its reserved time in the store "
-    "while the email goes out at the next opening, so later reservations count from the wrong time",
-)
 async def test_email_timing_cap_counts_the_moved_send_not_the_reserved_slot(stack: Stack, folder: Path) -> None:
     doc = account(timezone="UTC", contacts=[{"email": "kim@acme.example", "name": "Kim", "role": "champion"}])
     workspace = BUSINESS_HOURS + "frequency_cap: {emails: 1, per: 2d}\n"
