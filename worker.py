@@ -84,7 +84,7 @@ def build_worker(
     *,
     task_queue: str,
     strict_imports: bool = False,
-    max_cached_workflows: int = 2000,
+    max_cached_workflows: int = 1000,
     fail_fast: bool = False,
 ) -> Worker:
     """A worker for every Touchpoint workflow and activity on ``task_queue``.

@@ -130,17 +130,24 @@ class AccountActivities:
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
-        """Record the event (False if its id is already stored) and upsert the account."""
+        """Record the event and what it derived, and upsert the account, in one transaction.
+
+        Returns:
+            False when the event's id was already stored (an old duplicate): nothing else is done.
+        """
 
         def work(s: Session) -> bool:
             event = input.event
+            account_id = event.account_id or (input.account.id if input.account else "")
+            if event.id is not None and not repo.record_event(s, event.id, account_id, event.type, event.at or utcnow(), event.data):
+                return False
             if input.account is not None:
                 doc = input.account.model_dump(mode="json")
                 contacts = doc.pop("contacts")
                 repo.upsert_account(s, doc, contacts)
-            if event.id is None:
-                return True
-            account_id = event.account_id or (input.account.id if input.account else "")
-            return repo.record_event(s, event.id, account_id, event.type, event.at or utcnow(), event.data)
+            for item in input.derived:
+                if item.id is not None:
+                    repo.record_event(s, item.id, item.account_id or account_id, item.type, item.at or utcnow(), item.data)
+            return True
 
         return await self.deps.db(work)

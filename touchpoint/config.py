@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "touchpoint"
-    worker_cache: int = 2000
+    worker_cache: int = 1000
     """Workflows a worker keeps in memory (bounds RSS; evicted runs replay from history)."""
     secret_key: SecretStr = SecretStr("dev-insecure-secret-change-me")
     public_url: str = "http://127.0.0.1:8000"

@@ -19,17 +19,16 @@ from touchpoint.dsl.schema import AccountDoc
 from workflows import names
 from workflows.account import account_workflow_id
 
-_GENERATION: tuple[float, str] = (0.0, "")
+_GENERATIONS: dict[int, tuple[float, str]] = {}
 
 
 def generation(sessions: sessionmaker[Session]) -> str:
-    """The current deploy generation (cached for a second: deploys are rare)."""
-    global _GENERATION
-    at, value = _GENERATION
+    """The current deploy generation of a store (cached for a second: deploys are rare)."""
+    at, value = _GENERATIONS.get(id(sessions), (0.0, ""))
     if time.monotonic() - at > 1.0:
         with sessions() as s:
             value = deploy_generation(s)
-        _GENERATION = (time.monotonic(), value)
+        _GENERATIONS[id(sessions)] = (time.monotonic(), value)
     return value
 
 

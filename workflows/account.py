@@ -40,6 +40,8 @@ STORE_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
+"""Store reads and projections are local activities: short, idempotent, and each one a server
+round trip cheaper than a regular activity (the enrollment path's latency is mostly these)."""
 ACCOUNT_FIELDS = ("name", "segment", "region", "country", "timezone", "locale", "plan", "arr", "created_at", "renewal_date", "seats", "csm", "owner", "health", "metrics", "properties", "contacts")
 
 
@@ -110,11 +112,11 @@ class AccountWorkflow:
         if event.at is None:
             event.at = workflow.now()
         if self.state.index is None or (envelope.generation and envelope.generation != self.state.index.generation):
-            self.state.index = await workflow.execute_activity(
+            self.state.index = await workflow.execute_local_activity(
                 names.LOAD_INDEX, envelope.generation, result_type=DeployedIndex, **STORE_OPTIONS
             )
         if self.state.account is None and envelope.account is None:
-            self.state.account = await workflow.execute_activity(
+            self.state.account = await workflow.execute_local_activity(
                 names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
             )
         derived: list[EventIn] = []
@@ -127,9 +129,14 @@ class AccountWorkflow:
             derived = [event]
         else:
             derived = [event]
-        accepted = await workflow.execute_activity(
+        for item in derived:
+            if item is not event:
+                # Derived events get their own ids (a replayed upsert derives the same ones).
+                item.id = f"{event.id or workflow.uuid4()}:{item.type}"
+                item.account_id = self.state.account_id
+        accepted = await workflow.execute_local_activity(
             names.APPLY_EVENT,
-            ApplyEventInput(account=self.state.account, event=event),
+            ApplyEventInput(account=self.state.account, event=event, derived=[d for d in derived if d is not event]),
             result_type=bool,
             **STORE_OPTIONS,
         )
@@ -139,13 +146,6 @@ class AccountWorkflow:
             for active in self.state.active.values():
                 await self._signal(active, "account", self.state.account)
         for item in derived:
-            if item is not event:
-                # Derived events get their own ids (a replayed upsert derives the same ones).
-                item.id = f"{event.id or workflow.uuid4()}:{item.type}"
-                item.account_id = self.state.account_id
-                await workflow.execute_activity(
-                    names.APPLY_EVENT, ApplyEventInput(account=None, event=item), result_type=bool, **STORE_OPTIONS
-                )
             for active in list(self.state.active.values()):
                 await self._signal(active, "event", item)
             await self._trigger(item)
@@ -221,7 +221,7 @@ class AccountWorkflow:
 
     async def _start(self, request: StartRequest, *, manual: bool) -> None:
         if self.state.account is None:
-            self.state.account = await workflow.execute_activity(
+            self.state.account = await workflow.execute_local_activity(
                 names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
             )
             if self.state.account is None:
@@ -229,7 +229,7 @@ class AccountWorkflow:
                 return
         if request.playbook in self.state.active:
             return  # one run of a playbook per account at a time
-        loaded = await workflow.execute_activity(
+        loaded = await workflow.execute_local_activity(
             names.LOAD_PLAYBOOK, LoadPlaybookInput(playbook=request.playbook), result_type=LoadedPlaybookVersion | None, **STORE_OPTIONS  # type: ignore[arg-type]
         )
         if loaded is None:

@@ -377,7 +377,8 @@ class LoadedPlaybookVersion(Data):
 
 
 class ApplyEventInput(Data):
-    """Project an event (and the account snapshot) into the store."""
+    """Project an event, the events it derived, and the account snapshot into the store."""
 
     account: AccountDoc | None
     event: EventIn
+    derived: list[EventIn] = Field(default_factory=list)
