@@ -44,6 +44,14 @@ def account(account_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+async def stack(own_stack: Stack) -> Stack:
+    """Each test here gets a time-skipping server of its own: account workflows run local
+    activities, and one still in flight when a test ends would block time skipping for the
+    tests after it on a shared server."""
+    return own_stack
+
+
 @contextlib.asynccontextmanager
 async def api_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """Our FastAPI app, called in-process over ASGI, bound to the test's server and store."""
@@ -221,13 +229,7 @@ async def test_events_exit_when_fires_on_an_account_update(stack: Stack, folder:
     assert [(r["playbook"], r["status"], r["outcome"]) for r in listed] == [("p", "ended", "exited")]
 
 
-async def test_events_manual_start_and_deploy_while_runs_are_in_flight(own_stack: Stack, folder: Path) -> None:
-    stack = own_stack
-    async with api_client(stack) as api:
-        await _manual_start_and_deploy(stack, folder, api)
-
-
-async def _manual_start_and_deploy(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+async def test_events_manual_start_and_deploy_while_runs_are_in_flight(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
     deploy(stack, folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - wait: 1d\n  - note: {text: v1}\n"})
     acct = uid()
     await api.put(f"/accounts/{acct}", json=account(acct))

@@ -105,7 +105,9 @@ def sendgrid() -> Iterator[FakeSendGrid]:
 
 
 @pytest.fixture
-async def hook(time_env: WorkflowEnvironment, tmp_path: Path, sendgrid: FakeSendGrid) -> AsyncIterator[Hook]:
+async def hook(own_time_env: WorkflowEnvironment, tmp_path: Path, sendgrid: FakeSendGrid) -> AsyncIterator[Hook]:
+    # A server of its own: account workflows run local activities that must not strand on a shared one.
+    time_env = own_time_env
     signer = EventWebhookSigner()
     settings = load_settings(
         home=tmp_path / "home",

@@ -49,6 +49,12 @@ TEMPLATES = {
 
 
 @pytest.fixture
+async def stack(own_stack: Stack) -> Stack:
+    """A server of its own: account workflows run local activities that must not strand on a shared one."""
+    return own_stack
+
+
+@pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     # The worker's settings sign the links in emails; the API must share their secret.
     settings = load_settings(
