@@ -12,8 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,10 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
+from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.validate import load_project
 from touchpoint.dsl.walk import count_steps
-from touchpoint.simulate import Simulated, load_account, load_events, simulate, timeline_json
+from touchpoint.simulate import Simulated, load_account, simulate, timeline_json
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"
@@ -86,59 +84,8 @@ async def simulate_triggered(
     events_file: Path | None = None,
     days: int = 730,
 ) -> Simulated:
-    """`simulate()`, but started by the trigger's event with its `data`.
-
-    `touchpoint simulate` starts a run with `event.data` empty (playbook-dsl.md section 10), so a
-    playbook that reads its trigger's data (`seats.changed`, `health.changed`) cannot be simulated
-    with it. This runs the same `Simulation` workflow, worker and store as `simulate()`, with the
-    trigger event filled in.
-    """
-    from activities.deps import Deps
-    from touchpoint.config import load_settings
-    from touchpoint.deploy import deploy_project
-    from touchpoint.temporal_server import start_time_skipping
-    from worker import build_worker
-    from workflows.simulation import SimEvent, SimInput
-
-    project = load_project(playbook_file)
-    project.raise_for_problems()
-    (loaded,) = project.playbooks.values()
-    account = load_account(account_file, project.workspace)
-    events = load_events(events_file) if events_file else []
-    with tempfile.TemporaryDirectory(prefix="touchpoint-sim-") as tmp:
-        settings = load_settings(home=Path(tmp), database_url=f"sqlite:///{tmp}/sim.db", email_backend="outbox", crm_backend="local")
-        deps = Deps.from_settings(settings)
-        try:
-            with deps.sessions.begin() as s:
-                deploy_project(s, project)
-            env = await start_time_skipping()
-            try:
-                queue = f"sim-{uuid.uuid4().hex[:8]}"
-                async with build_worker(env.client, deps, task_queue=queue):
-                    trigger_type = getattr(loaded.playbook.trigger, "event", None) or "manual"
-                    run = RunInput(
-                        run_id=f"sim-{uuid.uuid4().hex[:12]}",
-                        playbook=loaded.playbook,
-                        version=loaded.version,
-                        account=account,
-                        workspace=project.workspace,
-                        event=EventIn(type=trigger_type, data=trigger_data, at=start),
-                        clock_offset=(start - datetime.now(UTC)).total_seconds(),
-                        simulation=True,
-                    )
-                    sim = SimInput(run=run, events=[SimEvent(**e) for e in events], horizon=days * 86400.0)
-                    result: RunResult = await env.client.execute_workflow(
-                        "Simulation", sim, id=f"simulation/{run.run_id}", task_queue=queue, result_type=RunResult
-                    )
-            finally:
-                await env.shutdown()
-        finally:
-            await deps.close()
-    records = [r for r in result.history if r.action not in ("milestone", "repeat")]
-    return Simulated(outcome=result.outcome, records=records, account=account, result=result)
-
-
-# ---------------------------------------------------------------------------- the library as a whole
+    """`simulate()` started by the trigger's event with its `data` (`--trigger-data`)."""
+    return await simulate(playbook_file, account_file, events_file=events_file, start=start, days=days, trigger_data=trigger_data)
 
 
 def test_playbook_library_validates_with_the_cli() -> None:
