@@ -79,7 +79,7 @@ class CrmActivities:
                 ref = await self.deps.crm_backend.create_task(
                     TaskRequest(
                         key=task_id,
-                        account_crm_id=str(input.account.properties.get("crm_id") or input.account.id),
+                        account_crm_id=crm_account_id(input),
                         title=title,
                         body=notes,
                         due_at=input.due_at,
@@ -97,7 +97,7 @@ class CrmActivities:
                 id=task_id,
                 ledger_key=input.key,
                 run_id=input.run.id,
-                account_id=input.account.id if input.account else "",
+                account_id=effect_account_id(input),
                 playbook_id=input.run.playbook,
                 step=input.step,
                 title=title,
@@ -124,13 +124,13 @@ class CrmActivities:
 
             try:
                 await self.deps.crm_backend.add_note(
-                    NoteRequest(key=note_id, account_crm_id=str(input.account.properties.get("crm_id") or input.account.id), text=text, at=input.now)
+                    NoteRequest(key=note_id, account_crm_id=crm_account_id(input), text=text, at=input.now)
                 )
             except CrmError as exc:
                 raise _remote_error(exc) from None
 
         def work(s: Session) -> None:
-            repo.add_note(s, id=note_id, ledger_key=input.key, account_id=input.account.id if input.account else "", run_id=input.run.id, step=input.step, text=text, created_at=input.now)
+            repo.add_note(s, id=note_id, ledger_key=input.key, account_id=effect_account_id(input), run_id=input.run.id, step=input.step, text=text, created_at=input.now)
 
         await self.deps.db(work)
         return EffectResult(detail={"text": text})
@@ -154,12 +154,12 @@ class CrmActivities:
             ledger_done = await self.deps.db(lambda s: repo.ledger_get(s, input.key))
             if ledger_done is None or ledger_done.status != "done":
                 try:
-                    await self.deps.crm_backend.update_account(str(input.account.properties.get("crm_id") or input.account.id), mapped)
+                    await self.deps.crm_backend.update_account(crm_account_id(input), mapped)
                 except CrmError as exc:
                     raise _remote_error(exc) from None
 
         def work(s: Session) -> None:
-            repo.add_field_update(s, ledger_key=input.key, account_id=input.account.id if input.account else "", run_id=input.run.id, step=input.step, fields=fields, created_at=input.now)
+            repo.add_field_update(s, ledger_key=input.key, account_id=effect_account_id(input), run_id=input.run.id, step=input.step, fields=fields, created_at=input.now)
             repo.ledger_reserve(s, input.key, "update")
             repo.ledger_finish(s, input.key, "done", {"fields": fields})
 
@@ -170,3 +170,9 @@ class CrmActivities:
 def effect_account_id(input: EffectInput) -> str:
     """The account an effect is about ('' for schedule runs)."""
     return input.account.id if input.account else ""
+
+
+def crm_account_id(input: EffectInput) -> str:
+    """The account's record id in the CRM: `properties.crm_id` when synced, else our id."""
+    assert input.account is not None
+    return str(input.account.properties.get("crm_id") or input.account.id)

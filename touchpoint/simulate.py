@@ -16,10 +16,9 @@ from typing import Any
 
 import yaml
 
-from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.durations import parse_duration
 from touchpoint.dsl.errors import ContractError, Problem
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult, StepRecord, build_context
+from touchpoint.dsl.runtime import EventIn, RunInput, RunResult, StepRecord, segment_of
 from touchpoint.dsl.schema import AccountDoc, Workspace
 from touchpoint.dsl.timing import zone
 from touchpoint.dsl.validate import load_project
@@ -58,14 +57,9 @@ def apply_workspace_defaults(account: AccountDoc, workspace: Workspace) -> Accou
     if account.timezone is None:
         update["timezone"] = workspace.timezone
     if account.segment is None:
-        context = build_context(account=account, event=None, run=None, now=datetime.now(UTC), tz=workspace.timezone)
-        for name, rule in workspace.segments.items():
-            try:
-                if ex.is_true(rule, context):
-                    update["segment"] = name
-                    break
-            except ex.ExpressionError:
-                continue
+        segment = segment_of(account, workspace, datetime.now(UTC))
+        if segment is not None:
+            update["segment"] = segment
     return account.model_copy(update=update) if update else account
 
 

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         RunInput,
         StartRequest,
         build_context,
+        segment_of,
     )
     from touchpoint.dsl.schema import AccountDoc
     from workflows import names
@@ -154,7 +155,7 @@ class AccountWorkflow:
         previous = self.state.account
         workspace = self.state.index.workspace if self.state.index else None
         if doc.segment is None and workspace and workspace.segments:
-            doc = doc.model_copy(update={"segment": self._segment(doc)})
+            doc = doc.model_copy(update={"segment": segment_of(doc, workspace, workflow.now())})
         if doc.timezone is None and workspace:
             doc = doc.model_copy(update={"timezone": workspace.timezone})
         self.state.account = doc
@@ -184,17 +185,6 @@ class AccountWorkflow:
                 )
             )
         return events
-
-    def _segment(self, doc: AccountDoc) -> str | None:
-        assert self.state.index is not None
-        context = build_context(account=doc, event=None, run=None, now=workflow.now(), tz=self.state.index.workspace.timezone)
-        for name, rule in self.state.index.workspace.segments.items():
-            try:
-                if ex.is_true(rule, context):
-                    return name
-            except ex.ExpressionError:
-                continue
-        return None
 
     # ------------------------------------------------------------------ enrollments
 

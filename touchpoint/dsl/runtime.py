@@ -382,3 +382,17 @@ class ApplyEventInput(Data):
     account: AccountDoc | None
     event: EventIn
     derived: list[EventIn] = Field(default_factory=list)
+
+
+def segment_of(account: AccountDoc, workspace: Workspace, now: datetime) -> str | None:
+    """The first `segments` rule of the workspace that holds for the account (section 7)."""
+    from touchpoint.dsl import expressions as ex
+
+    context = build_context(account=account, event=None, run=None, now=now, tz=workspace.timezone)
+    for name, rule in workspace.segments.items():
+        try:
+            if ex.is_true(rule, context):
+                return name
+        except ex.ExpressionError:
+            continue  # a rule that cannot be evaluated for this account does not match it
+    return None

@@ -457,7 +457,6 @@ def _check_step(
     if isinstance(step, EmailStep):
         mail = step.email
         base = path + ("email",)
-        recipients = mail.to if mail.to is not None else pb.audience
         for i, target in enumerate(mail.to or []):
             if target in roles or target in INTERNAL_RECIPIENTS:
                 continue
@@ -468,8 +467,6 @@ def _check_step(
             check.add(base + ("for_each",), "`for_each: csm` is for playbooks with a `schedule` trigger")
         if schedule and not mail.for_each and not mail.to:
             check.add(base, "an email in a schedule playbook needs `for_each: csm` or `to:` addresses (there is no single account)")
-        if recipients is None and schedule is False and not mail.to:
-            pass  # no audience: every contact of the account (documented default)
         check.expr(base + ("locale",), mail.locale, names)
         _check_email_template(mail.template, base + ("template",), project, names, schedule, check)
     elif isinstance(step, WaitUntilStep):

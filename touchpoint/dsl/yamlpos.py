@@ -97,17 +97,13 @@ def _build(loader: _Loader, node: yaml.Node, path: Path, pos: Positions, problem
                 key = str(key)
             line = key_node.start_mark.line + 1
             if key in result:
-                problems.append(YamlProblem(line, f"{_dotted(path + (key,))}: key `{key}` appears twice in this mapping"))
+                problems.append(YamlProblem(line, f"{format_path(path + (key,))}: key `{key}` appears twice in this mapping"))
             pos.keys[path + (key,)] = line
             result[key] = _build(loader, value_node, path + (key,), pos, problems)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, path + (i,), pos, problems) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
-
-
-def _dotted(path: Path) -> str:
-    return format_path(path)
 
 
 def format_path(path: Path) -> str:
