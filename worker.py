@@ -97,6 +97,8 @@ def build_worker(
         max_cached_workflows: Bounds worker memory; evicted runs replay from history.
         fail_fast: Fail workflows on unexpected exceptions instead of retrying the task (tests).
     """
+    if deps.client is None:
+        deps.client = client
     return Worker(
         client,
         task_queue=task_queue,

@@ -25,6 +25,9 @@ class Deps:
     template_cache: Path
     email_backend: Any = None
     crm_backend: Any = None
+    client: Any = None
+    """The worker's Temporal client (set by `build_worker`): activities that start or signal
+    account workflows (sweeps, health recompute, CRM sync) use it."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     @classmethod

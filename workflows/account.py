@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         build_context,
         segment_of,
     )
-    from touchpoint.dsl.schema import AccountDoc
+    from touchpoint.dsl.schema import AccountDoc, Health
     from workflows import names
 
 SEEN_IDS = 500
@@ -44,6 +44,18 @@ STORE_OPTIONS: dict[str, Any] = {
 """Store reads and projections are local activities: short, idempotent, and each one a server
 round trip cheaper than a regular activity (the enrollment path's latency is mostly these)."""
 ACCOUNT_FIELDS = ("name", "segment", "region", "country", "timezone", "locale", "plan", "arr", "created_at", "renewal_date", "seats", "csm", "owner", "health", "metrics", "properties", "contacts")
+
+
+def health_of(event: EventIn, account: AccountDoc) -> Health:
+    """`account.health` after a `health.changed` event (contract section 8)."""
+    data = event.data
+    return Health(
+        score=data.get("score"),
+        tier=data.get("tier"),
+        previous_score=data.get("previous_score", account.health.score),
+        previous_tier=data.get("previous_tier", account.health.tier),
+        updated_at=event.at,
+    )
 
 
 def account_workflow_id(account_id: str) -> str:
@@ -95,7 +107,12 @@ class AccountWorkflow:
                 if self.state.pending:
                     await self._apply(self.state.pending.pop(0))
                 else:
-                    await self._start(self.state.starts.pop(0), manual=True)
+                    request = self.state.starts.pop(0)
+                    if request.id and workflow.patched("start-request-ids"):
+                        if request.id in self.state.seen_ids:
+                            continue
+                        self._remember(request.id)
+                    await self._start(request, manual=True)
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not (self.state.pending or self.state.starts):
@@ -108,8 +125,7 @@ class AccountWorkflow:
         if event.id:
             if event.id in self.state.seen_ids:
                 return
-            self.state.seen_ids.append(event.id)
-            del self.state.seen_ids[:-SEEN_IDS]
+            self._remember(event.id)
         if event.at is None:
             event.at = workflow.now()
         if self.state.index is None or (envelope.generation and envelope.generation != self.state.index.generation):
@@ -121,12 +137,18 @@ class AccountWorkflow:
                 names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
             )
         derived: list[EventIn] = []
+        health_update = (
+            event.type == "health.changed" and self.state.account is not None and workflow.patched("health-changed-updates-account")
+        )
         if envelope.account is not None:
             derived = self._upsert(envelope.account, event)
         elif event.type == "usage.reported" and self.state.account is not None:
             metrics = event.data.get("metrics") or {}
             merged = {**self.state.account.metrics, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
             self.state.account = self.state.account.model_copy(update={"metrics": merged})
+            derived = [event]
+        elif health_update and self.state.account is not None:
+            self.state.account = self.state.account.model_copy(update={"health": health_of(event, self.state.account)})
             derived = [event]
         else:
             derived = [event]
@@ -143,13 +165,17 @@ class AccountWorkflow:
         )
         if not accepted:  # an old duplicate id, already in the store
             return
-        if envelope.account is not None or event.type == "usage.reported":
+        if envelope.account is not None or event.type == "usage.reported" or health_update:
             for active in self.state.active.values():
                 await self._signal(active, "account", self.state.account)
         for item in derived:
             for active in list(self.state.active.values()):
                 await self._signal(active, "event", item)
             await self._trigger(item)
+
+    def _remember(self, id: str) -> None:
+        self.state.seen_ids.append(id)
+        del self.state.seen_ids[:-SEEN_IDS]
 
     def _upsert(self, doc: AccountDoc, event: EventIn) -> list[EventIn]:
         previous = self.state.account
@@ -158,6 +184,9 @@ class AccountWorkflow:
             doc = doc.model_copy(update={"segment": segment_of(doc, workspace, workflow.now())})
         if doc.timezone is None and workspace:
             doc = doc.model_copy(update={"timezone": workspace.timezone})
+        if previous is not None and doc.health.score is None and doc.health.tier is None and workflow.patched("upsert-keeps-health"):
+            # Health is computed here, not sent in: an upsert without it keeps the current score.
+            doc = doc.model_copy(update={"health": previous.health})
         self.state.account = doc
         at = event.at
         if previous is None:

@@ -343,6 +343,8 @@ class StartRequest(Data):
     playbook: str
     by: str | None = None
     event: EventIn | None = None
+    id: str | None = None
+    """A repeated id is a no-op (a sweep that retries after signalling starts nothing twice)."""
 
 
 class ActiveRun(Data):
