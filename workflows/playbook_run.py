@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         WaitStep,
         WaitUntilStep,
         WebhookStep,
+        is_address,
     )
     from touchpoint.dsl.timing import local_midnight, next_opening, run_day
     from touchpoint.dsl.yamlpos import Path, format_path
@@ -662,6 +663,9 @@ class PlaybookRun:
                 for c in contacts:
                     if c.role == target:
                         add(Recipient(**c.model_dump()))
+            elif is_address(target):
+                known = next((c for c in contacts if c.email.lower() == target.lower()), None)
+                add(Recipient(**known.model_dump()) if known else Recipient(email=target))
             else:
                 value = ex.evaluate(target, self.context())
                 for address in value if isinstance(value, (list, tuple)) else [value]:

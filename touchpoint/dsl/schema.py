@@ -60,6 +60,14 @@ Outcome = Literal["completed", "converted", "exited", "cancelled", "failed"]
 DEFAULT_ROLES = ("champion", "admin", "executive", "sponsor", "user", "billing", "technical")
 #: Internal recipients that `to:` accepts besides contact roles.
 INTERNAL_RECIPIENTS = ("csm", "owner")
+#: Step kinds a `schedule` playbook may use: it has no single account, so nothing that acts on one.
+SCHEDULE_STEP_KINDS = ("email", "webhook", "set", "if", "wait", "exit")
+_ADDRESS = re.compile(r"^[^@\s'\"{}()\[\]]+@[^@\s'\"{}()\[\]]+\.[^@\s'\"{}()\[\]]+$")
+
+
+def is_address(target: str) -> bool:
+    """Whether a `to:` entry is a literal email address (else a role name or an expression)."""
+    return bool(_ADDRESS.match(target))
 
 
 class NotSupportedYet(ValueError):

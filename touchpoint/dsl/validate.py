@@ -28,6 +28,7 @@ from touchpoint.dsl.errors import ContractError, Problem
 from touchpoint.dsl.sandbox import TouchpointEnvironment
 from touchpoint.dsl.schema import (
     INTERNAL_RECIPIENTS,
+    SCHEDULE_STEP_KINDS,
     STEP_KINDS,
     DateTrigger,
     EmailStep,
@@ -45,6 +46,8 @@ from touchpoint.dsl.schema import (
     WaitUntilStep,
     WebhookStep,
     Workspace,
+    is_address,
+    step_kind,
 )
 from touchpoint.dsl.walk import all_steps, count_steps
 from touchpoint.dsl.yamlpos import Path as YPath
@@ -432,8 +435,16 @@ def _check_playbook(lp: LoadedPlaybook, project: Project, playbook_ids: set[str]
             if checkpoint.day > pb.scorecard.target.by_day:
                 check.add(("scorecard", "checkpoints", i, "day"), f"checkpoint day {checkpoint.day} is after the target's by_day {pb.scorecard.target.by_day}")
 
+    if schedule:
+        for key in ("scorecard", "exit_when", "goal", "audience"):
+            if getattr(pb, key):
+                check.add((key,), f"`{key}` needs an account; a playbook with a `schedule` trigger runs once per tick over all accounts")
     step_ids: dict[str, YPath] = {}
     for path, step in all_steps(pb):
+        kind = step_kind(step)
+        if schedule and kind not in SCHEDULE_STEP_KINDS:
+            check.add(path, f"a `{kind}` step needs an account; a playbook with a `schedule` trigger may use {', '.join(SCHEDULE_STEP_KINDS)}")
+            continue
         if step.id:
             if step.id in step_ids:
                 check.add(path + ("id",), f"step id `{step.id}` is already used at line {lp.positions.line_of(step_ids[step.id] + ('id',))}")
@@ -458,6 +469,11 @@ def _check_step(
         mail = step.email
         base = path + ("email",)
         for i, target in enumerate(mail.to or []):
+            if is_address(target):
+                continue
+            if schedule and (target in roles or target in INTERNAL_RECIPIENTS):
+                check.add(base + ("to", i), f"`{target}` is a role of one account's contacts; a schedule playbook sends to `for_each: csm` or to addresses")
+                continue
             if target in roles or target in INTERNAL_RECIPIENTS:
                 continue
             problems = ex.check_expression(target, names)

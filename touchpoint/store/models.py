@@ -280,6 +280,7 @@ class HealthScore(Base):
     """One health score computed for an account."""
 
     __tablename__ = "health_scores"
+    __table_args__ = (Index("ix_health_scores_account_id_at", "account_id", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(String, index=True)
@@ -297,3 +298,14 @@ class DateTriggerFired(Base):
     account_id: Mapped[str] = mapped_column(String, primary_key=True)
     playbook_id: Mapped[str] = mapped_column(String, primary_key=True)
     date_value: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+
+
+class Cursor(Base):
+    """How far a piece of scheduled work got (date sweep per playbook, schedule ticks, CRM sync)."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    value: Mapped[Any] = mapped_column(json_type(), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

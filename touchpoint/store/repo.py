@@ -23,6 +23,7 @@ from .models import (
     Base,
     CapLock,
     Contact,
+    Cursor,
     DateTriggerFired,
     Deployment,
     Event,
@@ -812,3 +813,23 @@ def mark_date_trigger_fired(s: Session, account_id: str, playbook_id: str, date_
         DateTriggerFired,
         {"account_id": account_id, "playbook_id": playbook_id, "date_value": date_value},
     )
+
+
+# --- cursors -------------------------------------------------------------------------------
+
+
+def get_cursor(s: Session, name: str) -> Cursor | None:
+    """A cursor of scheduled work, or None before its first run."""
+    return s.get(Cursor, name)
+
+
+def set_cursor(s: Session, name: str, *, at: dt.datetime | None = None, value: Any = None) -> None:
+    """Create or move a cursor (call inside the transaction that did the work it records)."""
+    row = s.get(Cursor, name)
+    if row is None:
+        row = Cursor(name=name)
+        s.add(row)
+    row.at = _aware(at, "cursor.at") if at is not None else None
+    row.value = jsonable(value) if value is not None else None
+    row.updated_at = utcnow()
+    s.flush()
