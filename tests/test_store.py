@@ -154,7 +154,7 @@ def test_store_migrate_from_two_processes_at_once(url: str) -> None:
     try:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
-            assert versions.all() == ["0001"]
+            assert versions.all() == ["0002"]
     finally:
         engine.dispose()
 
