@@ -19,20 +19,29 @@ from temporalio.workflow import SandboxImportNotificationPolicy
 from activities.crm import CrmActivities
 from activities.deps import Deps
 from activities.email import EmailActivities
+from activities.health import HealthActivities
+from activities.schedule import ScheduleActivities
 from activities.store import AccountActivities, StoreActivities
+from activities.sweep import SweepActivities
+from activities.sync import SyncActivities
 from activities.webhook import WebhookActivities
 from touchpoint.config import Settings, settings
 from workflows.account import AccountWorkflow
+from workflows.health import HealthRecompute
 from workflows.playbook_run import PlaybookRun
+from workflows.schedule_run import ScheduleRun
 from workflows.simulation import Simulation
+from workflows.sweep import DateSweep
+from workflows.sync import AccountSync
 
-WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, Simulation)
+WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, Simulation, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
 
 #: Deterministic modules shared by every workflow run: imported once, not per run. Jinja2 and
 #: markupsafe must be here (inside the sandbox Jinja2 fails or deadlocks, TEMPORAL-NOTES.md).
 PASSTHROUGH = (
     "touchpoint.dsl",
     "workflows.names",
+    "workflows.options",
     "jinja2",
     "markupsafe",
     "croniter",
@@ -56,6 +65,8 @@ def activities_for(deps: Deps) -> list[Any]:
     """Every activity, bound to one set of dependencies."""
     email, crm, store, hook = EmailActivities(deps), CrmActivities(deps), StoreActivities(deps), WebhookActivities(deps)
     accounts = AccountActivities(deps)
+    schedule = ScheduleActivities(deps, email, hook)
+    sync = SyncActivities(deps)
     return [
         accounts.load_index,
         accounts.load_account,
@@ -66,8 +77,18 @@ def activities_for(deps: Deps) -> list[Any]:
         crm.create_task,
         crm.add_note,
         crm.update_fields,
+        sync.sync_accounts_page,
+        sync.sync_completed_tasks,
         hook.call_webhook,
         store.project_run,
+        HealthActivities(deps).recompute_health_batch,
+        SweepActivities(deps).sweep_date_triggers,
+        schedule.begin_schedule_tick,
+        schedule.evaluate_schedule,
+        schedule.schedule_recipients,
+        schedule.send_schedule_email,
+        schedule.call_schedule_webhook,
+        schedule.finish_schedule_tick,
     ]
 
 

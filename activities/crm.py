@@ -47,6 +47,7 @@ class CrmActivities:
         self.deps = deps
 
     def _owner(self, input: TaskInput) -> tuple[str, str | None]:
+        """The task's owner email and, when it is the fallback owner, the line saying why."""
         account = input.account
         spec = input.owner
         person = None
@@ -58,38 +59,50 @@ class CrmActivities:
         if person:
             return person, None
         fallback = input.fallback_owner or "unassigned"
-        return fallback, f"the account has no {spec}: assigned to {fallback} (crm.fallback_owner)"
+        who = "CSM" if spec == "csm" else spec
+        return fallback, f"No {who} on this account: assigned to the fallback owner {fallback} (crm.fallback_owner)."
 
     @activity.defn(name=names.CREATE_TASK)
     async def create_task(self, input: TaskInput) -> TaskResult:
-        """Create a CRM task once per ledger key."""
+        """Create a CRM task once per ledger key.
+
+        The owner is the account's CSM (or owner, or an address); without one, the
+        workspace's ``crm.fallback_owner``. When the CRM has no active user with the
+        owner's email, the task is created again for the fallback owner (or unassigned
+        without one), and its notes say so.
+        """
         context = context_of(input)
         title = render(input.title, context)
         notes = render(input.notes, context) if input.notes else None
         owner, owner_note = self._owner(input)
-        if owner_note:
-            notes = f"{notes}\n\n{owner_note}" if notes else owner_note
         task_id = stable_id("task", input.key)
         crm_id = None
         if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
-            from touchpoint.crm.base import TaskRequest
-            from touchpoint.crm.errors import CrmError
+            from touchpoint.crm.errors import CrmError, CrmUnknownOwner
 
+            # The owner, then the fallback owner, then nobody (the CRM's default owner).
+            candidates: list[str | None] = [owner]
+            if input.fallback_owner and input.fallback_owner != owner:
+                candidates.append(input.fallback_owner)
+            candidates.append(None)
             try:
-                ref = await self.deps.crm_backend.create_task(
-                    TaskRequest(
-                        key=task_id,
-                        account_crm_id=crm_account_id(input),
-                        title=title,
-                        body=notes,
-                        due_at=input.due_at,
-                        priority=input.priority,  # type: ignore[arg-type]
-                        owner_email=owner if "@" in owner else None,
-                    )
-                )
-                crm_id = ref.crm_id
+                for candidate in candidates:
+                    try:
+                        crm_id = await self._create_remote(input, task_id, title, _with_note(notes, owner_note), candidate)
+                        break
+                    except CrmUnknownOwner as exc:
+                        if candidate is None:
+                            raise
+                        nxt = candidates[candidates.index(candidate) + 1]
+                        owner_note = (f"{owner_note} " if owner_note else "") + f"{candidate} is not a user in {exc.provider}: " + (
+                            f"assigned to the fallback owner {nxt} (crm.fallback_owner)."
+                            if nxt
+                            else "left unassigned (the CRM's default owner); set crm.fallback_owner to a CRM user."
+                        )
+                        owner = nxt or owner
             except CrmError as exc:
                 raise _remote_error(exc) from None
+        notes = _with_note(notes, owner_note)
 
         def work(s: Session) -> None:
             repo.add_task(
@@ -112,6 +125,22 @@ class CrmActivities:
 
         await self.deps.db(work)
         return TaskResult(task_id=task_id, title=title, owner=owner, due_at=input.due_at, owner_note=owner_note)
+
+    async def _create_remote(self, input: TaskInput, task_id: str, title: str, body: str | None, owner: str | None) -> str:
+        from touchpoint.crm.base import TaskRequest
+
+        ref = await self.deps.crm_backend.create_task(
+            TaskRequest(
+                key=task_id,
+                account_crm_id=crm_account_id(input),
+                title=title,
+                body=body,
+                due_at=input.due_at,
+                priority=input.priority,  # type: ignore[arg-type]
+                owner_email=owner if owner and "@" in owner else None,
+            )
+        )
+        return str(ref.crm_id)
 
     @activity.defn(name=names.ADD_NOTE)
     async def add_note(self, input: NoteInput) -> EffectResult:
@@ -165,6 +194,13 @@ class CrmActivities:
 
         await self.deps.db(work)
         return EffectResult(detail={"fields": fields})
+
+
+def _with_note(notes: str | None, line: str | None) -> str | None:
+    """The task's notes with the owner line (why the fallback owner has it) at the end."""
+    if not line:
+        return notes
+    return f"{notes}\n\n{line}" if notes else line
 
 
 def effect_account_id(input: EffectInput) -> str:

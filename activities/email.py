@@ -93,6 +93,11 @@ class EmailActivities:
     @activity.defn(name=names.SEND_EMAIL)
     async def send_email(self, input: SendEmailInput) -> SendEmailResult:
         """Render and send one email to one recipient, once."""
+        return await self.deliver(input)
+
+    async def deliver(self, input: SendEmailInput, context: dict[str, Any] | None = None) -> SendEmailResult:
+        """Render and send once; ``context`` adds names that must not travel in the input
+        (a schedule run's `accounts` and `changes` come from the store, not from history)."""
         from touchpoint.email.errors import (
             EmailConfigurationError,
             RecipientRejected,
@@ -134,7 +139,7 @@ class EmailActivities:
             return earlier
 
         templates = await asyncio.to_thread(materialize_templates, self.deps, input.run.playbook, input.run.version)
-        context: dict[str, Any] = context_of(input, contact=_contact(input.recipient), **input.extra_context)
+        context = {**context_of(input, contact=_contact(input.recipient), **input.extra_context), **(context or {})}
         link = unsubscribe_url(self.deps.settings.public_url, self.deps.settings.secret_key.get_secret_value(), to)
         try:
             rendered = await asyncio.to_thread(render_email, templates, input.template, context, locales=input.locales, unsubscribe_url=link)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy.orm import Session
@@ -26,10 +27,13 @@ class WebhookActivities:
     @activity.defn(name=names.CALL_WEBHOOK)
     async def call_webhook(self, input: WebhookInput) -> EffectResult:
         """POST (or the given method) once per ledger key; retry on 429/5xx honouring Retry-After."""
+        return await self.deliver(input, context_of(input))
+
+    async def deliver(self, input: WebhookInput, context: dict[str, Any]) -> EffectResult:
+        """Render with ``context`` and call once per ledger key (shared with schedule runs)."""
         done = await self.deps.db(lambda s: repo.ledger_get(s, input.key))
         if done is not None and done.status == "done":
             return EffectResult(detail=dict(done.result or {}))
-        context = context_of(input)
         url_template = render(input.url, context)
         body = render_tree(input.json_body, context) if input.json_body is not None else None
         headers = {k: render(v, context) for k, v in input.headers.items()}

@@ -428,3 +428,34 @@ async def test_crm_hubspot_make_crm_backend_builds_hubspot(hubspot: FakeHubSpot)
     assert hubspot.companies[company].properties["country"] == "FR"
     with pytest.raises(ValueError, match="'local' backend is built on the store"):
         make_crm_backend("local")  # type: ignore[arg-type]
+
+
+async def test_crm_hubspot_create_task_owner_removed_since_lookup_is_unknown_owner(
+    hubspot: FakeHubSpot, crm: HubSpotBackend
+) -> None:
+    company = hubspot.add_company("Acme")
+    owner = hubspot.add_owner("dana@example.com")
+    await crm.create_task(_task("run-1:first", company, owner_email="dana@example.com"))  # caches the owner id
+    del hubspot.owners[owner]  # HubSpot now answers 400 INVALID_OWNER_ID for it
+
+    with pytest.raises(CrmUnknownOwner) as caught:
+        await crm.create_task(_task("run-1:second", company, owner_email="dana@example.com"))
+
+    assert caught.value.email == "dana@example.com" and "not a valid owner id" in str(caught.value)
+    assert len(hubspot.tasks) == 1
+    with pytest.raises(CrmUnknownOwner):  # the stale id was forgotten: looked up again
+        await crm.create_task(_task("run-1:second", company, owner_email="dana@example.com"))
+
+
+async def test_crm_hubspot_accounts_page_resumes_from_its_token(hubspot: FakeHubSpot, crm: HubSpotBackend) -> None:
+    for i in range(5):
+        hubspot.add_company(f"Company {i}")
+
+    first = await crm.accounts_page(page_size=2)
+    again = await crm.accounts_page(token=first.next_token, page_size=2)
+    retried = await crm.accounts_page(token=first.next_token, page_size=2)  # a retry reads the same page
+    last = await crm.accounts_page(token="4", page_size=2)
+
+    assert [a.name for a in first.accounts] == ["Company 0", "Company 1"]
+    assert [a.name for a in again.accounts] == [a.name for a in retried.accounts] == ["Company 2", "Company 3"]
+    assert [a.name for a in last.accounts] == ["Company 4"] and last.next_token is None

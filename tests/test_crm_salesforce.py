@@ -442,3 +442,35 @@ async def test_crm_salesforce_make_crm_backend_builds_salesforce(salesforce: Fak
         await backend.aclose()
 
     assert salesforce.accounts[acme]["BillingCountry"] == "FR"
+
+
+async def test_crm_salesforce_create_task_user_deactivated_since_lookup_is_unknown_owner(
+    salesforce: FakeSalesforce, crm: SalesforceBackend
+) -> None:
+    acme = salesforce.add_account("Acme")
+    user = salesforce.add_user("dana@example.com")
+    await crm.create_task(_task("run-1:first", acme, owner_email="dana@example.com"))  # caches the User Id
+    del salesforce.records["User"][user]  # OwnerId now fails with INVALID_CROSS_REFERENCE_KEY
+
+    with pytest.raises(CrmUnknownOwner) as caught:
+        await crm.create_task(_task("run-1:second", acme, owner_email="dana@example.com"))
+
+    assert caught.value.email == "dana@example.com" and "INVALID_CROSS_REFERENCE_KEY" in str(caught.value)
+    assert len(salesforce.tasks) == 1
+
+
+async def test_crm_salesforce_accounts_page_follows_next_records_url(
+    salesforce: FakeSalesforce, crm: SalesforceBackend
+) -> None:
+    for i in range(450):
+        salesforce.add_account(f"Account {i:03}")
+
+    pages = [await crm.accounts_page(page_size=200)]
+    while pages[-1].next_token is not None:
+        pages.append(await crm.accounts_page(token=pages[-1].next_token, page_size=200))
+
+    assert [len(p.accounts) for p in pages] == [200, 200, 50]
+    assert pages[0].next_token is not None and "/query/01g" in pages[0].next_token
+    assert _requests(salesforce, "GET", "/query/01g") == 2
+    with pytest.raises(ValueError):
+        await crm.accounts_page(token="https://elsewhere.example/steal", page_size=200)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
-from touchpoint.dsl.runtime import EventIn, Recipient, RunView, build_context, plain
+from touchpoint.dsl.runtime import EventIn, Recipient, RunView, account_context, build_context, plain
+from touchpoint.dsl.sandbox import FreeMap
+from touchpoint.dsl.schedule import changes_root
 from touchpoint.dsl.schema import (
     INTERNAL_RECIPIENTS,
     AccountDoc,
@@ -26,6 +28,7 @@ from touchpoint.dsl.schema import (
     SetStep,
     SplitStep,
     Workspace,
+    is_address,
 )
 from touchpoint.dsl.validate import LoadedPlaybook, template_files
 from touchpoint.dsl.walk import all_steps, step_name
@@ -40,6 +43,8 @@ __all__ = [
     "preview_context",
     "preview_playbook",
     "preview_vars",
+    "sample_changes",
+    "schedule_targets",
     "step_recipients",
     "template_locales",
 ]
@@ -126,6 +131,72 @@ def _contact(contact: Any) -> Recipient:
     return Recipient(**contact.model_dump())
 
 
+# ---------------------------------------------------------------------------- schedule playbooks
+
+
+@dataclass(frozen=True)
+class SampleChange:
+    """One event of ``samples/changes.yaml``: what a schedule playbook's `changes` show in
+    previews, `validate` and tests (``{type, account, at?, data}``)."""
+
+    type: str
+    account: str
+    at: datetime
+    data: dict[str, Any]
+
+
+def sample_changes(samples_dir: Path, *, now: datetime | None = None) -> list[SampleChange]:
+    """The sample events in ``samples_dir/changes.yaml`` (none when the file is absent).
+
+    Raises:
+        ValueError: naming the entry, when an entry is not ``{type, account, at?, data?}``.
+    """
+    import yaml
+
+    path = samples_dir / "changes.yaml"
+    if not path.is_file():
+        return []
+    moment = now or datetime.now(UTC)
+    items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    out: list[SampleChange] = []
+    for index, item in enumerate(items if isinstance(items, list) else [items]):
+        if not (isinstance(item, dict) and isinstance(item.get("type"), str) and isinstance(item.get("account"), str)):
+            raise ValueError(f"{path}: entry {index + 1} needs `type` and `account` (an account id of the samples)")
+        at = item.get("at")
+        when = at if isinstance(at, datetime) else moment
+        out.append(SampleChange(item["type"], item["account"], when if when.tzinfo else when.replace(tzinfo=UTC), dict(item.get("data") or {})))
+    return out
+
+
+def schedule_view(book: Sequence[AccountDoc], changes: Sequence[SampleChange], *, csm: str | None = None) -> dict[str, Any]:
+    """`accounts` and `changes` of a schedule run over ``book`` (one CSM's part with ``csm``)."""
+    mine = [a for a in book if csm is None or (a.csm is not None and (a.csm.email or "").lower() == csm.lower())]
+    views = {a.id: account_context(a)[0] for a in mine}
+
+    def load(event_type: str) -> list[Any]:
+        return [
+            {"id": None, "type": c.type, "at": c.at, "data": FreeMap(c.data), "account": views[c.account]}
+            for c in changes
+            if c.type == event_type and c.account in views
+        ]
+
+    return {"accounts": list(views.values()), "changes": changes_root(load)}
+
+
+def schedule_targets(step: EmailStep, book: Sequence[AccountDoc]) -> list[tuple[Recipient, str | None]]:
+    """Who a schedule playbook's email goes to over ``book``: (recipient, CSM whose book it is)."""
+    found: dict[str, tuple[Recipient, str | None]] = {}
+    if step.email.for_each == "csm":
+        for account in book:
+            if account.csm is not None and account.csm.email:
+                key = account.csm.email.lower()
+                found.setdefault(key, (Recipient(email=account.csm.email, name=account.csm.name, role="csm"), key))
+    for target in step.email.to or []:
+        if is_address(target):
+            found.setdefault(target.lower(), (Recipient(email=target), None))
+    return list(found.values()) or [(PLACEHOLDER, None)]
+
+
 def step_recipients(
     step: EmailStep, playbook: Playbook, account: AccountDoc, workspace: Workspace, context: dict[str, Any]
 ) -> list[Recipient]:
@@ -182,7 +253,13 @@ def _scorecard(playbook: Playbook) -> dict[str, Any] | None:
 
 
 def preview_vars(
-    loaded: LoadedPlaybook, account: AccountDoc, workspace: Workspace, *, now: datetime, path: YPath = ()
+    loaded: LoadedPlaybook,
+    account: AccountDoc | None,
+    workspace: Workspace,
+    *,
+    now: datetime,
+    path: YPath = (),
+    schedule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A plausible `run.vars` for an email at ``path``: every `set` step evaluated, splits chosen.
 
@@ -198,7 +275,7 @@ def preview_vars(
             inside = path[: here + 1] == (*step_path, "split") and len(path) > here + 1
             values[step.id or step_name(step, step_path)] = path[here + 1] if inside else next(iter(step.split))
         elif isinstance(step, SetStep):
-            context = preview_context(loaded, account, workspace, now=now, run_vars=values)
+            context = preview_context(loaded, account, workspace, now=now, run_vars=values, schedule=schedule)
             for key, source in step.set.items():
                 try:
                     values[key] = plain(ex.evaluate(source, context))
@@ -209,14 +286,19 @@ def preview_vars(
 
 def preview_context(
     loaded: LoadedPlaybook,
-    account: AccountDoc,
+    account: AccountDoc | None,
     workspace: Workspace,
     *,
     now: datetime,
     contact: Recipient | None = None,
     run_vars: dict[str, Any] | None = None,
+    schedule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a template sees on a run's first day: run id ``preview``, a manual event."""
+    """What a template sees on a run's first day: run id ``preview``, a manual event.
+
+    A schedule playbook has no account: pass ``account=None`` and its `accounts` and `changes`
+    as ``schedule`` (from `schedule_view`); its event is a tick covering the past week.
+    """
     run = RunView(
         id=PREVIEW_RUN_ID,
         playbook=loaded.playbook.playbook,
@@ -225,9 +307,14 @@ def preview_context(
         vars=dict(run_vars or {}),
         scorecard=_scorecard(loaded.playbook),
     )
-    extra = {"contact": contact.model_dump()} if contact is not None else None
-    tz = account.timezone or workspace.timezone
-    return build_context(account=account, event=EventIn(type="manual"), run=run, now=now, tz=tz, extra=extra)
+    extra: dict[str, Any] = {"contact": contact.model_dump()} if contact is not None else {}
+    extra.update(schedule or {})
+    tz = (account.timezone if account else None) or workspace.timezone
+    event = EventIn(type="manual")
+    if loaded.playbook.trigger_kind == "schedule":
+        since = now - timedelta(days=7)
+        event = EventIn(type="schedule", at=now, data={"since": since.isoformat(), "tick": now.isoformat()})
+    return build_context(account=account, event=event, run=run, now=now, tz=tz, extra=extra or None)
 
 
 def _pick(recipients: Sequence[Recipient], locale: str | None, account: AccountDoc) -> Recipient:
@@ -255,8 +342,13 @@ def preview_playbook(
     send_to: str | None = None,
     backend: Any = None,
     now: datetime | None = None,
+    book: Sequence[AccountDoc] | None = None,
+    changes: Sequence[SampleChange] = (),
 ) -> PreviewResult:
     """Render every email of a playbook for one account into ``out_dir``.
+
+    A schedule playbook renders for the CSM of ``account`` over ``book`` (default: the account
+    alone) and the sample ``changes``; its `to:` addresses see the whole book.
 
     Writes ``<step>.<locale>.html`` and ``<step>.<locale>.txt`` per email step and locale
     (``default`` for the plain parts). A render failure is recorded on that email and the
@@ -290,18 +382,31 @@ def preview_playbook(
     moment = now or datetime.now(UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PreviewResult(playbook=loaded.playbook.playbook, out_dir=out_dir)
-    base_context = preview_context(loaded, account, workspace, now=moment)
+    scheduled = loaded.playbook.trigger_kind == "schedule"
+    books = list(book or [account])
+    whole = schedule_view(books, changes) if scheduled else None
+    base_context = preview_context(loaded, account, workspace, now=moment, schedule=whole)
     for path, step in email_steps(loaded.playbook):
         name = step_name(step, path)
         line = loaded.positions.line_of(path)
         template = step.email.template
-        recipients = step_recipients(step, loaded.playbook, account, workspace, base_context)
-        run_vars = preview_vars(loaded, account, workspace, now=moment, path=path)
+        view: dict[str, Any] | None = whole
+        if scheduled:
+            targets = schedule_targets(step, books)
+            mine = [t for t in targets if t[1] and account.csm and t[1] == (account.csm.email or "").lower()]
+            recipient, csm = (mine or targets)[0]
+            recipients = [recipient]
+            view = schedule_view(books, changes, csm=csm) if csm else whole
+        else:
+            recipients = step_recipients(step, loaded.playbook, account, workspace, base_context)
+        run_vars = preview_vars(loaded, None if scheduled else account, workspace, now=moment, path=path, schedule=whole)
         for locale in template_locales(templates_dir, template):
             label = locale or DEFAULT_LOCALE
             contact = _pick(recipients, locale, account)
             shown = contact if locale is None else contact.model_copy(update={"locale": locale})
-            context = preview_context(loaded, account, workspace, now=moment, contact=shown, run_vars=run_vars)
+            context = preview_context(
+                loaded, None if scheduled else account, workspace, now=moment, contact=shown, run_vars=run_vars, schedule=view
+            )
             # The plain parts render with no locale at all, a variant with only its own.
             locales = [locale] if locale else []
             link = unsubscribe_url(unsubscribe_base, secret_key, send_to or contact.email)

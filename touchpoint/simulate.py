@@ -6,23 +6,28 @@ store; the run's clock is shifted so the simulation starts at `--start`, past or
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from touchpoint.dsl.durations import parse_duration
 from touchpoint.dsl.errors import ContractError, Problem
 from touchpoint.dsl.runtime import EventIn, RunInput, RunResult, StepRecord, segment_of
-from touchpoint.dsl.schema import AccountDoc, Workspace
+from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.dsl.timing import zone
-from touchpoint.dsl.validate import load_project
+from touchpoint.dsl.validate import Project, load_project
 from touchpoint.dsl.yamlpos import load_yaml
+
+if TYPE_CHECKING:
+    from temporalio.testing import WorkflowEnvironment
 
 
 @dataclass
@@ -97,53 +102,94 @@ async def simulate(
     ``trigger_data`` (extension, `--trigger-data`) fills `event.data` of the triggering event,
     e.g. the `delta` of a `seats.changed`; the contract's default is `{}`.
     """
-    from temporalio.worker import Worker
-
-    from activities.deps import Deps
-    from touchpoint.config import load_settings
-    from touchpoint.deploy import deploy_project
     from touchpoint.temporal_server import start_time_skipping
-    from worker import build_worker
-    from workflows.simulation import SimEvent, SimInput
 
     project = load_project(playbook_file)
     project.raise_for_problems()
     (loaded,) = project.playbooks.values()
     account = load_account(account_file, project.workspace)
     events = load_events(events_file) if events_file else []
-    with tempfile.TemporaryDirectory(prefix="touchpoint-sim-") as tmp:
+    # The inputs are valid: start the test server now and let it come up (~0.1 s, another
+    # process) while this one imports the worker's modules and migrates the temporary store.
+    server = asyncio.create_task(start_time_skipping())
+    await asyncio.sleep(0)  # run the task up to the server's spawn before the blocking work
+    try:
+        return await _run(server, project, loaded.playbook, loaded.version, account, events, start=start, days=days, trigger_data=trigger_data)
+    finally:
+        await _shutdown(server)
+
+
+async def _run(
+    server: asyncio.Task[WorkflowEnvironment],
+    project: Project,
+    playbook: Playbook,
+    version: str,
+    account: AccountDoc,
+    events: list[dict[str, Any]],
+    *,
+    start: datetime | None,
+    days: int,
+    trigger_data: dict[str, Any] | None,
+) -> Simulated:
+    from temporalio.worker import Worker
+
+    from activities.deps import Deps
+    from touchpoint.config import load_settings
+    from touchpoint.deploy import deploy_project
+    from worker import build_worker
+    from workflows.simulation import SimEvent, SimInput
+
+    with tempfile.TemporaryDirectory(prefix="touchpoint-sim-", dir=_scratch_dir()) as tmp:
         settings = load_settings(home=Path(tmp), database_url=f"sqlite:///{tmp}/sim.db", email_backend="outbox", crm_backend="local")
         deps = Deps.from_settings(settings)
         try:
             with deps.sessions.begin() as s:
                 deploy_project(s, project)
-            env = await start_time_skipping()
-            try:
-                queue = f"sim-{uuid.uuid4().hex[:8]}"
-                worker: Worker = build_worker(env.client, deps, task_queue=queue)
-                async with worker:
-                    offset = ((start or datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
-                    trigger_type = getattr(loaded.playbook.trigger, "event", None) or "manual"
-                    run = RunInput(
-                        run_id=f"sim-{uuid.uuid4().hex[:12]}",
-                        playbook=loaded.playbook,
-                        version=loaded.version,
-                        account=account,
-                        workspace=project.workspace,
-                        event=EventIn(type=trigger_type, data=dict(trigger_data or {})),
-                        clock_offset=offset,
-                        simulation=True,
-                    )
-                    sim = SimInput(run=run, events=[SimEvent(**e) for e in events], horizon=days * 86400.0)
-                    result: RunResult = await env.client.execute_workflow(
-                        "Simulation", sim, id=f"simulation/{run.run_id}", task_queue=queue, result_type=RunResult
-                    )
-            finally:
-                await env.shutdown()
+            env = await server
+            queue = f"sim-{uuid.uuid4().hex[:8]}"
+            worker: Worker = build_worker(env.client, deps, task_queue=queue)
+            async with worker:
+                offset = ((start or datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
+                trigger_type = getattr(playbook.trigger, "event", None) or "manual"
+                run = RunInput(
+                    run_id=f"sim-{uuid.uuid4().hex[:12]}",
+                    playbook=playbook,
+                    version=version,
+                    account=account,
+                    workspace=project.workspace,
+                    event=EventIn(type=trigger_type, data=dict(trigger_data or {})),
+                    clock_offset=offset,
+                    simulation=True,
+                )
+                sim = SimInput(run=run, events=[SimEvent(**e) for e in events], horizon=days * 86400.0)
+                result: RunResult = await env.client.execute_workflow(
+                    "Simulation", sim, id=f"simulation/{run.run_id}", task_queue=queue, result_type=RunResult
+                )
         finally:
             await deps.close()
     records = [r for r in result.history if r.action not in ("milestone", "repeat")]
     return Simulated(outcome=result.outcome, records=records, account=account, result=result)
+
+
+async def _shutdown(server: asyncio.Task[WorkflowEnvironment]) -> None:
+    # Wait for a start still under way rather than cancel it, so that no server process is left
+    # behind. A start that failed has nothing to stop: `_run` raised its error when it awaited
+    # the server, or is raising an earlier error of its own that this one must not hide.
+    try:
+        env = await server
+    except Exception:
+        return
+    await env.shutdown()
+
+
+def _scratch_dir() -> str | None:
+    """Where the throwaway store goes: memory-backed `/dev/shm` when writable, else the default.
+
+    Every activity commits to the store; on a disk each commit waits for an fsync, which nobody
+    needs for a store deleted when the simulation ends.
+    """
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def timeline_json(sim: Simulated, tz: str) -> list[str]:

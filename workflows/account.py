@@ -132,7 +132,10 @@ class AccountWorkflow:
             self.state.index = await workflow.execute_local_activity(
                 names.LOAD_INDEX, envelope.generation, result_type=DeployedIndex, **STORE_OPTIONS
             )
-        if self.state.account is None and envelope.account is None:
+        # A fresh workflow compares an upsert with what the store holds: an account imported
+        # without a workflow (a CRM backfill) then derives account.updated/seats.changed, not
+        # account.created.
+        if self.state.account is None and (envelope.account is None or workflow.patched("upsert-loads-stored-account")):
             self.state.account = await workflow.execute_local_activity(
                 names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
             )

@@ -66,35 +66,10 @@ with workflow.unsafe.imports_passed_through():
     from touchpoint.dsl.timing import local_midnight, next_opening, run_day
     from touchpoint.dsl.yamlpos import Path, format_path
     from workflows import names
+    from workflows.options import EFFECT_OPTIONS, RunEnded, StepFailed
 
 HISTORY_LIMIT = 1000
 SEEN_LIMIT = 200
-EFFECT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=10),
-    non_retryable_error_types=[names.CONFIGURATION_ERROR, "Rejected"],
-)
-EFFECT_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    # Transient failures (timeouts, 429, 5xx) retry with back-off for up to 24 hours.
-    "schedule_to_close_timeout": timedelta(hours=24),
-    "retry_policy": EFFECT_RETRY,
-}
-
-
-class RunEnded(Exception):
-    """Unwinds the interpreter when the run ends early (exit, goal, exit_when, cancel)."""
-
-    def __init__(self, outcome: str) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
-
-
-class StepFailed(Exception):
-    """A step failed for good after its retries."""
-
-
 @workflow.defn(name=names.PLAYBOOK_RUN)
 class PlaybookRun:
     """Interprets one frozen playbook version for one account."""

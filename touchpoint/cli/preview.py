@@ -73,6 +73,20 @@ def preview(
             err.print(f"[red]error:[/] {exc}", markup=False)
             raise typer.Exit(2) from None
 
+    book: list[Any] | None = None
+    changes: list[Any] = []
+    if loaded.playbook.trigger_kind == "schedule":
+        # A schedule playbook reviews many accounts: the sample folder's accounts and changes.
+        from touchpoint.email.check import sample_accounts
+        from touchpoint.preview import sample_changes
+
+        samples = project.root / "samples"
+        book = [doc] + [a for _, a in sample_accounts(project, samples)[0] if a.id != doc.id]
+        try:
+            changes = sample_changes(samples)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}", markup=False)
+            raise typer.Exit(1) from None
     result = preview_playbook(
         loaded,
         doc,
@@ -83,6 +97,8 @@ def preview(
         secret_key=settings.secret_key.get_secret_value(),
         send_to=send_to,
         backend=backend,
+        book=book,
+        changes=changes,
     )
     if as_json:
         for email in result.emails:

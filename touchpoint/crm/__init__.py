@@ -12,6 +12,8 @@ from typing import Literal
 
 from touchpoint.crm.base import (
     AccountFieldMap,
+    AccountPage,
+    AccountPager,
     ContactFieldMap,
     CrmBackend,
     CrmRecordRef,
@@ -37,6 +39,8 @@ from touchpoint.crm.salesforce import ApiUsage, SalesforceBackend
 
 __all__ = [
     "AccountFieldMap",
+    "AccountPage",
+    "AccountPager",
     "ApiUsage",
     "ContactFieldMap",
     "CrmBackend",

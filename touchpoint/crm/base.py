@@ -29,6 +29,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 __all__ = [
     "MAX_KEY_LENGTH",
     "AccountFieldMap",
+    "AccountPage",
+    "AccountPager",
     "ContactFieldMap",
     "CrmBackend",
     "CrmRecordRef",
@@ -164,6 +166,19 @@ class SyncedAccount(_Frozen):
     contacts: list[SyncedContact] = Field(default_factory=list)
 
 
+class AccountPage(_Frozen):
+    """One page of accounts and where the next one starts.
+
+    Attributes:
+        accounts: The page's accounts, with their contacts.
+        next_token: Opaque token for ``accounts_page(token=...)`` to read the next page
+            (HubSpot's ``after`` cursor, Salesforce's ``nextRecordsUrl``), None on the last.
+    """
+
+    accounts: list[SyncedAccount] = Field(default_factory=list)
+    next_token: str | None = None
+
+
 class TaskStatus(_Frozen):
     """The state of a task created through a backend.
 
@@ -245,6 +260,21 @@ class CrmBackend(Protocol):
 
     async def aclose(self) -> None:
         """Close the HTTP client; the backend cannot be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class AccountPager(Protocol):
+    """A backend that reads accounts one page per call, resumable from a token.
+
+    ``iter_accounts`` is simpler in one process; a Temporal activity reads one page per
+    attempt and keeps the token in workflow state, so a sync survives worker restarts.
+    """
+
+    name: str
+
+    async def accounts_page(self, *, token: str | None = None, page_size: int = 100) -> AccountPage:
+        """The page that starts at ``token`` (None: the first page)."""
         ...
 
 

@@ -62,6 +62,7 @@ from touchpoint.crm._sync import build_account, build_contact, person
 from touchpoint.crm._values import iso_utc, parse_datetime, require_aware
 from touchpoint.crm.base import (
     AccountFieldMap,
+    AccountPage,
     ContactFieldMap,
     CrmRecordRef,
     NoteRequest,
@@ -154,6 +155,7 @@ class HubSpotBackend:
         self._account_map = account_fields
         self._contact_map = contact_fields
         self._owner_ids: dict[str, str] = {}
+        self._owners: dict[str, wire.Owner] | None = None
         self._client: httpx.AsyncClient | None = None
         self._setup_error: CrmConfigurationError | None = None
         if not token:
@@ -221,7 +223,21 @@ class HubSpotBackend:
             props["hs_task_priority"] = req.priority.upper()
         if req.owner_email:
             props["hubspot_owner_id"] = await self._owner_id(req.owner_email)
-        return await self._create("tasks", req.key, props, req.account_crm_id, _TASK_TO_COMPANY)
+        try:
+            return await self._create("tasks", req.key, props, req.account_crm_id, _TASK_TO_COMPANY)
+        except CrmRejected as exc:
+            if not req.owner_email or "hubspot_owner_id" not in exc.fields:
+                raise
+            # HubSpot refuses an owner id it no longer knows (a user removed since we looked
+            # it up): forget it, so a retry looks the email up again.
+            self._owner_ids.pop(req.owner_email.strip().lower(), None)
+            raise CrmUnknownOwner(
+                f"{exc.message} HubSpot refused the owner of {req.owner_email!r}: the user was "
+                "probably removed or deactivated. Fix the task's owner or set "
+                "crm.fallback_owner in workspace.yaml.",
+                provider=wire.PROVIDER,
+                email=req.owner_email,
+            ) from None
 
     async def add_note(self, req: NoteRequest) -> CrmRecordRef:
         """Log a note on the company's timeline at ``req.at``, once per ``req.key``.
@@ -266,36 +282,49 @@ class HubSpotBackend:
         Raises:
             CrmError: See ``touchpoint.crm.errors``; pages already yielded stay valid.
         """
-        limit = max(1, min(page_size, _LIST_LIMIT))
-        properties = ",".join(self._company_properties())
-        owners: dict[str, wire.Owner] | None = None
-        after: str | None = None
+        token: str | None = None
         while True:
-            params = [
-                ("limit", str(limit)),
-                ("properties", properties),
-                ("associations", "contacts"),
-                ("archived", "false"),
-            ]
-            if after:
-                params.append(("after", after))
-            where = "GET /crm/v3/objects/companies"
-            page = self._parse(
-                await self._call("GET", "/crm/v3/objects/companies", params=params),
-                wire.Page,
-                where,
-            )
-            contact_ids = {rec.id: await self._contact_ids(rec) for rec in page.results}
-            contacts = await self._read_contacts([i for ids in contact_ids.values() for i in ids])
-            if owners is None and self._needs_owners(page.results):
-                owners = await self._owner_directory()
-            yield [
-                self._account(rec, [contacts[i] for i in contact_ids[rec.id] if i in contacts], owners)
-                for rec in page.results
-            ]
-            after = wire.next_after(page.paging)
-            if after is None:
+            page = await self.accounts_page(token=token, page_size=page_size)
+            yield page.accounts
+            if page.next_token is None:
                 return
+            token = page.next_token
+
+    async def accounts_page(self, *, token: str | None = None, page_size: int = 100) -> AccountPage:
+        """One page of companies (at most 100) with their contacts, from ``token``.
+
+        The token is HubSpot's ``after`` cursor. The owner directory (for ``csm``/``owner``)
+        is read again on each first page (``token=None``), so a new sync sees new owners.
+
+        Raises:
+            CrmError: See ``touchpoint.crm.errors``.
+        """
+        limit = max(1, min(page_size, _LIST_LIMIT))
+        if token is None:
+            self._owners = None
+        params = [
+            ("limit", str(limit)),
+            ("properties", ",".join(self._company_properties())),
+            ("associations", "contacts"),
+            ("archived", "false"),
+        ]
+        if token:
+            params.append(("after", token))
+        where = "GET /crm/v3/objects/companies"
+        page = self._parse(
+            await self._call("GET", "/crm/v3/objects/companies", params=params),
+            wire.Page,
+            where,
+        )
+        contact_ids = {rec.id: await self._contact_ids(rec) for rec in page.results}
+        contacts = await self._read_contacts([i for ids in contact_ids.values() for i in ids])
+        if self._owners is None and self._needs_owners(page.results):
+            self._owners = await self._owner_directory()
+        accounts = [
+            self._account(rec, [contacts[i] for i in contact_ids[rec.id] if i in contacts], self._owners)
+            for rec in page.results
+        ]
+        return AccountPage(accounts=accounts, next_token=wire.next_after(page.paging))
 
     async def completed_tasks(self, *, since: datetime) -> list[TaskStatus]:
         """Tasks with a key, ``COMPLETED`` and last modified at or after ``since``.

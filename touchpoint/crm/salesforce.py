@@ -68,6 +68,7 @@ from touchpoint.crm._sync import build_account, build_contact, person
 from touchpoint.crm._values import parse_datetime, require_aware
 from touchpoint.crm.base import (
     AccountFieldMap,
+    AccountPage,
     ContactFieldMap,
     CrmRecordRef,
     NoteRequest,
@@ -79,6 +80,7 @@ from touchpoint.crm.base import (
 from touchpoint.crm.errors import (
     CrmConfigurationError,
     CrmNotFound,
+    CrmRejected,
     CrmTransientError,
     CrmUnknownOwner,
 )
@@ -234,7 +236,21 @@ class SalesforceBackend:
             fields["Priority"] = _PRIORITY[req.priority]
         if req.owner_email:
             fields["OwnerId"] = await self._user_id(req.owner_email)
-        return await self._upsert_task(req.key, fields)
+        try:
+            return await self._upsert_task(req.key, fields)
+        except CrmRejected as exc:
+            if not req.owner_email or exc.code != "INVALID_CROSS_REFERENCE_KEY" or "OwnerId" not in exc.fields:
+                raise
+            # The User was deleted or deactivated since we looked it up: forget the cached Id
+            # so that a retry looks the email up again.
+            self._user_ids.pop(req.owner_email.strip().lower(), None)
+            raise CrmUnknownOwner(
+                f"{exc.message} Salesforce refused the owner {req.owner_email!r}: the User was "
+                "probably deactivated. Fix the task's owner or set crm.fallback_owner in "
+                "workspace.yaml.",
+                provider=wire.PROVIDER,
+                email=req.owner_email,
+            ) from None
 
     async def add_note(self, req: NoteRequest) -> CrmRecordRef:
         """Upsert a completed Task "Note: …" on the Account, keyed ``note:<key>``.
@@ -285,6 +301,32 @@ class SalesforceBackend:
         """
         async for page in self._query(self._accounts_soql(), batch_size=page_size):
             yield [await self._account(record) for record in page.records]
+
+    async def accounts_page(self, *, token: str | None = None, page_size: int = 2000) -> AccountPage:
+        """One query batch of Accounts with their Contacts, from ``token``.
+
+        The token is the previous batch's ``nextRecordsUrl`` (a query locator: Salesforce
+        keeps it for about 15 minutes of inactivity; an expired one is refused with 400
+        ``INVALID_QUERY_LOCATOR``, and the sync starts over).
+
+        Raises:
+            CrmError: See ``touchpoint.crm.errors``.
+        """
+        size = max(_BATCH_MIN, min(page_size, _BATCH_MAX))
+        headers = {"Sforce-Query-Options": f"batchSize={size}"}
+        hint = "Check that every field in the query exists (the account field map)."
+        if token is None:
+            path = f"{self._base}/query"
+            response = await self._call("GET", path, params=[("q", self._accounts_soql())], headers=headers, hint=hint)
+        else:
+            if not token.startswith(f"{self._base}/query/"):
+                raise ValueError(f"token {token!r} is not a nextRecordsUrl of this backend")
+            path = token
+            response = await self._call("GET", path, headers=headers, hint=hint)
+        page = self._parse(response, wire.QueryPage, f"GET {path}")
+        accounts = [await self._account(record) for record in page.records]
+        more = not page.done and page.nextRecordsUrl
+        return AccountPage(accounts=accounts, next_token=page.nextRecordsUrl if more else None)
 
     async def completed_tasks(self, *, since: datetime) -> list[TaskStatus]:
         """Keyed Tasks with ``Status = 'Completed'`` last modified at or after ``since``.

@@ -167,28 +167,46 @@ def render_text(source: str, context: Mapping[str, Any]) -> str:
 
 def check_expression(source: str, names: Mapping[str, Shape]) -> list[NameProblem]:
     """Compile an expression and check every name it uses against ``names``."""
-    try:
-        ast = parse_expression(source)
-        _compiled_expression(source)
-    except TemplateSyntaxError as exc:
-        return [NameProblem(f"invalid expression `{source}`: {exc.message}", exc.lineno or 1)]
-    except TemplateError as exc:  # e.g. an unknown filter
-        return [NameProblem(f"invalid expression `{source}`: {exc}")]
-    wrapper = nodes.Template([nodes.Output([ast])])
-    return check_ast(wrapper, names, kind="expression", source=source)
+    parsed = _parsed_expression(source)
+    if isinstance(parsed, NameProblem):
+        return [parsed]
+    return check_ast(parsed, names, kind="expression", source=source)
 
 
 def check_text(source: str, names: Mapping[str, Shape]) -> list[NameProblem]:
     """Compile an inline template and check every name it uses."""
-    env = expression_environment()
+    parsed = _parsed_text(source)
+    if isinstance(parsed, NameProblem):
+        return [parsed]
+    return check_ast(parsed, names, kind="template", source=source)
+
+
+# Parsing and compiling depend on the source alone, so a source used by many playbooks or loads
+# is parsed once; `check_ast` only reads the tree. The names are checked on every call.
+
+
+@lru_cache(maxsize=4096)
+def _parsed_expression(source: str) -> nodes.Template | NameProblem:
     try:
-        ast = env.parse(source)
+        ast = parse_expression(source)
+        _compiled_expression(source)
+    except TemplateSyntaxError as exc:
+        return NameProblem(f"invalid expression `{source}`: {exc.message}", exc.lineno or 1)
+    except TemplateError as exc:  # e.g. an unknown filter
+        return NameProblem(f"invalid expression `{source}`: {exc}")
+    return nodes.Template([nodes.Output([ast])])
+
+
+@lru_cache(maxsize=4096)
+def _parsed_text(source: str) -> nodes.Template | NameProblem:
+    try:
+        ast = expression_environment().parse(source)
         _compiled_text(source)
     except TemplateSyntaxError as exc:
-        return [NameProblem(f"invalid template `{source}`: {exc.message}", exc.lineno or 1)]
+        return NameProblem(f"invalid template `{source}`: {exc.message}", exc.lineno or 1)
     except TemplateError as exc:
-        return [NameProblem(f"invalid template `{source}`: {exc}")]
-    return check_ast(ast, names, kind="template", source=source)
+        return NameProblem(f"invalid template `{source}`: {exc}")
+    return ast
 
 
 def check_ast(ast: nodes.Template, names: Mapping[str, Shape], *, kind: str, source: str | None = None) -> list[NameProblem]:

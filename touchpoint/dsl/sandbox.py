@@ -10,11 +10,13 @@ Expressions (`when:`, `goal`, ...) and templates (email files, task titles, ...)
   (only when no such key exists do the read-only `items`, `keys`, `values`, `get` answer).
 - ``None`` renders as an empty string, so a missing free-form value leaves a blank.
 - Dates subtract to a number of days (`account.renewal_date - today` is an int).
+- One filter beyond Jinja2's: `rollup(key, weight='arr')` groups events or accounts by a key and
+  ranks the groups by the ARR of their distinct accounts (schedule playbooks' reviews).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -80,6 +82,52 @@ def _wrap(value: object) -> object:
     return value
 
 
+def _dig(item: Any, path: str) -> Any:
+    value = item
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        else:
+            value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
+def rollup(items: Iterable[Any], key: str, weight: str = "arr") -> list[dict[str, Any]]:
+    """Group events (or accounts) by ``key`` and rank the groups by the accounts' ``weight``.
+
+    Args:
+        items: Events with an ``account`` (or accounts themselves).
+        key: A dotted path in each item, e.g. ``data.feature`` or ``account.csm.email``.
+        weight: An account field summed once per distinct account in a group (default ``arr``).
+
+    Returns:
+        ``[{key, count, accounts, arr, items}]``, heaviest first, then by key: ``count`` is the
+        number of items, ``accounts`` the number of distinct accounts, ``arr`` the sum of their
+        ``weight``.
+    """
+    groups: dict[Any, dict[str, Any]] = {}
+    seen: dict[Any, set[Any]] = {}
+    for item in items:
+        value = _dig(item, key)
+        if value is None:
+            continue
+        account = item.get("account") if isinstance(item, dict) and "account" in item else item
+        group = groups.setdefault(value, {"key": value, "count": 0, "accounts": 0, "arr": 0, "items": []})
+        group["count"] += 1
+        group["items"].append(item)
+        account_id = _dig(account, "id")
+        if account_id not in seen.setdefault(value, set()):
+            seen[value].add(account_id)
+            group["accounts"] += 1
+            amount = _dig(account, weight)
+            if isinstance(amount, (int, float)) and not isinstance(amount, bool):
+                group["arr"] += amount
+    return sorted(groups.values(), key=lambda g: (-g["arr"], -g["accounts"], str(g["key"])))
+
+
+
 class TouchpointEnvironment(ImmutableSandboxedEnvironment):
     """Sandboxed Jinja2 environment with Touchpoint's mapping rules (see module docs).
 
@@ -90,6 +138,7 @@ class TouchpointEnvironment(ImmutableSandboxedEnvironment):
         options.setdefault("undefined", StrictUndefined)
         options.setdefault("finalize", _finalize)
         super().__init__(**options)
+        self.filters["rollup"] = rollup
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Look up ``obj.attribute``: a mapping's key first, then the sandboxed attribute."""

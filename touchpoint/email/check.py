@@ -77,9 +77,24 @@ def check_templates(project: Project, samples_dir: Path) -> list[Problem]:
     """
     from touchpoint.email.errors import TemplateNotFound, TemplateRenderError
     from touchpoint.email.render import render_email
-    from touchpoint.preview import email_steps, preview_context, preview_vars, step_recipients, template_locales
+    from touchpoint.preview import (
+        email_steps,
+        preview_context,
+        preview_vars,
+        sample_changes,
+        schedule_targets,
+        schedule_view,
+        step_recipients,
+        template_locales,
+    )
 
     accounts, problems = sample_accounts(project, samples_dir)
+    try:
+        changes = sample_changes(samples_dir)
+    except ValueError as exc:
+        problems.append(Problem(_shown(samples_dir / "changes.yaml"), 1, "", str(exc)))
+        changes = []
+    book = [account for _, account in accounts]
     templates_dir = project.templates_dir
     now = datetime.now(UTC)
     reported: set[tuple[str, int, str]] = set()
@@ -89,6 +104,27 @@ def check_templates(project: Project, samples_dir: Path) -> list[Problem]:
             step_where = f"{playbook_file}:{loaded.positions.line_of(path)}"
             template = step.email.template
             locales = template_locales(templates_dir, template)
+            if loaded.playbook.trigger_kind == "schedule":
+                # One render per recipient (each CSM's book, or every sample account for `to:`).
+                whole = schedule_view(book, changes)
+                run_vars = preview_vars(loaded, None, project.workspace, now=now, path=path, schedule=whole)
+                for contact, csm in schedule_targets(step, book):
+                    view = schedule_view(book, changes, csm=csm) if csm else whole
+                    for locale in locales:
+                        reader = contact if locale is None else contact.model_copy(update={"locale": locale})
+                        context = preview_context(loaded, None, project.workspace, now=now, contact=reader, run_vars=run_vars, schedule=view)
+                        try:
+                            render_email(templates_dir, template, context, locales=[locale] if locale else [], unsubscribe_url=_UNSUBSCRIBE)
+                        except TemplateNotFound:
+                            break
+                        except TemplateRenderError as exc:
+                            where = (templates_dir.parent / exc.template) if exc.template else templates_dir / template
+                            key = (str(where), exc.lineno or 1, exc.detail)
+                            if key not in reported:
+                                reported.add(key)
+                                whose = f"the book of {csm}" if csm else "every sample account"
+                                problems.append(Problem(_shown(where), exc.lineno or 1, "", f"{exc.detail} when rendered over {whose} for {contact.email} (used by the step at {step_where})"))
+                continue
             for account_file, account in accounts:
                 base = preview_context(loaded, account, project.workspace, now=now)
                 run_vars = preview_vars(loaded, account, project.workspace, now=now, path=path)

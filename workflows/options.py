@@ -1,0 +1,39 @@
+"""What the interpreters share: activity options for side effects and the exceptions that unwind a run.
+
+Passed through the sandbox (deterministic, no state), so `PlaybookRun` and `ScheduleRun` see the
+same classes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio.common import RetryPolicy
+
+from workflows import names
+
+EFFECT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+    non_retryable_error_types=[names.CONFIGURATION_ERROR, "Rejected"],
+)
+EFFECT_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    # Transient failures (timeouts, 429, 5xx) retry with back-off for up to 24 hours.
+    "schedule_to_close_timeout": timedelta(hours=24),
+    "retry_policy": EFFECT_RETRY,
+}
+
+
+class RunEnded(Exception):
+    """Unwinds the interpreter when the run ends early (exit, goal, exit_when, cancel)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class StepFailed(Exception):
+    """A step failed for good after its retries."""
