@@ -63,7 +63,7 @@ def deploy(stack: Stack, folder: Path, playbooks: dict[str, str]) -> None:
     stack.deploy(folder)
 
 
-async def eventually(stack: Stack, probe: Any, timeout: float = 20.0) -> Any:
+async def eventually(stack: Stack, probe: Any, timeout: float = 60.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         with stack.deps.sessions() as s:
