@@ -30,8 +30,8 @@ from touchpoint.ingest import start_run
 from touchpoint.store import repo
 from workflows import names
 
-PLUMBING = ("account.upserted", "crm.synced")
-"""Recorded with the derived events: the upsert itself and the sync's load-first event."""
+PLUMBING = ("account.upserted",)
+"""Recorded with the derived events: the upsert itself."""
 HS_TOKEN = "pat-na1-sync-test"
 SF_TOKEN = "00D-sync-test"
 WORKSPACE = """\

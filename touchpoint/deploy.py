@@ -25,6 +25,8 @@ class DeployReport:
     removed: list[str] = field(default_factory=list)
     in_flight_on_older: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    schedules: list[str] = field(default_factory=list)
+    """Temporal Schedules created, updated or removed (`touchpoint.schedules`)."""
 
     def lines(self) -> list[str]:
         """Human-readable lines for the CLI."""
@@ -35,7 +37,7 @@ class DeployReport:
             out.append(f"changed   {name} -> {self.versions[name]}{note}")
         out += [f"unchanged {name} ({self.versions[name]})" for name in self.unchanged]
         out += [f"removed   {name}" for name in self.removed]
-        return out
+        return out + self.schedules
 
 
 def playbook_content(project: Project, playbook_id: str) -> dict[str, Any]:

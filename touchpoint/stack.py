@@ -21,6 +21,7 @@ from touchpoint.api.app import create_app
 from touchpoint.config import Settings
 from touchpoint.deploy import DeployReport, deploy_project
 from touchpoint.dsl.validate import load_project
+from touchpoint.schedules import sync_schedules
 from touchpoint.temporal_server import port_open, start_dev_server
 from worker import build_worker, connect
 
@@ -56,6 +57,7 @@ async def local_stack(settings: Settings, folder: Path) -> AsyncIterator[LocalSt
     try:
         with deps.sessions.begin() as s:
             report = deploy_project(s, project)
+        report.schedules = await sync_schedules(client, project, task_queue=settings.task_queue, crm_backend=settings.crm_backend)
         api_host, api_port = settings.api_host_port()
         server = uvicorn.Server(uvicorn.Config(create_app(settings, client, deps.sessions), host=api_host, port=api_port, log_level="warning", lifespan="off"))
         serving = asyncio.create_task(server.serve())

@@ -52,6 +52,33 @@ def deploy(folder: Path = typer.Argument(Path("playbooks"), help="The playbooks 
         report = deploy_project(s, project)
     for line in report.lines():
         console.print(line, markup=False)
+    _schedules(project)
+
+
+def _schedules(project: Any) -> None:
+    """Bring the Temporal Schedules in line with the folder just deployed."""
+    from touchpoint.schedules import planned_schedules, sync_schedules
+    from worker import connect
+
+    config = settings()
+
+    async def update() -> list[str]:
+        client = await connect(config)
+        return await sync_schedules(client, project, task_queue=config.task_queue, crm_backend=config.crm_backend)
+
+    try:
+        lines = _run(update())
+    except RuntimeError as exc:  # the server is unreachable
+        if not planned_schedules(project, task_queue=config.task_queue, crm_backend=config.crm_backend):
+            return  # nothing to schedule, nothing to tidy on a server that is not there
+        err.print(
+            f"[red]Schedules not updated:[/] cannot reach Temporal at {config.temporal_address} ({exc}). "
+            "Schedule playbooks, date triggers and health scores need them: run `touchpoint deploy` again once it is up.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    for line in lines:
+        console.print(line, markup=False)
 
 
 @app.command()

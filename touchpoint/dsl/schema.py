@@ -515,6 +515,13 @@ class FrequencyCap(Model):
 class CrmSettings(Model):
     fields: dict[str, str] = Field(default_factory=dict)
     fallback_owner: str | None = None
+    sync: str | None = None
+    """Extension: a cron (workspace time zone) for `AccountSync` from the configured CRM."""
+
+    @field_validator("sync")
+    @classmethod
+    def _sync_cron(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
 
 
 class SendGridSettings(Model):
