@@ -146,7 +146,7 @@ async def test_durability_pause_holds_and_resume_goes_on(stack: Stack, folder: P
     await handle.signal("pause")
     await stack.env.sleep(timedelta(days=3))
     # env.sleep may return before the workflow has processed the timer: look a few times.
-    for _ in range(100):
+    for _ in range(400):
         state = await status(handle)
         if state.status == "paused" and state.step == "steps[1]":
             break

@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, ScheduleActionStartWorkflow
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.deps import Deps
 from touchpoint.config import Settings
@@ -31,7 +32,12 @@ async def ours(client: Client, queue: str) -> dict[str, ScheduleActionStartWorkf
     found = {}
     async for listed in await client.list_schedules():
         if listed.id.startswith(prefix(queue)):
-            described = await client.get_schedule_handle(listed.id).describe()
+            try:
+                described = await client.get_schedule_handle(listed.id).describe()
+            except RPCError as exc:  # the listing trails deletes
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    continue
+                raise
             action = described.schedule.action
             assert isinstance(action, ScheduleActionStartWorkflow)
             found[listed.id[len(prefix(queue)) :]] = action

@@ -32,6 +32,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 from touchpoint.dsl.health_models import HealthRecomputeInput
 from touchpoint.dsl.schedule import ScheduleRunInput
@@ -117,6 +118,11 @@ async def sync_schedules(client: Client, project: Project, *, task_queue: str, c
         keep = {p.id for p in plans}
         async for listed in await client.list_schedules():
             if listed.id.startswith(prefix(task_queue)) and listed.id not in keep:
-                await client.get_schedule_handle(listed.id).delete()
+                try:
+                    await client.get_schedule_handle(listed.id).delete()
+                except RPCError as exc:
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    continue  # the listing trails deletes: already gone
                 lines.append(f"schedule  {listed.id[len(prefix(task_queue)):]:<28} removed")
     return lines

@@ -2,6 +2,10 @@
 
 The same workflows and activities as production, with the outbox backend and a temporary SQLite
 store; the run's clock is shifted so the simulation starts at `--start`, past or future.
+
+Wall time is most of what a user waits for here (goal: under 2 s for a 90-day onboarding, server
+start included), so the test server is started as soon as the inputs are valid and comes up
+while the worker's modules load, and the throwaway store lives in memory-backed `/dev/shm`.
 """
 
 from __future__ import annotations
@@ -182,14 +186,24 @@ async def _shutdown(server: asyncio.Task[WorkflowEnvironment]) -> None:
     await env.shutdown()
 
 
-def _scratch_dir() -> str | None:
-    """Where the throwaway store goes: memory-backed `/dev/shm` when writable, else the default.
+_SHM = "/dev/shm"
+_SHM_FREE = 32 * 1024 * 1024
 
-    Every activity commits to the store; on a disk each commit waits for an fsync, which nobody
-    needs for a store deleted when the simulation ends.
+
+def _scratch_dir() -> str | None:
+    """Where the throwaway store and outbox go: `/dev/shm` when usable, else the default.
+
+    Every activity commits to the store, and on a disk each commit waits for an fsync (~0.1 s
+    over a 90-day onboarding here) that nobody needs for files deleted when the simulation ends.
+    `/dev/shm` is memory-backed on Linux; it is used only when writable with room to spare.
     """
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    try:
+        if not os.access(_SHM, os.W_OK | os.X_OK):
+            return None
+        stat = os.statvfs(_SHM)
+    except OSError:
+        return None
+    return _SHM if stat.f_bavail * stat.f_frsize >= _SHM_FREE else None
 
 
 def timeline_json(sim: Simulated, tz: str) -> list[str]:
