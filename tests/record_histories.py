@@ -1,0 +1,128 @@
+"""Record workflow histories of this release into `tests/histories/` for the Replayer.
+
+    PYTHONPATH=. .venv/bin/python -m tests.record_histories
+
+Run it on a release before changing workflow code, and commit the files: `tests/test_replay.py`
+replays every recorded history against the current workflows, so a change that would break runs
+in flight (a new command without a `workflow.patched()` guard, a reordered activity) fails CI.
+Each history is a real run on the time-skipping server with a real store and outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from activities.deps import Deps
+from touchpoint.config import load_settings
+from touchpoint.deploy import deploy_project
+from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
+from touchpoint.dsl.schedule import ScheduleRunInput, ScheduleRunResult
+from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.validate import load_project
+from touchpoint.ingest import put_account, send_event
+from touchpoint.store import repo
+from touchpoint.temporal_server import start_time_skipping
+from worker import build_worker
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "histories"
+PLAYBOOKS = HERE.parent / "playbooks"
+
+WORKSPACE = """\
+timezone: UTC
+sender: {email: cs@example.com}
+send_window: {days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00"}
+"""
+RUN = """\
+playbook: p
+trigger: {event: account.created}
+audience: [champion]
+scorecard:
+  target: {score: 80, by_day: 10}
+  milestones: [{id: m, weight: 1, event: x.done}]
+  checkpoints: [{day: 3, below: 50, steps: [{note: {text: behind}}]}]
+steps:
+  - email: {template: welcome}
+  - if: "account.seats.licensed > 100"
+    then: [{task: {title: "Call {{ account.name }}", due: 2d}}]
+  - split: {a: {weight: 1, steps: [{wait: 1d}]}, b: {weight: 1, steps: [{wait: 2d}]}}
+    id: ab
+  - wait_for: {event: x.done, timeout: 3d}
+  - repeat: {every: 2d, times: 2, steps: [{note: {text: "r{{ run.round }}"}}]}
+"""
+ACCOUNT = AccountDoc.model_validate(
+    {
+        "id": "acme",
+        "name": "Acme",
+        "timezone": "UTC",
+        "seats": {"licensed": 300, "active": 100},
+        "csm": {"name": "Dana", "email": "dana@example.com"},
+        "contacts": [{"email": "kim@acme.example", "name": "Kim", "role": "champion"}],
+    }
+)
+
+
+async def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    env = await start_time_skipping()
+    root = Path(tempfile.mkdtemp())
+    settings = load_settings(home=root / "home", database_url=f"sqlite:///{root}/store.db")
+    deps = Deps.from_settings(settings)
+    queue = f"record-{uuid.uuid4().hex[:6]}"
+    folder = root / "playbooks"
+    (folder / "templates").mkdir(parents=True)
+    (folder / "workspace.yaml").write_text(WORKSPACE)
+    (folder / "p.yaml").write_text(RUN)
+    (folder / "templates" / "welcome.subject.j2").write_text("Welcome, {{ account.name }}")
+    (folder / "templates" / "welcome.html.j2").write_text("<p>Hi {{ contact.name }}</p>")
+    try:
+        async with build_worker(env.client, deps, task_queue=queue, strict_imports=True):
+            project = load_project(folder)
+            with deps.sessions.begin() as s:
+                deploy_project(s, project)
+            loaded = project.playbooks["p"]
+
+            # A PlaybookRun from start to end.
+            run = RunInput(run_id="run-recorded", playbook=loaded.playbook, version=loaded.version, account=ACCOUNT, workspace=project.workspace, event=EventIn(type="manual"))
+            handle = await env.client.start_workflow("PlaybookRun", run, id="run/p/recorded", task_queue=queue, result_type=RunResult)
+            await handle.result()
+            (OUT / "playbook_run.json").write_text((await handle.fetch_history()).to_json())
+
+            # An account workflow: an upsert that starts a run, usage, a health change, a start.
+            await put_account(env.client, queue, deps.sessions, ACCOUNT)
+            await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="e-usage", type="usage.reported", data={"metrics": {"weekly_active_users": 80}}))
+            await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="e-health", type="health.changed", data={"score": 40, "previous_score": 70, "tier": "red", "previous_tier": "green", "breakdown": {}}))
+            await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="e-done", type="x.done"))
+            account = env.client.get_workflow_handle("account/acme")
+            for _ in range(200):
+                with deps.sessions() as s:
+                    if len(repo.list_events(s, account_id="acme")) >= 5:
+                        break
+                await asyncio.sleep(0.05)
+            (OUT / "account.json").write_text((await account.fetch_history()).to_json())
+            await account.terminate("recorded")
+            await env.client.get_workflow_handle("run/p/acme").terminate("recorded")
+
+            # A ScheduleRun of the shipped weekly digest over the sample accounts.
+            shipped = load_project(PLAYBOOKS)
+            with deps.sessions.begin() as s:
+                deploy_project(s, shipped)
+            tick = datetime(2027, 3, 1, 13, 0, tzinfo=UTC)
+            with deps.sessions.begin() as s:
+                repo.upsert_account(s, {"id": "contoso", "name": "Contoso", "arr": 96000, "csm": {"name": "Dana", "email": "dana@example.com"}}, [])
+                repo.record_event(s, "seat-1", "contoso", "seats.changed", datetime(2027, 2, 28, tzinfo=UTC), {"licensed": 450, "previous_licensed": 500, "active": 180, "delta": -50, "delta_pct": -10.0})
+            schedule = await env.client.start_workflow("ScheduleRun", ScheduleRunInput(playbook="weekly-seat-digest", tick=tick), id="schedule-recorded", task_queue=queue, result_type=ScheduleRunResult)
+            await schedule.result()
+            (OUT / "schedule_run.json").write_text((await schedule.fetch_history()).to_json())
+    finally:
+        await deps.close()
+        await env.shutdown()
+    print(f"recorded {', '.join(sorted(p.name for p in OUT.glob('*.json')))} in {OUT}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,35 @@
+"""Recorded histories of earlier releases replay against today's workflows.
+
+`tests/histories/*.json` are real runs recorded with `python -m tests.record_histories` (see
+there). A workflow change that would break a run in flight on a worker upgrade (a new command
+without a `workflow.patched()` guard, a reordered or renamed activity) fails here, not in
+production.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from worker import WORKFLOWS, sandbox_runner
+
+HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
+
+
+def test_replay_histories_are_recorded() -> None:
+    assert {p.stem for p in HISTORIES} >= {"account", "playbook_run", "schedule_run"}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay_recorded_history(path: Path) -> None:
+    text = path.read_text()
+    workflow_id = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"].get("workflowId", path.stem)
+    history = WorkflowHistory.from_json(workflow_id, text)
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"
