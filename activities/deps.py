@@ -16,6 +16,21 @@ from touchpoint.store import make_engine, migrate, session_factory, write_tx
 T = TypeVar("T")
 
 
+def crm_backend_from(settings: Settings, name: str) -> Any:
+    """A HubSpot or Salesforce backend with the credentials of ``settings``."""
+    from touchpoint.crm import make_crm_backend
+
+    return make_crm_backend(
+        name,  # type: ignore[arg-type]
+        hubspot_token=settings.hubspot_token.get_secret_value() if settings.hubspot_token else None,
+        hubspot_url=settings.hubspot_url,
+        salesforce_instance_url=settings.salesforce_instance_url,
+        salesforce_access_token=settings.salesforce_access_token.get_secret_value()
+        if settings.salesforce_access_token
+        else None,
+    )
+
+
 @dataclass
 class Deps:
     """Shared resources of one worker's activities."""
@@ -46,17 +61,7 @@ class Deps:
                 smtp_url=settings.smtp_url.get_secret_value() if settings.smtp_url else None,
             )
         if crm_backend is None and settings.crm_backend != "local":
-            from touchpoint.crm import make_crm_backend
-
-            crm_backend = make_crm_backend(
-                settings.crm_backend,
-                hubspot_token=settings.hubspot_token.get_secret_value() if settings.hubspot_token else None,
-                hubspot_url=settings.hubspot_url,
-                salesforce_instance_url=settings.salesforce_instance_url,
-                salesforce_access_token=settings.salesforce_access_token.get_secret_value()
-                if settings.salesforce_access_token
-                else None,
-            )
+            crm_backend = crm_backend_from(settings, settings.crm_backend)
         return cls(
             settings=settings,
             sessions=session_factory(engine),

@@ -33,7 +33,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.crm import _remote_error
-from activities.deps import Deps
+from activities.deps import Deps, crm_backend_from
 from activities.store import account_doc, current_workspace
 from touchpoint.crm.base import AccountPager, CrmBackend, SyncedAccount
 from touchpoint.crm.errors import CrmError, CrmRejected, CrmTransientError
@@ -339,19 +339,8 @@ class SyncActivities:
 
 def make_backend(deps: Deps, name: str) -> Backend:
     """A HubSpot or Salesforce backend from the settings' credentials."""
-    from touchpoint.crm import make_crm_backend
-
-    settings = deps.settings
-    backend = make_crm_backend(
-        name,  # type: ignore[arg-type]
-        hubspot_token=settings.hubspot_token.get_secret_value() if settings.hubspot_token else None,
-        hubspot_url=settings.hubspot_url,
-        salesforce_instance_url=settings.salesforce_instance_url,
-        salesforce_access_token=settings.salesforce_access_token.get_secret_value()
-        if settings.salesforce_access_token
-        else None,
-    )
-    return backend  # type: ignore[return-value]
+    backend: Backend = crm_backend_from(deps.settings, name)
+    return backend
 
 
 async def run_sync(

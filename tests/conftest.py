@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -100,6 +102,22 @@ async def _terminate_leftovers(client: Client, deps: Deps) -> None:
             await client.get_workflow_handle(workflow_id).terminate("test finished")
         except RPCError:
             pass
+
+
+async def eventually(stack: Stack, probe: Any, timeout: float = 60.0) -> Any:
+    """Poll ``probe(session)`` on the stack's store until it returns something truthy.
+
+    Account workflows and their runs are asynchronous to the test; the generous default is for
+    a loaded 2-core CI machine, a passing probe returns at once.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with stack.deps.sessions() as s:
+            value = probe(s)
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
 
 
 def write_folder(root: Path, files: dict[str, str]) -> Path:

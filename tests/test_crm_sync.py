@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from activities.sync import run_sync
-from tests.conftest import Stack, write_folder
+from tests.conftest import Stack, eventually, write_folder
 from tests.servers.hubspot_server import FakeHubSpot, run_hubspot_server
 from tests.servers.salesforce_server import run_salesforce_server
 from touchpoint.crm import HubSpotBackend, SalesforceBackend
@@ -62,16 +62,6 @@ def deploy(stack: Stack, folder: Path, playbooks: dict[str, str]) -> None:
     write_folder(folder, {"workspace.yaml": WORKSPACE, **playbooks})
     stack.deploy(folder)
 
-
-async def eventually(stack: Stack, probe: Any, timeout: float = 60.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        with stack.deps.sessions() as s:
-            value = probe(s)
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def sync(stack: Stack, backend: Any, **options: Any) -> SyncTotals:

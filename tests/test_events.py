@@ -14,7 +14,7 @@ import httpx
 import pytest
 from temporalio.service import RPCError
 
-from tests.conftest import Stack, write_folder
+from tests.conftest import Stack, eventually, write_folder
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
@@ -77,16 +77,6 @@ def deploy(stack: Stack, folder: Path, playbooks: dict[str, str]) -> None:
     with stack.deps.sessions.begin() as s:
         deploy_project(s, project)
 
-
-async def eventually(stack: Stack, probe: Any, timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        with stack.deps.sessions() as s:
-            value = probe(s)
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def ended(stack: Stack, run_id: str, skip: timedelta = timedelta(0)) -> Any:

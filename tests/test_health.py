@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from tests.conftest import Stack, write_folder
+from tests.conftest import Stack, eventually, write_folder
 from tests.test_store import engine, factory, postgres_reachable, url  # noqa: F401  (fixtures: SQLite and PostgreSQL stores)
 from touchpoint.config import settings
 from touchpoint.dsl.health_models import HealthRecomputeInput, HealthRecomputeResult
@@ -77,16 +77,6 @@ def account(account_id: str = "acme", **extra: Any) -> dict[str, Any]:
 def uid() -> str:
     return f"a{uuid.uuid4().hex[:10]}"
 
-
-async def eventually(stack: Stack, probe: Any, timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        with stack.deps.sessions() as s:
-            value = probe(s)
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def recompute(stack: Stack, **fields: Any) -> HealthRecomputeResult:
