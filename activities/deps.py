@@ -81,6 +81,16 @@ class Deps:
 
         return await asyncio.to_thread(run)
 
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run read-only ``work`` in a thread, in a plain transaction: on SQLite in WAL mode
+        readers do not queue behind the writer's lock as `db` transactions do."""
+
+        def run() -> T:
+            with self.sessions() as session:
+                return work(session)
+
+        return await asyncio.to_thread(run)
+
     async def close(self) -> None:
         """Release backends and the engine."""
         closer = getattr(self.crm_backend, "aclose", None)

@@ -98,11 +98,21 @@ class AccountActivities:
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        # Deploys are rare and versions immutable: parse each deployed index and playbook
+        # version once per worker, not once per account workflow.
+        self._indexes: dict[str, DeployedIndex] = {}
+        self._playbooks: dict[tuple[str, str], Playbook] = {}
 
     @activity.defn(name=names.LOAD_INDEX)
     async def load_index(self, known: str | None = None) -> DeployedIndex:
-        """The deployed triggers and workspace (``known``: the generation the caller has)."""
-        return await self.deps.db(deployed_index)
+        """The deployed triggers and workspace (``known``: the generation the caller wants)."""
+        if known and known in self._indexes:
+            return self._indexes[known]
+        index = await self.deps.read(deployed_index)
+        if len(self._indexes) > 16:
+            self._indexes.clear()
+        self._indexes[index.generation] = index
+        return index
 
     @activity.defn(name=names.LOAD_ACCOUNT)
     async def load_account(self, account_id: str) -> AccountDoc | None:
@@ -112,7 +122,7 @@ class AccountActivities:
             found = repo.get_account(s, account_id)
             return account_doc(*found) if found else None
 
-        return await self.deps.db(work)
+        return await self.deps.read(work)
 
     @activity.defn(name=names.LOAD_PLAYBOOK)
     async def load_playbook(self, input: LoadPlaybookInput) -> LoadedPlaybookVersion | None:
@@ -122,11 +132,14 @@ class AccountActivities:
             found = repo.get_deployment(s, "playbook", input.playbook, input.version)
             if found is None:
                 return None
-            return LoadedPlaybookVersion(
-                playbook=Playbook.model_validate(found.content["playbook"]), version=found.version, workspace=current_workspace(s)
-            )
+            key = (input.playbook, found.version)
+            if key not in self._playbooks:
+                if len(self._playbooks) > 256:
+                    self._playbooks.clear()
+                self._playbooks[key] = Playbook.model_validate(found.content["playbook"])
+            return LoadedPlaybookVersion(playbook=self._playbooks[key], version=found.version, workspace=current_workspace(s))
 
-        return await self.deps.db(work)
+        return await self.deps.read(work)
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
