@@ -151,7 +151,7 @@ async def _run(
                 deploy_project(s, project)
             env = await server
             queue = f"sim-{uuid.uuid4().hex[:8]}"
-            worker: Worker = build_worker(env.client, deps, task_queue=queue)
+            worker: Worker = build_worker(env.client, deps, task_queue=queue, build_id="touchpoint-simulation")
             async with worker:
                 offset = ((start or datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
                 trigger_type = getattr(playbook.trigger, "event", None) or "manual"
