@@ -20,7 +20,7 @@ from activities.deps import Deps
 from touchpoint.config import Settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.validate import load_project
-from touchpoint.schedules import prefix, sync_schedules
+from touchpoint.schedules import planned_schedules, prefix, sync_schedules
 from touchpoint.store import repo
 from touchpoint.temporal_server import start_dev_server
 from worker import build_worker
@@ -105,3 +105,22 @@ async def test_schedules_created_triggered_and_removed_by_deploy(store_settings:
     finally:
         await deps.close()
         await env.shutdown()
+
+
+def test_schedules_planned_for_crm_sync_only_with_a_crm_backend(tmp_path: Path) -> None:
+    folder = tmp_path / "playbooks"
+    shutil.copytree(PLAYBOOKS, folder)
+    workspace = folder / "workspace.yaml"
+    workspace.write_text(workspace.read_text().replace("  fallback_owner: cs-ops@example.com", '  fallback_owner: cs-ops@example.com\n  sync: "*/30 * * * *"'))
+    project = load_project(folder)
+    assert not project.problems
+    local = {p.id: p for p in planned_schedules(project, task_queue="q")}
+    assert "touchpoint/q/crm-sync" not in local  # the local store has nothing to sync from
+    hubspot = {p.id: p for p in planned_schedules(project, task_queue="q", crm_backend="hubspot")}
+    sync = hubspot["touchpoint/q/crm-sync"]
+    assert (sync.cron, sync.timezone, sync.workflow) == ("*/30 * * * *", "America/New_York", "AccountSync")
+    assert sync.arg.backend == "hubspot" and not sync.arg.backfill
+
+    workspace.write_text(workspace.read_text().replace('sync: "*/30 * * * *"', 'sync: "every half hour"'))
+    problems = load_project(folder).problems
+    assert any("workspace.yaml" in str(p) and "cron" in str(p) for p in problems), problems
