@@ -124,3 +124,19 @@ def test_schedules_planned_for_crm_sync_only_with_a_crm_backend(tmp_path: Path) 
     workspace.write_text(workspace.read_text().replace('sync: "*/30 * * * *"', 'sync: "every half hour"'))
     problems = load_project(folder).problems
     assert any("workspace.yaml" in str(p) and "cron" in str(p) for p in problems), problems
+
+
+def test_schedules_deploy_without_a_server_says_so_and_keeps_the_store(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from touchpoint.temporal_server import free_port
+
+    env = {**os.environ, "TOUCHPOINT_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "PYTHONPATH": str(PLAYBOOKS.parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "touchpoint.cli.main", "deploy", str(PLAYBOOKS)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr  # not 134: the CLI leaves cleanly after a failed connect
+    assert "Schedules not updated" in done.stderr and "run `touchpoint deploy` again" in done.stderr
+    assert "added     weekly-seat-digest" in done.stdout  # the playbooks themselves are deployed

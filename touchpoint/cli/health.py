@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from touchpoint.cli.main import app, console, err
+from touchpoint.cli.main import app, console, err, run_async
 from touchpoint.config import settings
 
 health_app = typer.Typer(help="Health scores (health.yaml): history and recompute.", no_args_is_help=True)
@@ -112,7 +112,7 @@ def recompute(
         return await asyncio.wait_for(handle.result(), timeout)
 
     try:
-        result = asyncio.run(go())
+        result = run_async(go())
     except TimeoutError:
         err.print(
             f"no result after {timeout:g}s: is a worker polling task queue {config.task_queue!r} on "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -57,6 +58,19 @@ def validate(
         raise typer.Exit(1)
     for line in summaries:
         console.print(f"[green]ok[/] {line}", soft_wrap=True)
+
+
+def run_async(coro: Any) -> Any:
+    """Run a command's coroutine; the process then leaves with `os._exit` (see `main`).
+
+    Temporal's Rust runtime keeps threads that can abort the interpreter's finalization
+    ("PyGILState_Release ... must be current"), most often after a failed connect: a command
+    that touched it exits hard, after flushing, with its own exit code.
+    """
+    import asyncio
+
+    os.environ["TOUCHPOINT_HARD_EXIT"] = "1"
+    return asyncio.run(coro)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC
 from pathlib import Path
@@ -12,7 +11,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from touchpoint.cli.main import app, console, err
+from touchpoint.cli.main import app, console, err, run_async
 from touchpoint.config import settings
 from touchpoint.dsl.errors import ContractError
 from touchpoint.dsl.runtime import EventIn, RunStatus
@@ -34,7 +33,7 @@ def _sessions() -> Any:
 
 
 def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    return run_async(coro)
 
 
 @app.command()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Literal
 
 import typer
 from rich.table import Table
 
-from touchpoint.cli.main import console, err
+from touchpoint.cli.main import console, err, run_async
 from touchpoint.cli.ops import _sessions, accounts_app
 from touchpoint.config import settings
 from touchpoint.dsl.sync_models import AccountSyncInput, SyncTotals
@@ -44,9 +43,9 @@ def accounts_sync(
     backend_name: Literal["hubspot", "salesforce"] = "hubspot" if source == "hubspot" else "salesforce"
     try:
         if on_server:
-            totals = asyncio.run(_on_server(backend_name, backfill=backfill, page_size=page_size))
+            totals = run_async(_on_server(backend_name, backfill=backfill, page_size=page_size))
         else:
-            totals = asyncio.run(_in_process(backend_name, backfill=backfill, page_size=page_size))
+            totals = run_async(_in_process(backend_name, backfill=backfill, page_size=page_size))
     except Exception as exc:  # a CLI reports, it does not dump tracebacks
         from touchpoint.crm.errors import CrmError
 
