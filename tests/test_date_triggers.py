@@ -313,3 +313,31 @@ async def test_date_triggers_sweep_of_20000_accounts_reads_only_the_candidates(s
         plan = " ".join(str(row[-1]) for row in s.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
     assert "ix_accounts_renewal_date" in plan, plan
     assert "SCAN accounts" not in plan, plan
+
+
+def test_date_triggers_a_playbook_deployed_again_starts_from_its_redeploy(store_settings: Any, tmp_path: Path) -> None:
+    deps = Deps.from_settings(store_settings)
+    folder = write_folder(tmp_path / "pb", {"workspace.yaml": WORKSPACE, "renewal.yaml": playbook("renewal")})
+    (folder / "templates").mkdir(exist_ok=True)
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    try:
+        with deps.sessions.begin() as s:
+            deploy_project(s, load_project(folder))
+            repo.set_cursor(s, "date-sweep/renewal", at=long_ago)
+            repo.set_cursor(s, "schedule/renewal", at=long_ago)
+        (folder / "renewal.yaml").unlink()
+        with deps.sessions.begin() as s:
+            assert deploy_project(s, load_project(folder)).removed == ["renewal"]
+        (folder / "renewal.yaml").write_text(playbook("renewal"))
+        before = datetime.now(UTC)
+        with deps.sessions.begin() as s:
+            assert deploy_project(s, load_project(folder)).added == ["renewal"]
+        with deps.sessions() as s:
+            # Moments that passed while it was removed are not fired retroactively.
+            cursor = repo.get_cursor(s, "date-sweep/renewal")
+            assert cursor is not None and cursor.at is not None and cursor.at >= before - timedelta(seconds=1)
+            assert repo.get_cursor(s, "schedule/renewal") is None
+    finally:
+        bind = deps.sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from touchpoint.dsl.validate import Project, template_closure
-from touchpoint.store import repo
+from touchpoint.store import repo, utcnow
 
 
 @dataclass
@@ -65,6 +65,7 @@ def deploy_project(s: Session, project: Project, *, prune: bool = True) -> Deplo
         changed = repo.deploy(s, "playbook", playbook_id, version, playbook_content(project, playbook_id), loaded.source)
         if playbook_id not in before:
             report.added.append(playbook_id)
+            _restart_cursors(s, playbook_id)
         elif changed:
             report.changed.append(playbook_id)
             report.in_flight_on_older[playbook_id] = repo.count_runs_on_older_versions(s, playbook_id, version)
@@ -89,3 +90,16 @@ def _hash(content: Any) -> str:
     import json
 
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _restart_cursors(s: Session, playbook_id: str) -> None:
+    """A playbook deployed again after a removal starts its clocks at this deploy.
+
+    Otherwise its date sweep would resume from before the removal (firing, retroactively, every
+    moment that passed meanwhile) and its first tick would review the whole gap.
+    """
+    from touchpoint.dsl.sweep_models import sweep_cursor_name as cursor_name
+
+    if repo.get_cursor(s, cursor_name(playbook_id)) is not None:
+        repo.set_cursor(s, cursor_name(playbook_id), at=utcnow())
+    repo.delete_cursor(s, f"schedule/{playbook_id}")

@@ -833,3 +833,13 @@ def set_cursor(s: Session, name: str, *, at: dt.datetime | None = None, value: A
     row.value = jsonable(value) if value is not None else None
     row.updated_at = utcnow()
     s.flush()
+
+
+def delete_cursor(s: Session, name: str) -> bool:
+    """Forget a cursor (the work starts afresh); False if there was none."""
+    row = s.get(Cursor, name)
+    if row is None:
+        return False
+    s.delete(row)
+    s.flush()
+    return True
