@@ -72,6 +72,7 @@ def activities_for(deps: Deps) -> list[Any]:
         accounts.load_account,
         accounts.load_playbook,
         accounts.apply_event,
+        accounts.apply_event_v2,
         email.send_email,
         email.reserve_send_slot,
         crm.create_task,

@@ -10,14 +10,16 @@ from temporalio import activity
 from activities.deps import Deps
 from touchpoint.dsl.runtime import (
     ApplyEventInput,
+    ApplyResult,
     DeployedIndex,
+    EventIn,
     LoadedPlaybookVersion,
     LoadPlaybookInput,
     ProjectRunInput,
     TriggerEntry,
 )
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
-from touchpoint.store import repo, utcnow
+from touchpoint.store import Event, repo, utcnow
 from workflows import names
 
 
@@ -143,17 +145,37 @@ class AccountActivities:
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
+        """Version 1, for histories recorded before `apply_event_v2`: True unless a duplicate."""
+        return (await self.apply_event_v2(input)).accepted
+
+    @activity.defn(name=names.APPLY_EVENT_V2)
+    async def apply_event_v2(self, input: ApplyEventInput) -> ApplyResult:
         """Record the event and what it derived, and upsert the account, in one transaction.
 
+        A local activity's write commits even when the workflow task around it then times out;
+        the retried task applies the same event again with the same ``token``. That is not a
+        duplicate: it is accepted again, with the events the first attempt derived (the retry
+        compares the upsert with a store that already holds it, and would derive nothing).
+
         Returns:
-            False when the event's id was already stored (an old duplicate): nothing else is done.
+            ``accepted`` False when the event's id was stored by anything else (an old
+            duplicate): nothing else is done.
         """
 
-        def work(s: Session) -> bool:
+        def work(s: Session) -> ApplyResult:
             event = input.event
             account_id = event.account_id or (input.account.id if input.account else "")
-            if event.id is not None and not repo.record_event(s, event.id, account_id, event.type, event.at or utcnow(), event.data):
-                return False
+            if event.id is not None and not repo.record_event(
+                s, event.id, account_id, event.type, event.at or utcnow(), event.data, applied_by=input.token
+            ):
+                stored = s.get(Event, event.id)
+                if input.token is None or stored is None or stored.applied_by != input.token:
+                    return ApplyResult(accepted=False)
+                earlier = [
+                    EventIn(id=e.id, type=e.type, at=e.at, data=dict(e.data or {}), account_id=e.account_id)
+                    for e in repo.derived_events(s, event.id)
+                ]
+                return ApplyResult(accepted=True, earlier=earlier)
             if input.account is not None:
                 doc = input.account.model_dump(mode="json")
                 contacts = doc.pop("contacts")
@@ -161,6 +183,6 @@ class AccountActivities:
             for item in input.derived:
                 if item.id is not None:
                     repo.record_event(s, item.id, item.account_id or account_id, item.type, item.at or utcnow(), item.data)
-            return True
+            return ApplyResult(accepted=True)
 
         return await self.deps.db(work)

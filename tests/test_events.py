@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +238,66 @@ async def test_events_manual_start_and_deploy_while_runs_are_in_flight(stack: St
     await api.post("/runs", json={"playbook": "m", "account_id": acct})
     runs = await eventually(stack, lambda s: [r for r in repo.list_runs(s, account_id=acct) if r.id != first.id])
     assert runs[0].version == project.playbooks["m"].version
+
+
+async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_time_env: Any, store_settings: Any, folder: Path) -> None:
+    """A workflow task can time out after its local activity committed (seen under load in the
+    enrollment bench: one account of 2,000 never started its run). The retried task then finds
+    the event and the account already in the store, written by its own first attempt. Here the
+    store is put in exactly that state before any worker runs the task."""
+    from activities.deps import Deps
+    from touchpoint.dsl.runtime import AccountState, Envelope, EventIn
+    from touchpoint.dsl.schema import AccountDoc
+    from worker import build_worker
+    from workflows import names
+
+    deps = Deps.from_settings(store_settings)
+    client = own_time_env.client
+    queue = f"retry-{uid()}"
+    acct = uid()
+    doc = AccountDoc.model_validate(account(acct, segment="scale"))
+    try:
+        project_stack = Stack(client, own_time_env, deps, store_settings, queue, folder.parent)
+        deploy(project_stack, folder, {"hello.yaml": "playbook: hello\ntrigger: {event: account.created}\nsteps:\n  - task: {title: 'Hi {{ account.name }}'}\n"})
+        event = EventIn(id=f"evt-{acct}", type="account.upserted", at=datetime.now(UTC), account_id=acct)
+        handle = await client.start_workflow(
+            names.ACCOUNT, AccountState(account_id=acct), id=f"account/{acct}", task_queue=queue,
+            start_signal="ingest", start_signal_args=[Envelope(event=event, account=doc)],
+        )
+        # What the first attempt's `apply_event_v2` committed before its task timed out.
+        token = f"{handle.result_run_id}:1"
+        with deps.sessions.begin() as s:
+            stored = doc.model_dump(mode="json")
+            repo.upsert_account(s, stored, stored.pop("contacts"))
+            repo.record_event(s, event.id or "", acct, event.type, event.at or datetime.now(UTC), {}, applied_by=token)
+            repo.record_event(s, f"{event.id}:account.created", acct, "account.created", event.at or datetime.now(UTC), {"changed": ["name"]})
+        async with build_worker(client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
+            tasks = await eventually(project_stack, lambda s: repo.list_tasks(s, account_id=acct))
+            assert [t.title for t in tasks] == [f"Hi Account {acct}"]
+            await handle.terminate("test finished")
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(f"run/hello/{acct}").terminate("test finished")
+    finally:
+        await deps.close()
+
+
+async def test_events_apply_event_tells_its_own_retry_from_a_duplicate(store_settings: Any) -> None:
+    from activities.deps import Deps
+    from activities.store import AccountActivities
+    from touchpoint.dsl.runtime import ApplyEventInput, EventIn
+    from touchpoint.dsl.schema import AccountDoc
+
+    deps = Deps.from_settings(store_settings)
+    try:
+        apply = AccountActivities(deps).apply_event_v2
+        doc = AccountDoc.model_validate(account("acme"))
+        event = EventIn(id="e1", type="account.upserted", at=datetime.now(UTC), account_id="acme")
+        derived = [EventIn(id="e1:account.created", type="account.created", at=event.at, account_id="acme", data={"changed": ["name"]})]
+        first = await apply(ApplyEventInput(account=doc, event=event, derived=derived, token="run-a:1"))
+        assert first.accepted and first.earlier is None
+        retry = await apply(ApplyEventInput(account=doc, event=event, derived=[], token="run-a:1"))
+        assert retry.accepted and [e.type for e in retry.earlier or []] == ["account.created"]
+        duplicate = await apply(ApplyEventInput(account=doc, event=event, derived=[], token="run-a:7"))
+        assert not duplicate.accepted
+    finally:
+        await deps.close()

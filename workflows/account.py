@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         AccountState,
         ActiveRun,
         ApplyEventInput,
+        ApplyResult,
         DeployedIndex,
         Envelope,
         EventIn,
@@ -160,14 +161,21 @@ class AccountWorkflow:
                 # Derived events get their own ids (a replayed upsert derives the same ones).
                 item.id = f"{event.id or workflow.uuid4()}:{item.type}"
                 item.account_id = self.state.account_id
-        accepted = await workflow.execute_local_activity(
-            names.APPLY_EVENT,
-            ApplyEventInput(account=self.state.account, event=event, derived=[d for d in derived if d is not event]),
-            result_type=bool,
-            **STORE_OPTIONS,
-        )
-        if not accepted:  # an old duplicate id, already in the store
-            return
+        apply = ApplyEventInput(account=self.state.account, event=event, derived=[d for d in derived if d is not event])
+        if workflow.patched("apply-event-v2"):
+            # The token is the same when this task is retried after its local activity committed.
+            self.state.applied += 1
+            apply.token = f"{workflow.info().run_id}:{self.state.applied}"
+            result = await workflow.execute_local_activity(names.APPLY_EVENT_V2, apply, result_type=ApplyResult, **STORE_OPTIONS)
+            if not result.accepted:  # an old duplicate id, already in the store
+                return
+            if result.earlier is not None and envelope.account is not None:
+                # A retried task: the upsert was compared with the store it had already written.
+                derived = result.earlier
+        else:
+            accepted = await workflow.execute_local_activity(names.APPLY_EVENT, apply, result_type=bool, **STORE_OPTIONS)
+            if not accepted:  # an old duplicate id, already in the store
+                return
         if envelope.account is not None or event.type == "usage.reported" or health_update:
             for active in self.state.active.values():
                 await self._signal(active, "account", self.state.account)

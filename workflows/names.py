@@ -19,6 +19,8 @@ LOAD_INDEX = "load_index"
 LOAD_ACCOUNT = "load_account"
 LOAD_PLAYBOOK = "load_playbook"
 APPLY_EVENT = "apply_event"
+APPLY_EVENT_V2 = "apply_event_v2"
+"""`apply_event` that recognises its own earlier attempt (kept: old histories replay with v1)."""
 
 # Scheduled work: each has a Temporal Schedule created by `touchpoint deploy`.
 HEALTH_RECOMPUTE = "HealthRecompute"

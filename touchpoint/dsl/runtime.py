@@ -365,6 +365,8 @@ class AccountState(Data):
     index: DeployedIndex | None = None
     pending: list[Envelope] = Field(default_factory=list)
     starts: list[StartRequest] = Field(default_factory=list)
+    applied: int = 0
+    """Events applied so far: with the run id, the token of each apply step."""
 
 
 class LoadPlaybookInput(Data):
@@ -384,6 +386,16 @@ class ApplyEventInput(Data):
     account: AccountDoc | None
     event: EventIn
     derived: list[EventIn] = Field(default_factory=list)
+    token: str | None = None
+    """The account workflow's step (run id and apply counter): the same on a task retry."""
+
+
+class ApplyResult(Data):
+    """What `apply_event_v2` did: ``accepted`` False for an old duplicate id; ``earlier`` holds
+    the derived events when this very step applied the event before (a retried workflow task)."""
+
+    accepted: bool
+    earlier: list[EventIn] | None = None
 
 
 def segment_of(account: AccountDoc, workspace: Workspace, now: datetime) -> str | None:

@@ -99,6 +99,8 @@ class Event(Base):
     at: Mapped[dt.datetime]
     data: Mapped[dict[str, Any]] = mapped_column(json_type())
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    applied_by: Mapped[str | None] = mapped_column(String, nullable=True)
+    """The account workflow's token for the step that applied it (see migration 0003)."""
 
 
 class Deployment(Base):

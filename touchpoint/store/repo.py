@@ -285,7 +285,9 @@ def accounts_by_renewal_date(
 # --- events --------------------------------------------------------------------------------
 
 
-def record_event(s: Session, id: str, account_id: str, type: str, at: dt.datetime, data: Mapping[str, Any]) -> bool:
+def record_event(
+    s: Session, id: str, account_id: str, type: str, at: dt.datetime, data: Mapping[str, Any], *, applied_by: str | None = None
+) -> bool:
     """Store an accepted event; False (and nothing changes) if its id was seen before."""
     return insert_ignore(
         s,
@@ -296,8 +298,19 @@ def record_event(s: Session, id: str, account_id: str, type: str, at: dt.datetim
             "type": type,
             "at": _aware(at, "event.at"),
             "data": jsonable(dict(data)),
+            "applied_by": applied_by,
         },
     )
+
+
+#: The order in which an account upsert derives its events.
+_DERIVED_ORDER = {"account.created": 0, "account.updated": 1, "seats.changed": 2}
+
+
+def derived_events(s: Session, event_id: str) -> list[Event]:
+    """The events recorded as derived from ``event_id`` (ids ``<event_id>:<type>``), in order."""
+    rows = list(s.scalars(select(Event).where(Event.id.startswith(f"{event_id}:", autoescape=True))))
+    return sorted(rows, key=lambda e: (_DERIVED_ORDER.get(e.type, 9), e.id))
 
 
 def list_events(
