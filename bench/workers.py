@@ -9,13 +9,13 @@ from temporalio.worker import Worker
 
 from activities.deps import Deps
 from bench.baseline import WORKFLOWS, BareActivities
-from touchpoint.config import load_settings
+from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.validate import Project, load_project
 from worker import build_worker
 
-#: The workflow cache of both sides (Touchpoint's default in worker.build_worker).
-CACHE = 2000
+#: The workflow cache of both sides: Touchpoint's default (`TOUCHPOINT_WORKER_CACHE`).
+CACHE = Settings.model_fields["worker_cache"].default
 
 
 def touchpoint_deps(home: Path) -> Deps:

