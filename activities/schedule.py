@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.email import EmailActivities
+from activities.store import current_workspace
 from activities.webhook import WebhookActivities
 from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.runtime import (
@@ -46,8 +47,9 @@ from touchpoint.dsl.schedule import (
     ScheduleTick,
     ScheduleWebhookInput,
     changes_root,
+    schedule_cursor_name,
 )
-from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace, is_address
+from touchpoint.dsl.schema import AccountDoc, Playbook, is_address
 from touchpoint.store import repo, reviews
 from workflows import names
 
@@ -55,10 +57,6 @@ from workflows import names
 def tick_run_id(playbook: str, tick: datetime) -> str:
     """A schedule run's id: one per playbook and tick, whoever starts it."""
     return f"schedule:{playbook}:{tick.strftime('%Y%m%dT%H%M%SZ')}"
-
-
-def cursor_name(playbook: str) -> str:
-    return f"schedule/{playbook}"
 
 
 def previous_tick(cron: str, tick: datetime, tz: str) -> datetime:
@@ -70,6 +68,11 @@ def previous_tick(cron: str, tick: datetime, tz: str) -> datetime:
     local = tick.astimezone(ZoneInfo(tz))
     previous: datetime = croniter(cron, local - timedelta(seconds=1)).get_prev(datetime)
     return previous.astimezone(tick.tzinfo)
+
+
+def _effect(call: ScheduleCall, key: str, step: str, path: str) -> dict[str, Any]:
+    """The fields every side-effect input shares, for a step of a schedule run (no account)."""
+    return {"key": key, "run": call.run, "step": step, "path": path, "event": call.event, "now": call.now}
 
 
 def _account_view(doc: dict[str, Any]) -> dict[str, Any]:
@@ -102,9 +105,8 @@ class ScheduleActivities:
             cron = getattr(playbook.trigger, "schedule", None)
             if not cron:
                 raise ApplicationError(f"playbook {input.playbook} has no `schedule` trigger", type="Rejected", non_retryable=True)
-            current = repo.current_deployments(s, "workspace")
-            workspace = Workspace.model_validate(current[0].content) if current else Workspace()
-            cursor = repo.get_cursor(s, cursor_name(input.playbook))
+            workspace = current_workspace(s)
+            cursor = repo.get_cursor(s, schedule_cursor_name(input.playbook))
             if cursor is not None and cursor.at is not None and cursor.at < input.tick:
                 since = cursor.at
             else:
@@ -131,9 +133,9 @@ class ScheduleActivities:
         def work(s: Session) -> None:
             tick = input.tick
             repo.upsert_run(s, id=tick.run_id, status="ended", outcome=input.outcome, ended_at=input.ended_at, vars=input.vars)
-            cursor = repo.get_cursor(s, cursor_name(tick.playbook.playbook))
+            cursor = repo.get_cursor(s, schedule_cursor_name(tick.playbook.playbook))
             if cursor is None or cursor.at is None or cursor.at < tick.tick:
-                repo.set_cursor(s, cursor_name(tick.playbook.playbook), at=tick.tick)
+                repo.set_cursor(s, schedule_cursor_name(tick.playbook.playbook), at=tick.tick)
 
         await self.deps.db(work)
 
@@ -219,12 +221,7 @@ class ScheduleActivities:
         """Render one recipient's email over their book (or everything) and send it once."""
         call = input.call
         request = SendEmailInput(
-            key=input.key,
-            run=call.run,
-            step=input.step,
-            path=input.path,
-            event=call.event,
-            now=call.now,
+            **_effect(call, input.key, input.step, input.path),
             recipient=input.to.recipient,
             template=input.template,
             locales=input.locales,
@@ -253,12 +250,7 @@ class ScheduleActivities:
         """A webhook step of a schedule run (its templates see `accounts` and `changes`)."""
         call = input.call
         request = WebhookInput(
-            key=input.key,
-            run=call.run,
-            step=input.step,
-            path=input.path,
-            event=call.event,
-            now=call.now,
+            **_effect(call, input.key, input.step, input.path),
             url=input.url,
             method=input.method,
             json_body=input.json_body,

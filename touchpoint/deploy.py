@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from touchpoint.dsl.schedule import schedule_cursor_name
+from touchpoint.dsl.sweep_models import sweep_cursor_name
 from touchpoint.dsl.validate import Project, template_closure
 from touchpoint.store import repo, utcnow
 
@@ -98,8 +100,6 @@ def _restart_cursors(s: Session, playbook_id: str) -> None:
     Otherwise its date sweep would resume from before the removal (firing, retroactively, every
     moment that passed meanwhile) and its first tick would review the whole gap.
     """
-    from touchpoint.dsl.sweep_models import sweep_cursor_name as cursor_name
-
-    if repo.get_cursor(s, cursor_name(playbook_id)) is not None:
-        repo.set_cursor(s, cursor_name(playbook_id), at=utcnow())
-    repo.delete_cursor(s, f"schedule/{playbook_id}")
+    if repo.get_cursor(s, sweep_cursor_name(playbook_id)) is not None:
+        repo.set_cursor(s, sweep_cursor_name(playbook_id), at=utcnow())
+    repo.delete_cursor(s, schedule_cursor_name(playbook_id))

@@ -68,6 +68,11 @@ def changes_root(load: Callable[[str], list[Any]]) -> ChangeList:
     return ChangeList([], "", cached)
 
 
+def schedule_cursor_name(playbook: str) -> str:
+    """The store cursor holding a schedule playbook's last tick (the start of `changes`)."""
+    return f"schedule/{playbook}"
+
+
 # ---------------------------------------------------------------------------- workflow I/O
 
 

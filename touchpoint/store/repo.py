@@ -171,7 +171,8 @@ def _contact_dict(c: Contact) -> dict[str, Any]:
     return {field: getattr(c, field) for field in CONTACT_FIELDS}
 
 
-def _contacts_by_account(s: Session, account_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+def contacts_by_account(s: Session, account_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The contacts of each account, in insertion order (an empty list for none)."""
     result: dict[str, list[dict[str, Any]]] = {account_id: [] for account_id in account_ids}
     if not account_ids:
         return result
@@ -224,7 +225,7 @@ def upsert_account(
             setattr(account, name, value)
         account.doc = new_doc
         changed = True
-    if _contacts_by_account(s, [account_id])[account_id] != new_contacts:
+    if contacts_by_account(s, [account_id])[account_id] != new_contacts:
         s.execute(delete(Contact).where(Contact.account_id == account_id))
         s.add_all(Contact(account_id=account_id, **c) for c in new_contacts)
         changed = True
@@ -239,11 +240,11 @@ def get_account(s: Session, account_id: str) -> tuple[dict[str, Any], list[dict[
     account = s.get(Account, account_id)
     if account is None:
         return None
-    return account.doc, _contacts_by_account(s, [account_id])[account_id]
+    return account.doc, contacts_by_account(s, [account_id])[account_id]
 
 
 def list_accounts(
-    s: Session, *, after: str | None = None, limit: int = 500
+    s: Session, *, after: str | None = None, limit: int = 500, csm_email: str | None = None
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """One page of accounts ordered by id, with their contacts.
 
@@ -258,12 +259,15 @@ def list_accounts(
         s: The session.
         after: Return accounts whose id sorts after this one (None: from the start).
         limit: Page size.
+        csm_email: Only this CSM's book (case-insensitive).
     """
     query = select(Account).order_by(Account.id).limit(limit)
     if after is not None:
         query = query.where(Account.id > after)
+    if csm_email is not None:
+        query = query.where(func.lower(Account.csm_email) == csm_email.lower())
     accounts = list(s.scalars(query))
-    contacts = _contacts_by_account(s, [a.id for a in accounts])
+    contacts = contacts_by_account(s, [a.id for a in accounts])
     return [(a.doc, contacts[a.id]) for a in accounts]
 
 
@@ -278,7 +282,7 @@ def accounts_by_renewal_date(
             .order_by(Account.renewal_date, Account.id)
         )
     )
-    contacts = _contacts_by_account(s, [a.id for a in accounts])
+    contacts = contacts_by_account(s, [a.id for a in accounts])
     return [(a.doc, contacts[a.id]) for a in accounts]
 
 

@@ -9,36 +9,19 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import Account, Contact, Event
+from . import repo
+from .models import Account, Event
 
 PAGE = 1000
 
 
-def _merge(rows: list[Account], s: Session) -> list[dict[str, Any]]:
-    ids = [a.id for a in rows]
-    contacts: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        for c in s.scalars(select(Contact).where(Contact.account_id.in_(ids)).order_by(Contact.id)):
-            contacts[c.account_id].append(
-                {"email": c.email, "name": c.name, "role": c.role, "locale": c.locale, "timezone": c.timezone, "country": c.country}
-            )
-    return [{**a.doc, "id": a.id, "contacts": contacts[a.id]} for a in rows]
-
-
 def iter_account_docs(s: Session, *, csm_email: str | None = None) -> Iterator[dict[str, Any]]:
     """Account documents with their contacts, by id, in pages (a CSM's book when ``csm_email``)."""
-    after: str | None = None
-    while True:
-        query = select(Account).order_by(Account.id).limit(PAGE)
-        if csm_email is not None:
-            query = query.where(func.lower(Account.csm_email) == csm_email.lower())
-        if after is not None:
-            query = query.where(Account.id > after)
-        rows = list(s.scalars(query))
-        if not rows:
-            return
-        yield from _merge(rows, s)
-        after = rows[-1].id
+    page = repo.list_accounts(s, limit=PAGE, csm_email=csm_email)
+    while page:
+        for doc, contacts in page:
+            yield {**doc, "contacts": contacts}
+        page = repo.list_accounts(s, after=page[-1][0]["id"], limit=PAGE, csm_email=csm_email)
 
 
 def csms(s: Session) -> list[tuple[str, str | None]]:
@@ -66,6 +49,5 @@ def events_in_window(
     if csm_email is not None:
         query = query.where(func.lower(Account.csm_email) == csm_email.lower())
     rows = [(event, account) for event, account in s.execute(query).all()]
-    accounts = _merge([a for _, a in rows if a is not None], s) if rows else []
-    by_id = {doc["id"]: doc for doc in accounts}
-    return [(event, by_id.get(event.account_id)) for event, _ in rows]
+    contacts = repo.contacts_by_account(s, list({a.id for _, a in rows if a is not None}))
+    return [(event, {**account.doc, "contacts": contacts[account.id]} if account else None) for event, account in rows]
