@@ -131,11 +131,10 @@ class ScheduleActivities:
         """Record the outcome and move the playbook's cursor to this tick (never backwards)."""
 
         def work(s: Session) -> None:
-            tick = input.tick
-            repo.upsert_run(s, id=tick.run_id, status="ended", outcome=input.outcome, ended_at=input.ended_at, vars=input.vars)
-            cursor = repo.get_cursor(s, schedule_cursor_name(tick.playbook.playbook))
-            if cursor is None or cursor.at is None or cursor.at < tick.tick:
-                repo.set_cursor(s, schedule_cursor_name(tick.playbook.playbook), at=tick.tick)
+            repo.upsert_run(s, id=input.run_id, status="ended", outcome=input.outcome, ended_at=input.ended_at, vars=input.vars)
+            cursor = repo.get_cursor(s, schedule_cursor_name(input.playbook))
+            if cursor is None or cursor.at is None or cursor.at < input.tick:
+                repo.set_cursor(s, schedule_cursor_name(input.playbook), at=input.tick)
 
         await self.deps.db(work)
 

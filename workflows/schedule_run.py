@@ -73,7 +73,9 @@ class ScheduleRun:
             outcome = "failed"
         await workflow.execute_activity(
             names.FINISH_SCHEDULE_TICK,
-            FinishTickInput(tick=self.tick, workflow_id=workflow.info().workflow_id, outcome=outcome, vars=self.vars, records=self.history, ended_at=self.now()),
+            FinishTickInput(
+                run_id=self.tick.run_id, playbook=self.tick.playbook.playbook, tick=self.tick.tick, outcome=outcome, vars=self.vars, ended_at=self.now()
+            ),
             **READ_OPTIONS,
         )
         return ScheduleRunResult(run_id=self.tick.run_id, outcome=outcome, history=self.history, vars=self.vars)

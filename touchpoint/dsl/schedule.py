@@ -160,11 +160,11 @@ class ScheduleWebhookInput(Data):
 
 
 class FinishTickInput(Data):
-    tick: ScheduleTick
-    workflow_id: str
+    run_id: str
+    playbook: str
+    tick: datetime
     outcome: str
     vars: dict[str, Any] = Field(default_factory=dict)
-    records: list[StepRecord] = Field(default_factory=list)
     ended_at: datetime
 
 
