@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
-from activities.store import current_workspace
+from activities.store import account_doc, current_workspace
 from touchpoint.dsl.health_models import (
     HEALTH_MODEL_MISSING,
     HealthBatchInput,
@@ -33,7 +33,7 @@ from touchpoint.dsl.health_models import (
     HealthResult,
 )
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc, HealthModel
+from touchpoint.dsl.schema import HealthModel
 from touchpoint.health import is_change, score_account
 from touchpoint.ingest import send_event
 from touchpoint.store import repo
@@ -89,7 +89,7 @@ class HealthActivities:
         scored: list[_Scored] = []
         for account in page:
             try:
-                doc = AccountDoc.model_validate({**account.doc, "contacts": account.contacts})
+                doc = account_doc(account.doc, account.contacts)
             except ValidationError as exc:
                 counts.failed += 1
                 log.warning("health: account %s skipped, its stored document is invalid: %s", account.id, exc)

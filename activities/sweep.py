@@ -51,10 +51,11 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities.deps import Deps
+from activities.store import account_doc, current_workspace
 from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.durations import format_duration
-from touchpoint.dsl.runtime import AccountState, EventIn, StartRequest, build_context
-from touchpoint.dsl.schema import AccountDoc, DateTrigger, Playbook, Workspace
+from touchpoint.dsl.runtime import EventIn, StartRequest, build_context
+from touchpoint.dsl.schema import AccountDoc, DateTrigger, Playbook
 from touchpoint.dsl.sweep_models import (
     SweepInput,
     SweepPage,
@@ -65,9 +66,9 @@ from touchpoint.dsl.sweep_models import (
     trigger_moment,
 )
 from touchpoint.dsl.timing import zone
+from touchpoint.ingest import start_request
 from touchpoint.store import repo, triggers
 from workflows import names
-from workflows.account import account_workflow_id
 
 SIGNAL_CONCURRENCY = 32
 """Signal-with-starts in flight at once: enough to hide round trips, gentle on the server."""
@@ -147,8 +148,7 @@ class SweepActivities:
     def _plans(self, input: SweepInput) -> dict[str, _Plan]:
         """Every deployed date-triggered playbook (or the one asked for), in name order."""
         with self.deps.sessions() as s:
-            workspace = repo.get_deployment(s, "workspace", "workspace")
-            tz = Workspace.model_validate(workspace.content).timezone if workspace else "UTC"
+            tz = current_workspace(s).timezone
             plans: dict[str, _Plan] = {}
             for d in repo.current_deployments(s, "playbook"):
                 if input.playbook is not None and d.name != input.playbook:
@@ -190,10 +190,10 @@ class SweepActivities:
                 result.scanned = len(rows)
                 if len(rows) == input.limit:
                     result.next = SweepPage(playbook=plan.playbook, after_date=rows[-1].renewal_date, after_id=rows[-1].id)
-                docs = triggers.account_docs(s, [d.account_id for d in due])
+                docs = repo.get_accounts(s, [d.account_id for d in due])
                 accounts = {d.account_id: _account(*docs[d.account_id]) for d in due if d.account_id in docs}
             else:
-                page_rows = triggers.account_page(s, after=page.after_id, limit=input.limit)
+                page_rows = repo.list_accounts(s, after=page.after_id, limit=input.limit)
                 accounts = {}
                 for doc, contacts in page_rows:
                     account = _account(doc, contacts)
@@ -240,15 +240,8 @@ class SweepActivities:
         return list(await asyncio.gather(*(one(item) for item, _ in due)))
 
     async def _signal_with_start(self, account_id: str, request: StartRequest) -> None:
-        await self.deps.client.start_workflow(
-            names.ACCOUNT,
-            AccountState(account_id=account_id),
-            id=account_workflow_id(account_id),
-            # The queue this activity runs on: account workflows live on the sweep's worker queue.
-            task_queue=activity.info().task_queue if activity.in_activity() else self.deps.settings.task_queue,
-            start_signal="start_playbook",
-            start_signal_args=[request],
-        )
+        # The queue this activity runs on: account workflows live on the sweep's worker queue.
+        await start_request(self.deps.client, activity.info().task_queue, account_id, request)
 
     @staticmethod
     def _record(s: Session, plan: _Plan, started: list[_Due], now: datetime, *, done: bool) -> None:
@@ -274,7 +267,7 @@ class SweepActivities:
 
 def _account(doc: dict[str, Any], contacts: list[dict[str, Any]]) -> AccountDoc | None:
     try:
-        return AccountDoc.model_validate({**doc, "contacts": contacts})
+        return account_doc(doc, contacts)
     except ValueError as exc:  # a stored document from an older schema: skip it, loudly
         _warn("account %s cannot be read: %s", doc.get("id"), exc)
         return None

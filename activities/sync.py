@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -49,7 +49,7 @@ from touchpoint.dsl.sync_models import (
     SyncTotals,
     cursor_name,
 )
-from touchpoint.ingest import send_event
+from touchpoint.ingest import put_account, send_event
 from touchpoint.store import repo
 from touchpoint.store.models import Task
 from workflows import names
@@ -57,8 +57,6 @@ from workflows import names
 __all__ = ["SyncActivities", "doc_from_crm", "run_sync", "sync_completed_tasks", "sync_page"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 TASKS_OVERLAP = timedelta(minutes=10)
 """CRM search indexes lag writes: each sync re-reads this much before the last one."""
@@ -126,20 +124,9 @@ def _view(doc: AccountDoc) -> dict[str, Any]:
     return doc.model_dump(mode="json", exclude={"segment"})
 
 
-async def _read(deps: Deps, work: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with deps.sessions() as s:
-            return work(s)
-
-    return await asyncio.to_thread(run)
-
-
 def _stored_docs(s: Session, ids: list[str]) -> dict[str, AccountDoc | None]:
-    found: dict[str, AccountDoc | None] = {}
-    for account_id in ids:
-        row = repo.get_account(s, account_id)
-        found[account_id] = account_doc(*row) if row else None
-    return found
+    rows = repo.get_accounts(s, ids)
+    return {i: account_doc(*rows[i]) if i in rows else None for i in ids}
 
 
 def _compare(
@@ -215,12 +202,10 @@ async def sync_page(
         return SyncPageResult(next_token=page.next_token, totals=totals)
     if client is None:
         raise ValueError("a sync without backfill needs a Temporal client to send upserts")
-    stored = await _read(deps, lambda s: _stored_docs(s, ids))
+    stored = await deps.read(lambda s: _stored_docs(s, ids))
     prefix = f"crm-sync:{backend.name}:{input.now.isoformat()}"
     for i, (doc, is_new) in enumerate(_compare(page.accounts, stored, totals)):
-        await send_event(
-            client, task_queue, deps.sessions, doc.id, EventIn(id=f"{prefix}:{doc.id}", type="account.upserted"), doc
-        )
+        await put_account(client, task_queue, deps.sessions, doc, event_id=f"{prefix}:{doc.id}")
         totals.created += is_new
         totals.updated += not is_new
         if i % 20 == 19:
@@ -254,7 +239,7 @@ async def sync_completed_tasks(
         CrmError: The CRM call failed.
     """
     name = cursor_name(backend.name)
-    cursor = await _read(deps, lambda s: repo.get_cursor(s, name))
+    cursor = await deps.read(lambda s: repo.get_cursor(s, name))
     last = cursor.at if cursor is not None else None
     if input.backfill:
         if last is None:
@@ -265,7 +250,7 @@ async def sync_completed_tasks(
     since = (last - TASKS_OVERLAP) if last is not None else FIRST_SYNC
     completed = 0
     for status in await backend.completed_tasks(since=since):
-        task = await _read(deps, lambda s, st=status: _find_task(s, st.key, st.crm_id))  # type: ignore[misc]
+        task = await deps.read(lambda s, st=status: _find_task(s, st.key, st.crm_id))  # type: ignore[misc]
         if task is None or task.status == "completed" or not task.account_id:
             continue  # made by hand in the CRM, already completed, or not about one account
         at = status.completed_at or input.now

@@ -49,18 +49,29 @@ async def send_event(client: Client, task_queue: str, sessions: sessionmaker[Ses
     return event.id
 
 
-async def put_account(client: Client, task_queue: str, sessions: sessionmaker[Session], account: AccountDoc) -> str:
-    """Upsert an account document; the workflow emits account.created/updated and seats.changed."""
-    return await send_event(client, task_queue, sessions, account.id, EventIn(type="account.upserted"), account)
+async def put_account(
+    client: Client, task_queue: str, sessions: sessionmaker[Session], account: AccountDoc, *, event_id: str | None = None
+) -> str:
+    """Upsert an account document; the workflow emits account.created/updated and seats.changed.
+
+    ``event_id`` makes a repeated upsert (a retried sync page) a no-op.
+    """
+    return await send_event(client, task_queue, sessions, account.id, EventIn(id=event_id, type="account.upserted"), account)
 
 
 async def start_run(client: Client, task_queue: str, account_id: str, playbook: str) -> None:
     """Start a playbook for an account now (one run per account and playbook at a time)."""
+    request = StartRequest(playbook=playbook, by="manual", event=EventIn(type="manual", at=datetime.now(UTC)))
+    await start_request(client, task_queue, account_id, request)
+
+
+async def start_request(client: Client, task_queue: str, account_id: str, request: StartRequest) -> None:
+    """Signal-with-start the account's workflow with a start request (manual, date sweep)."""
     await client.start_workflow(
         names.ACCOUNT,
         AccountState(account_id=account_id),
         id=account_workflow_id(account_id),
         task_queue=task_queue,
         start_signal="start_playbook",
-        start_signal_args=[StartRequest(playbook=playbook, by="manual", event=EventIn(type="manual", at=datetime.now(UTC)))],
+        start_signal_args=[request],
     )

@@ -243,6 +243,15 @@ def get_account(s: Session, account_id: str) -> tuple[dict[str, Any], list[dict[
     return account.doc, contacts_by_account(s, [account_id])[account_id]
 
 
+def get_accounts(s: Session, account_ids: Sequence[str]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The documents and contacts of these accounts in two queries (unknown ids left out)."""
+    if not account_ids:
+        return {}
+    accounts = list(s.scalars(select(Account).where(Account.id.in_(list(account_ids)))))
+    contacts = contacts_by_account(s, [a.id for a in accounts])
+    return {a.id: (a.doc, contacts[a.id]) for a in accounts}
+
+
 def list_accounts(
     s: Session, *, after: str | None = None, limit: int = 500, csm_email: str | None = None
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -267,21 +276,6 @@ def list_accounts(
     if csm_email is not None:
         query = query.where(func.lower(Account.csm_email) == csm_email.lower())
     accounts = list(s.scalars(query))
-    contacts = contacts_by_account(s, [a.id for a in accounts])
-    return [(a.doc, contacts[a.id]) for a in accounts]
-
-
-def accounts_by_renewal_date(
-    s: Session, first: dt.date, last: dt.date
-) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Accounts whose renewal date lies in ``[first, last]`` (indexed; for date triggers)."""
-    accounts = list(
-        s.scalars(
-            select(Account)
-            .where(Account.renewal_date >= first, Account.renewal_date <= last)
-            .order_by(Account.renewal_date, Account.id)
-        )
-    )
     contacts = contacts_by_account(s, [a.id for a in accounts])
     return [(a.doc, contacts[a.id]) for a in accounts]
 

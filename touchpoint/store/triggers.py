@@ -6,7 +6,7 @@ Two ways to find candidates, both keyset-paged so memory stays bounded at any ac
   ``accounts.renewal_date`` column, leaving out accounts already fired for that renewal date
   (``NOT EXISTS`` on the primary key of ``date_triggers_fired``). An hourly sweep of 100,000
   accounts reads the few hundred accounts renewing on two or three days, not the table.
-- :func:`account_page` for any other date expression: every account, in id order (the
+- `repo.list_accounts` for any other date expression: every account, in id order (the
   expression can only be evaluated in Python, per account).
 
 Like `repo`, every function takes a ``Session`` and leaves the transaction to the caller.
@@ -17,14 +17,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from .models import Account, Contact, DateTriggerFired, Deployment
-
-CONTACT_FIELDS = ("email", "name", "role", "locale", "timezone", "country")
+from .models import Account, DateTriggerFired, Deployment
 
 
 @dataclass(frozen=True)
@@ -81,36 +78,6 @@ def renewal_query(
     return query
 
 
-def account_page(s: Session, *, after: str | None = None, limit: int = 1000) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """One page of every account (document and contacts), in id order."""
-    query = select(Account.id, Account.doc).order_by(Account.id).limit(limit)
-    if after is not None:
-        query = query.where(Account.id > after)
-    rows = list(s.execute(query))
-    contacts = contacts_of(s, [r.id for r in rows])
-    return [(r.doc, contacts[r.id]) for r in rows]
-
-
-def account_docs(s: Session, account_ids: Collection[str]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """The documents and contacts of the given accounts (unknown ids are left out)."""
-    if not account_ids:
-        return {}
-    rows = list(s.execute(select(Account.id, Account.doc).where(Account.id.in_(list(account_ids)))))
-    contacts = contacts_of(s, [r.id for r in rows])
-    return {r.id: (r.doc, contacts[r.id]) for r in rows}
-
-
-def contacts_of(s: Session, account_ids: Collection[str]) -> dict[str, list[dict[str, Any]]]:
-    """The contacts of each account, in insertion order."""
-    result: dict[str, list[dict[str, Any]]] = {account_id: [] for account_id in account_ids}
-    if not result:
-        return result
-    query = select(Contact).where(Contact.account_id.in_(list(result))).order_by(Contact.id)
-    for c in s.scalars(query):
-        result[c.account_id].append({field: getattr(c, field) for field in CONTACT_FIELDS})
-    return result
-
-
 def fired_values(s: Session, playbook: str, account_ids: Collection[str]) -> set[tuple[str, dt.date]]:
     """The (account, date value) pairs of ``playbook`` that already fired, for these accounts."""
     if not account_ids:
@@ -123,13 +90,9 @@ def fired_values(s: Session, playbook: str, account_ids: Collection[str]) -> set
 
 def first_deployed_at(s: Session, playbook: str) -> dt.datetime | None:
     """When the playbook was first deployed (its earliest version), or None if never."""
-    value = s.scalar(
-        select(func.min(Deployment.deployed_at)).where(Deployment.kind == "playbook", Deployment.name == playbook)
+    return s.scalar(
+        select(Deployment.deployed_at)
+        .where(Deployment.kind == "playbook", Deployment.name == playbook)
+        .order_by(Deployment.deployed_at)
+        .limit(1)
     )
-    if value is None:
-        return None
-    # func.min bypasses the column type on SQLite: it returns the stored naive-UTC text.
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    assert isinstance(value, dt.datetime)
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
