@@ -17,14 +17,6 @@ health_app = typer.Typer(help="Health scores (health.yaml): history and recomput
 app.add_typer(health_app, name="health")
 
 
-def _sessions() -> Any:
-    from touchpoint.store import make_engine, migrate, session_factory
-
-    engine = make_engine(settings().db_url)
-    migrate(engine)
-    return session_factory(engine)
-
-
 def _moved_text(moved: dict[str, float]) -> str:
     return ", ".join(f"{name} {delta:+g}" for name, delta in sorted(moved.items(), key=lambda kv: -abs(kv[1])))
 
@@ -36,6 +28,7 @@ def show(
     limit: int = typer.Option(30, "--limit", help="Show the last N scores (0: all)."),
 ) -> None:
     """An account's health score over time, and which metrics moved it."""
+    from touchpoint.cli.ops import _sessions
     from touchpoint.health import moved_by
     from touchpoint.store import repo
 
