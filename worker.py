@@ -7,12 +7,14 @@ environment); `touchpoint dev` runs the same worker in-process beside the embedd
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import compileall
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.workflow import SandboxImportNotificationPolicy
 
@@ -26,6 +28,7 @@ from activities.sweep import SweepActivities
 from activities.sync import SyncActivities
 from activities.webhook import WebhookActivities
 from touchpoint.config import Settings, settings
+from touchpoint.runner import ContextFreeRunner, context_free
 from workflows.account import AccountWorkflow
 from workflows.health import HealthRecompute
 from workflows.playbook_run import PlaybookRun
@@ -61,6 +64,21 @@ def sandbox_runner(*, strict_imports: bool = False) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
+def precompile(workflows: Iterable[type]) -> None:
+    """Write the bytecode of the workflow modules if it is missing or stale.
+
+    The sandbox executes each workflow's module again for every new workflow instance; from a
+    cached `.pyc` that is 4-5 ms cheaper per instance than compiling the source (measured in
+    `bench/`). Workers started with ``PYTHONDONTWRITEBYTECODE`` (set on some machines and in
+    many container images) would otherwise compile them from source every time. A read-only
+    install is left as it is.
+    """
+    for cls in workflows:
+        path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if path and path.endswith(".py"):
+            compileall.compile_file(path, quiet=2)
+
+
 def activities_for(deps: Deps) -> list[Any]:
     """Every activity, bound to one set of dependencies."""
     email, crm, store, hook = EmailActivities(deps), CrmActivities(deps), StoreActivities(deps), WebhookActivities(deps)
@@ -73,6 +91,9 @@ def activities_for(deps: Deps) -> list[Any]:
         accounts.load_playbook,
         accounts.apply_event,
         accounts.apply_event_v2,
+        accounts.load_context,
+        accounts.apply_event_v3,
+        accounts.prepare_starts,
         email.send_email,
         email.reserve_send_slot,
         crm.create_task,
@@ -124,12 +145,16 @@ def build_worker(
     """
     if deps.client is None:
         deps.client = client
+    precompile(WORKFLOWS)
+    runner: WorkflowRunner = sandbox_runner(strict_imports=strict_imports)
+    if context_free(client.data_converter):
+        runner = ContextFreeRunner(runner)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
         activities=activities_for(deps),
-        workflow_runner=sandbox_runner(strict_imports=strict_imports),
+        workflow_runner=runner,
         max_cached_workflows=max_cached_workflows,
         max_concurrent_activities=200,
         # In tests a bug in workflow code fails the workflow at once instead of retrying its task.

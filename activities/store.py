@@ -13,10 +13,15 @@ from touchpoint.dsl.runtime import (
     ApplyResult,
     DeployedIndex,
     EventIn,
+    LoadContextInput,
+    LoadedContext,
     LoadedPlaybookVersion,
     LoadPlaybookInput,
+    PlannedStart,
+    PrepareStartsInput,
     ProjectRunInput,
     TriggerEntry,
+    initial_scorecard,
 )
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.store import Event, repo, utcnow
@@ -126,22 +131,58 @@ class AccountActivities:
 
         return await self.deps.read(work)
 
+    @activity.defn(name=names.LOAD_CONTEXT)
+    async def load_context(self, input: LoadContextInput) -> LoadedContext:
+        """`load_index` and `load_account` in one local activity (either part only when asked)."""
+        index = await self.load_index(input.generation) if input.index else None
+        account = await self.load_account(input.account_id) if input.account_id else None
+        return LoadedContext(index=index, account=account)
+
+    def _version(self, s: Session, playbook: str, version: str | None = None) -> LoadedPlaybookVersion | None:
+        found = repo.get_deployment(s, "playbook", playbook, version)
+        if found is None:
+            return None
+        key = (playbook, found.version)
+        if key not in self._playbooks:
+            if len(self._playbooks) > 256:
+                self._playbooks.clear()
+            self._playbooks[key] = Playbook.model_validate(found.content["playbook"])
+        return LoadedPlaybookVersion(playbook=self._playbooks[key], version=found.version, workspace=current_workspace(s))
+
+    def _project_starts(self, s: Session, account_id: str, starts: list[PlannedStart]) -> dict[str, LoadedPlaybookVersion]:
+        """Each start's current playbook version, with the run's row written as running.
+
+        The row is keyed by the planned run id, so a retried step writes the same row again.
+        """
+        loaded: dict[str, LoadedPlaybookVersion] = {}
+        for start in starts:
+            version = self._version(s, start.playbook)
+            if version is None:
+                continue
+            loaded[start.playbook] = version
+            repo.upsert_run(
+                s,
+                id=start.run_id,
+                workflow_id=start.workflow_id,
+                playbook_id=start.playbook,
+                version=version.version,
+                account_id=account_id,
+                status="running",
+                started_at=start.started_at,
+                vars={},
+                scorecard=initial_scorecard(version.playbook),
+            )
+        return loaded
+
     @activity.defn(name=names.LOAD_PLAYBOOK)
     async def load_playbook(self, input: LoadPlaybookInput) -> LoadedPlaybookVersion | None:
         """A deployed playbook version (the current one by default) with the workspace."""
+        return await self.deps.read(lambda s: self._version(s, input.playbook, input.version))
 
-        def work(s: Session) -> LoadedPlaybookVersion | None:
-            found = repo.get_deployment(s, "playbook", input.playbook, input.version)
-            if found is None:
-                return None
-            key = (input.playbook, found.version)
-            if key not in self._playbooks:
-                if len(self._playbooks) > 256:
-                    self._playbooks.clear()
-                self._playbooks[key] = Playbook.model_validate(found.content["playbook"])
-            return LoadedPlaybookVersion(playbook=self._playbooks[key], version=found.version, workspace=current_workspace(s))
-
-        return await self.deps.read(work)
+    @activity.defn(name=names.PREPARE_STARTS)
+    async def prepare_starts(self, input: PrepareStartsInput) -> dict[str, LoadedPlaybookVersion]:
+        """Load the current version of each start's playbook and write its run's row."""
+        return await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts))
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
@@ -162,27 +203,48 @@ class AccountActivities:
             duplicate): nothing else is done.
         """
 
+        return await self.deps.db(lambda s: self._apply(s, input))
+
+    @activity.defn(name=names.APPLY_EVENT_V3)
+    async def apply_event_v3(self, input: ApplyEventInput) -> ApplyResult:
+        """`apply_event_v2`, and in the same transaction the runs it starts: their playbook
+        versions are loaded and their rows written (`ApplyEventInput.starts`).
+
+        A retried step (``earlier`` set) projects no runs: the workflow plans its starts again
+        from the earlier events and prepares them with `prepare_starts`.
+        """
+
         def work(s: Session) -> ApplyResult:
-            event = input.event
-            account_id = event.account_id or (input.account.id if input.account else "")
-            if event.id is not None and not repo.record_event(
-                s, event.id, account_id, event.type, event.at or utcnow(), event.data, applied_by=input.token
-            ):
-                stored = s.get(Event, event.id)
-                if input.token is None or stored is None or stored.applied_by != input.token:
-                    return ApplyResult(accepted=False)
-                earlier = [
-                    EventIn(id=e.id, type=e.type, at=e.at, data=dict(e.data or {}), account_id=e.account_id)
-                    for e in repo.derived_events(s, event.id)
-                ]
-                return ApplyResult(accepted=True, earlier=earlier)
-            if input.account is not None:
-                doc = input.account.model_dump(mode="json")
-                contacts = doc.pop("contacts")
-                repo.upsert_account(s, doc, contacts)
-            for item in input.derived:
-                if item.id is not None:
-                    repo.record_event(s, item.id, item.account_id or account_id, item.type, item.at or utcnow(), item.data)
-            return ApplyResult(accepted=True)
+            result = self._apply(s, input)
+            if result.accepted and result.earlier is None and input.starts:
+                result.loaded = self._project_starts(s, self._account_id(input), input.starts)
+            return result
 
         return await self.deps.db(work)
+
+    @staticmethod
+    def _account_id(input: ApplyEventInput) -> str:
+        return input.event.account_id or (input.account.id if input.account else "")
+
+    def _apply(self, s: Session, input: ApplyEventInput) -> ApplyResult:
+        event = input.event
+        account_id = self._account_id(input)
+        if event.id is not None and not repo.record_event(
+            s, event.id, account_id, event.type, event.at or utcnow(), event.data, applied_by=input.token
+        ):
+            stored = s.get(Event, event.id)
+            if input.token is None or stored is None or stored.applied_by != input.token:
+                return ApplyResult(accepted=False)
+            earlier = [
+                EventIn(id=e.id, type=e.type, at=e.at, data=dict(e.data or {}), account_id=e.account_id)
+                for e in repo.derived_events(s, event.id)
+            ]
+            return ApplyResult(accepted=True, earlier=earlier)
+        if input.account is not None:
+            doc = input.account.model_dump(mode="json")
+            contacts = doc.pop("contacts")
+            repo.upsert_account(s, doc, contacts)
+        for item in input.derived:
+            if item.id is not None:
+                repo.record_event(s, item.id, item.account_id or account_id, item.type, item.at or utcnow(), item.data)
+        return ApplyResult(accepted=True)

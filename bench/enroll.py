@@ -1,9 +1,16 @@
 """Scenario 1: enrollment throughput, one and two worker processes.
 
-Touchpoint: N account upserts (`touchpoint.ingest.put_account`, 100 in flight) through the
-account workflow to a playbook triggered by `account.created` that sends one email (outbox) and
-creates one task; the clock stops when every email and task row is in the store. Bare Temporal:
-N workflows doing two activities that each write a row; the clock stops when all rows exist.
+Touchpoint, two ways, each to a playbook that sends one email (outbox) and creates one task; the
+clock stops when every email and task row is in the store:
+
+- new accounts: N account upserts (`touchpoint.ingest.put_account`, 100 in flight), each
+  creating the account and its workflow, the playbook triggered by `account.created`;
+- existing accounts: N accounts are created first (not timed), then each receives one event
+  (`touchpoint.ingest.send_event`, 100 in flight) whose type triggers the playbook. Their account
+  workflows already exist, half of them evicted from the worker's cache at the default N.
+
+Bare Temporal: N new workflows doing two activities that each write a row; the clock stops when
+all rows exist. Both Touchpoint figures are compared with that one baseline.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from temporalio.client import Client
 
 from bench.common import Figure, Scenario, Server, account_doc, fresh_server, wait_for_count, write_project
 from bench.workers import baseline_worker, deploy, store_file, touchpoint_deps, touchpoint_worker
+from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc
-from touchpoint.ingest import put_account
+from touchpoint.ingest import put_account, send_event
 
 QUEUE = "bench"
 IN_FLIGHT = 100
@@ -39,6 +47,8 @@ steps:
     id: call
 """
 ROOT = Path(__file__).resolve().parent.parent
+SIGNUP = "trial.started"
+ENROLL_ON_EVENT = ENROLL.replace("playbook: bench-enroll\ntrigger: {event: account.created}", f"playbook: bench-enroll\ntrigger: {{event: {SIGNUP}}}")
 
 
 @contextlib.asynccontextmanager
@@ -83,18 +93,33 @@ async def _count_activities(client: Client, workflow_ids: list[str]) -> int:
     return total
 
 
-async def touchpoint_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
-    """Enrollments per second through the account workflow, until every email and task is stored."""
+async def touchpoint_rate(n: int, workers: int, *, existing: bool = False) -> tuple[float, dict[str, Any]]:
+    """Enrollments per second through the account workflow, until every email and task is stored.
+
+    ``existing``: the accounts are created first, untimed; the timed part is one triggering event each.
+    """
     async with fresh_server() as server:
         home = server.root / "touchpoint"
         deps = touchpoint_deps(home)
         try:
-            deploy(deps, write_project(server.root / "playbooks", {"bench-enroll": ENROLL}))
+            deploy(deps, write_project(server.root / "playbooks", {"bench-enroll": ENROLL_ON_EVENT if existing else ENROLL}))
             client = server.env.client
             second = second_worker("touchpoint", server, home) if workers == 2 else contextlib.nullcontext()
             async with second, touchpoint_worker(client, deps, QUEUE):
-                begin = time.monotonic()
-                await _fire(n, lambda i: put_account(client, QUEUE, deps.sessions, AccountDoc.model_validate(account_doc(f"acct-{i}"))))
+
+                def upsert(i: int) -> Awaitable[str]:
+                    return put_account(client, QUEUE, deps.sessions, AccountDoc.model_validate(account_doc(f"acct-{i}")))
+
+                if existing:
+                    await _fire(n, upsert)
+                    await wait_for_count(store_file(home), "SELECT count(*) FROM events WHERE type = 'account.created'", n, timeout=120 + n)
+                    ids = [f"acct-{i}" for i in range(n)]
+                    events = [EventIn(type=SIGNUP, data={"plan": "team"}) for _ in ids]
+                    begin = time.monotonic()
+                    await _fire(n, lambda i: send_event(client, QUEUE, deps.sessions, ids[i], events[i]))
+                else:
+                    begin = time.monotonic()
+                    await _fire(n, upsert)
                 accepted = time.monotonic()
                 sql = "SELECT (SELECT count(*) FROM messages WHERE status = 'sent') + (SELECT count(*) FROM tasks)"
                 done = await wait_for_count(store_file(home), sql, 2 * n, timeout=120 + n)
@@ -119,22 +144,34 @@ async def baseline_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
 
 
 async def run(n: int, *, two_workers: bool = True) -> Scenario:
-    """Measure both sides with one worker process, then with two."""
+    """Measure both sides with one worker process, then with two; then events to existing accounts."""
     scenario = Scenario(
         "enrollment",
         f"Enrollment throughput ({n} accounts, {IN_FLIGHT} in flight)",
         "Touchpoint >= 0.7x the bare-Temporal rate",
     )
+    bare_one = 0.0
     for workers in (1, 2) if two_workers else (1,):
         tp, tp_detail = await touchpoint_rate(n, workers)
         bare, bare_detail = await baseline_rate(n, workers)
-        figure = Figure(f"enrollments/s, {workers} worker process{'es' if workers > 1 else ''}", "/s", round(tp, 2), round(bare, 2), "higher")
+        bare_one = bare_one or bare
+        label = f"{workers} worker process{'es' if workers > 1 else ''}"
+        figure = Figure(f"enrollments/s, new accounts, {label}", "/s", round(tp, 2), round(bare, 2), "higher")
         scenario.figures.append(figure)
         scenario.extra[f"workers_{workers}"] = {"touchpoint": tp_detail, "baseline": bare_detail}
         if workers == 1:
             scenario.met = figure.ratio >= 0.7
             scenario.notes.append(
-                f"Touchpoint runs {tp_detail['activities_per_enrollment']} activities and local activities per enrollment "
+                f"New accounts: Touchpoint runs {tp_detail['activities_per_enrollment']} activities and local activities per enrollment "
                 "(account workflow + run), two workflows and one signal; the baseline one workflow and 2 activities."
             )
+    tp, tp_detail = await touchpoint_rate(n, 1, existing=True)
+    figure = Figure("enrollments/s, event to existing accounts, 1 worker process", "/s", round(tp, 2), round(bare_one, 2), "higher")
+    scenario.figures.append(figure)
+    scenario.extra["existing_accounts"] = {"touchpoint": tp_detail}
+    scenario.met = scenario.met and figure.ratio >= 0.7
+    scenario.notes.append(
+        f"Existing accounts: {n} accounts created first (not timed), then one `{SIGNUP}` event each; compared with the same "
+        f"baseline (a new bare workflow per enrollment). {tp_detail['activities_per_enrollment']} activities and local activities per enrollment."
+    )
     return scenario

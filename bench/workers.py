@@ -12,7 +12,7 @@ from bench.baseline import WORKFLOWS, BareActivities
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.validate import Project, load_project
-from worker import build_worker
+from worker import build_worker, precompile
 
 #: The workflow cache of both sides: Touchpoint's default (`TOUCHPOINT_WORKER_CACHE`).
 CACHE = Settings.model_fields["worker_cache"].default
@@ -49,7 +49,11 @@ def touchpoint_worker(client: Client, deps: Deps, queue: str, *, cache: int = CA
 
 
 def baseline_worker(client: Client, database: Path, queue: str, *, cache: int = CACHE) -> Worker:
-    """A bare worker with the SDK's defaults but the same cache and activity slots as Touchpoint's."""
+    """A bare worker with the SDK's defaults but the same cache and activity slots as Touchpoint's.
+
+    Its workflow module gets the same cached bytecode as Touchpoint's (`worker.precompile`).
+    """
+    precompile(WORKFLOWS)
     return Worker(
         client,
         task_queue=queue,

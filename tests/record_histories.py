@@ -105,7 +105,9 @@ async def main() -> None:
                 await asyncio.sleep(0.05)
             (OUT / "account.json").write_text((await account.fetch_history()).to_json())
             await account.terminate("recorded")
-            await env.client.get_workflow_handle("run/p/acme").terminate("recorded")
+            started = env.client.get_workflow_handle("run/p/acme")  # started by the account workflow
+            await started.terminate("recorded")
+            (OUT / "playbook_run_started_by_account.json").write_text((await started.fetch_history()).to_json())
 
             # A ScheduleRun of the shipped weekly digest over the sample accounts.
             shipped = load_project(PLAYBOOKS)

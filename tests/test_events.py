@@ -274,6 +274,9 @@ async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_tim
         async with build_worker(client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
             tasks = await eventually(project_stack, lambda s: repo.list_tasks(s, account_id=acct))
             assert [t.title for t in tasks] == [f"Hi Account {acct}"]
+            # The retry planned the run again and projected it once, under the run's own id.
+            with deps.sessions() as s:
+                assert [(r.playbook_id, r.workflow_id) for r in repo.list_runs(s, account_id=acct)] == [("hello", f"run/hello/{acct}")]
             await handle.terminate("test finished")
             with contextlib.suppress(RPCError):
                 await client.get_workflow_handle(f"run/hello/{acct}").terminate("test finished")
@@ -299,5 +302,89 @@ async def test_events_apply_event_tells_its_own_retry_from_a_duplicate(store_set
         assert retry.accepted and [e.type for e in retry.earlier or []] == ["account.created"]
         duplicate = await apply(ApplyEventInput(account=doc, event=event, derived=[], token="run-a:7"))
         assert not duplicate.accepted
+    finally:
+        await deps.close()
+
+
+SCORED = """\
+playbook: {name}
+trigger: {trigger}
+scorecard:
+  target: {{score: 80, by_day: 90}}
+  milestones: [{{id: sso, weight: 1, event: setup.sso_configured}}]
+steps:
+  - wait: 30d
+  - note: {{text: later}}
+"""
+
+
+async def _run_markers(stack: Stack, workflow_id: str) -> list[str]:
+    """The local activities a workflow recorded (by type) and its timers ("timer"), once a timer
+    started (a run) or three were recorded (an account workflow)."""
+    import json
+
+    for _ in range(100):
+        history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
+        found = []
+        for event in history.events:
+            if event.HasField("marker_recorded_event_attributes") and "data" in event.marker_recorded_event_attributes.details:
+                data = json.loads(event.marker_recorded_event_attributes.details["data"].payloads[0].data)
+                found.append(data["activity_type"])
+            elif event.HasField("timer_started_event_attributes"):
+                found.append("timer")
+        if "timer" in found or workflow_id.startswith("account/") and len(found) >= 3:
+            return found
+        await asyncio.sleep(0.1)
+    return found
+
+
+async def test_events_a_started_run_is_in_the_store_before_its_first_step(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    """The account workflow writes the run's row in the same store step as the event (or, for a
+    manual start, just before starting it): a run parked in its first 30-day wait is listed as
+    running with its scorecard, and the run itself spent no local activity on it."""
+    deploy(stack, folder, {"e.yaml": SCORED.format(name="e", trigger="{event: account.created}"), "m.yaml": SCORED.format(name="m", trigger="manual")})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code == 202
+    runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and rows)
+    project = load_project(folder)
+    for run in runs:
+        assert (run.status, run.workflow_id, run.version) == ("running", f"run/{run.playbook_id}/{acct}", project.playbooks[run.playbook_id].version)
+        assert run.scorecard == {"score": 0, "target": 80, "by_day": 90, "met": False, "milestones": {"sso": {"done": False, "day": None}}}
+        assert set(await _run_markers(stack, run.workflow_id)) == {"timer"}  # the wait and the scorecard's day
+    # The account workflow: one read of what it needs, then one store step per event or start.
+    markers = await _run_markers(stack, f"account/{acct}")
+    assert markers == ["load_context", "apply_event_v3", "prepare_starts"]
+
+
+async def test_events_apply_event_v3_loads_and_projects_the_runs_it_starts(store_settings: Any, folder: Path) -> None:
+    from activities.deps import Deps
+    from activities.store import AccountActivities
+    from touchpoint.dsl.runtime import ApplyEventInput, EventIn, PlannedStart
+    from touchpoint.dsl.schema import AccountDoc
+
+    deps = Deps.from_settings(store_settings)
+    try:
+        write_folder(folder, {"workspace.yaml": WORKSPACE, "e.yaml": SCORED.format(name="e", trigger="{event: x.happened}")})
+        project = load_project(folder)
+        with deps.sessions.begin() as s:
+            deploy_project(s, project)
+        apply = AccountActivities(deps).apply_event_v3
+        doc = AccountDoc.model_validate(account("acme"))
+        at = datetime.now(UTC)
+        starts = [PlannedStart(playbook=name, run_id=f"r-{name}", workflow_id=f"run/{name}/acme", started_at=at) for name in ("e", "gone")]
+        event = EventIn(id="e1", type="x.happened", at=at, account_id="acme")
+        first = await apply(ApplyEventInput(account=doc, event=event, token="run-a:1", starts=starts))
+        assert first.accepted and set(first.loaded) == {"e"}  # "gone" is not deployed: no version, no row
+        assert first.loaded["e"].version == project.playbooks["e"].version
+        with deps.sessions() as s:
+            assert [(r.id, r.status) for r in repo.list_runs(s, account_id="acme")] == [("r-e", "running")]
+        # Its own retry: the earlier events come back and no run is projected (the workflow plans again).
+        retry = await apply(ApplyEventInput(account=doc, event=event, token="run-a:1", starts=[starts[0].model_copy(update={"run_id": "r-other"})]))
+        assert retry.accepted and retry.earlier == [] and retry.loaded == {}
+        duplicate = await apply(ApplyEventInput(account=doc, event=event, token="run-b:1", starts=[starts[0].model_copy(update={"run_id": "r-dup"})]))
+        assert not duplicate.accepted and duplicate.loaded == {}
+        with deps.sessions() as s:
+            assert [r.id for r in repo.list_runs(s, account_id="acme")] == ["r-e"]
     finally:
         await deps.close()

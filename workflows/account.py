@@ -27,8 +27,13 @@ with workflow.unsafe.imports_passed_through():
         DeployedIndex,
         Envelope,
         EventIn,
+        LoadContextInput,
+        LoadedContext,
         LoadedPlaybookVersion,
         LoadPlaybookInput,
+        PlannedStart,
+        PrepareStartsInput,
+        ProjectRunInput,
         RunInput,
         StartRequest,
         build_context,
@@ -38,6 +43,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows import names
 
 SEEN_IDS = 500
+ONE_STORE_STEP = "one-store-step"
+"""Patch: one local activity reads what a fresh workflow needs, one applies an event and loads and
+projects the runs it starts (were: load_index, load_account, apply_event_v2, load_playbook each,
+and a projection by the run itself)."""
 STORE_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
@@ -129,17 +138,32 @@ class AccountWorkflow:
             self._remember(event.id)
         if event.at is None:
             event.at = workflow.now()
-        if self.state.index is None or (envelope.generation and envelope.generation != self.state.index.generation):
-            self.state.index = await workflow.execute_local_activity(
-                names.LOAD_INDEX, envelope.generation, result_type=DeployedIndex, **STORE_OPTIONS
-            )
+        one_step = workflow.patched(ONE_STORE_STEP)
+        need_index = self.state.index is None or bool(envelope.generation and envelope.generation != self.state.index.generation)
         # A fresh workflow compares an upsert with what the store holds: an account imported
         # without a workflow (a CRM backfill) then derives account.updated/seats.changed, not
         # account.created.
-        if self.state.account is None and (envelope.account is None or workflow.patched("upsert-loads-stored-account")):
-            self.state.account = await workflow.execute_local_activity(
-                names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
+        need_account = self.state.account is None and (envelope.account is None or workflow.patched("upsert-loads-stored-account"))
+        if one_step and (need_index or need_account):
+            context = await workflow.execute_local_activity(
+                names.LOAD_CONTEXT,
+                LoadContextInput(generation=envelope.generation, index=need_index, account_id=self.state.account_id if need_account else None),
+                result_type=LoadedContext,
+                **STORE_OPTIONS,
             )
+            if need_index:
+                self.state.index = context.index
+            if need_account:
+                self.state.account = context.account
+        else:
+            if need_index:
+                self.state.index = await workflow.execute_local_activity(
+                    names.LOAD_INDEX, envelope.generation, result_type=DeployedIndex, **STORE_OPTIONS
+                )
+            if need_account:
+                self.state.account = await workflow.execute_local_activity(
+                    names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
+                )
         derived: list[EventIn] = []
         health_update = (
             event.type == "health.changed" and self.state.account is not None and workflow.patched("health-changed-updates-account")
@@ -162,16 +186,25 @@ class AccountWorkflow:
                 item.id = f"{event.id or workflow.uuid4()}:{item.type}"
                 item.account_id = self.state.account_id
         apply = ApplyEventInput(account=self.state.account, event=event, derived=[d for d in derived if d is not event])
+        # With one store step, the runs this event starts are planned first and their playbook
+        # versions loaded and rows written in the same local activity as the event.
+        plan = self._plan(derived) if one_step else []
+        apply.starts = [start for starts in plan for start in starts]
+        loaded: dict[str, LoadedPlaybookVersion] = {}
         if workflow.patched("apply-event-v2"):
             # The token is the same when this task is retried after its local activity committed.
             self.state.applied += 1
             apply.token = f"{workflow.info().run_id}:{self.state.applied}"
-            result = await workflow.execute_local_activity(names.APPLY_EVENT_V2, apply, result_type=ApplyResult, **STORE_OPTIONS)
+            result = await workflow.execute_local_activity(
+                names.APPLY_EVENT_V3 if one_step else names.APPLY_EVENT_V2, apply, result_type=ApplyResult, **STORE_OPTIONS
+            )
             if not result.accepted:  # an old duplicate id, already in the store
                 return
+            loaded = result.loaded
             if result.earlier is not None and envelope.account is not None:
                 # A retried task: the upsert was compared with the store it had already written.
                 derived = result.earlier
+                plan = self._plan(derived) if one_step else []
         else:
             accepted = await workflow.execute_local_activity(names.APPLY_EVENT, apply, result_type=bool, **STORE_OPTIONS)
             if not accepted:  # an old duplicate id, already in the store
@@ -179,10 +212,14 @@ class AccountWorkflow:
         if envelope.account is not None or event.type == "usage.reported" or health_update:
             for active in self.state.active.values():
                 await self._signal(active, "account", self.state.account)
-        for item in derived:
+        for position, item in enumerate(derived):
             for active in list(self.state.active.values()):
                 await self._signal(active, "event", item)
-            await self._trigger(item)
+            if one_step:
+                for start in plan[position]:
+                    await self._start(StartRequest(playbook=start.playbook, event=item), manual=False, planned=start, loaded=loaded.get(start.playbook))
+            else:
+                await self._trigger(item)
 
     def _remember(self, id: str) -> None:
         self.state.seen_ids.append(id)
@@ -228,9 +265,11 @@ class AccountWorkflow:
 
     # ------------------------------------------------------------------ enrollments
 
-    async def _trigger(self, event: EventIn) -> None:
+    def _triggered(self, event: EventIn) -> list[str]:
+        """The playbooks whose event trigger fires for ``event`` (`when` and `reenroll` checked)."""
         if self.state.index is None or self.state.account is None:
-            return
+            return []
+        found: list[str] = []
         for entry in self.state.index.triggers:
             if entry.kind != "event" or entry.event != event.type:
                 continue
@@ -247,9 +286,29 @@ class AccountWorkflow:
                     continue
                 if entry.reenroll.startswith("after") and workflow.now() - last < parse_duration(entry.reenroll[5:].strip()):
                     continue
-            await self._start(StartRequest(playbook=entry.playbook, event=event), manual=False)
+            found.append(entry.playbook)
+        return found
 
-    async def _start(self, request: StartRequest, *, manual: bool) -> None:
+    async def _trigger(self, event: EventIn) -> None:
+        for playbook in self._triggered(event):
+            await self._start(StartRequest(playbook=playbook, event=event), manual=False)
+
+    def _plan(self, derived: list[EventIn]) -> list[list[PlannedStart]]:
+        """For each derived event, the runs it starts: once per playbook, none already active."""
+        taken = set(self.state.active)
+        plan: list[list[PlannedStart]] = []
+        for item in derived:
+            starts = [self._planned(playbook) for playbook in self._triggered(item) if playbook not in taken]
+            taken.update(start.playbook for start in starts)
+            plan.append(starts)
+        return plan
+
+    def _planned(self, playbook: str) -> PlannedStart:
+        return PlannedStart(
+            playbook=playbook, run_id=str(workflow.uuid4()), workflow_id=run_workflow_id(playbook, self.state.account_id), started_at=workflow.now()
+        )
+
+    async def _start(self, request: StartRequest, *, manual: bool, planned: PlannedStart | None = None, loaded: LoadedPlaybookVersion | None = None) -> None:
         if self.state.account is None:
             self.state.account = await workflow.execute_local_activity(
                 names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
@@ -259,13 +318,28 @@ class AccountWorkflow:
                 return
         if request.playbook in self.state.active:
             return  # one run of a playbook per account at a time
-        loaded = await workflow.execute_local_activity(
-            names.LOAD_PLAYBOOK, LoadPlaybookInput(playbook=request.playbook), result_type=LoadedPlaybookVersion | None, **STORE_OPTIONS  # type: ignore[arg-type]
-        )
+        projected = workflow.patched(ONE_STORE_STEP)
+        if projected:
+            # The run's ids come first, so that one local activity loads the version and writes
+            # the run's row (already done by `apply_event_v3` for the runs an event starts).
+            planned = planned or self._planned(request.playbook)
+            if loaded is None:
+                prepared = await workflow.execute_local_activity(
+                    names.PREPARE_STARTS,
+                    PrepareStartsInput(account_id=self.state.account_id, starts=[planned]),
+                    result_type=dict[str, LoadedPlaybookVersion],
+                    **STORE_OPTIONS,
+                )
+                loaded = prepared.get(request.playbook)
+            run_id = planned.run_id
+        else:
+            loaded = await workflow.execute_local_activity(
+                names.LOAD_PLAYBOOK, LoadPlaybookInput(playbook=request.playbook), result_type=LoadedPlaybookVersion | None, **STORE_OPTIONS  # type: ignore[arg-type]
+            )
+            run_id = str(workflow.uuid4())
         if loaded is None:
             workflow.logger.warning("playbook %s is not deployed", request.playbook)
             return
-        run_id = str(workflow.uuid4())
         workflow_id = run_workflow_id(request.playbook, self.state.account_id)
         event = request.event or EventIn(type="manual", at=workflow.now())
         try:
@@ -279,12 +353,22 @@ class AccountWorkflow:
                     workspace=loaded.workspace,
                     event=event,
                     account_workflow_id=workflow.info().workflow_id,
+                    projected=projected,
                 ),
                 id=workflow_id,
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
+            if projected:  # the row written for it describes a run that never started
+                await workflow.execute_local_activity(
+                    names.PROJECT_RUN,
+                    ProjectRunInput(
+                        run_id=run_id, workflow_id=workflow_id, playbook=request.playbook, version=loaded.version, account_id=self.state.account_id,
+                        status="ended", outcome="not_started", started_at=workflow.now(), ended_at=workflow.now(),
+                    ),
+                    **STORE_OPTIONS,
+                )
             return
         self.state.active[request.playbook] = ActiveRun(run_id=run_id, workflow_id=workflow_id, version=loaded.version, started_at=workflow.now())
         self.state.last_started[request.playbook] = workflow.now()

@@ -21,6 +21,12 @@ LOAD_PLAYBOOK = "load_playbook"
 APPLY_EVENT = "apply_event"
 APPLY_EVENT_V2 = "apply_event_v2"
 """`apply_event` that recognises its own earlier attempt (kept: old histories replay with v1)."""
+LOAD_CONTEXT = "load_context"
+"""`load_index` and `load_account` in one local activity (account workflows since "one-store-step")."""
+APPLY_EVENT_V3 = "apply_event_v3"
+"""`apply_event_v2` that also loads and projects the runs the event starts, in the same transaction."""
+PREPARE_STARTS = "prepare_starts"
+"""Load and project the runs a manual start (or a retried apply) starts."""
 
 # Scheduled work: each has a Temporal Schedule created by `touchpoint deploy`.
 HEALTH_RECOMPUTE = "HealthRecompute"

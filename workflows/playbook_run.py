@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         UpdateInput,
         WebhookInput,
         build_context,
+        initial_scorecard,
         plain,
     )
     from touchpoint.dsl.schema import (
@@ -94,16 +95,7 @@ class PlaybookRun:
         self.awaiting_steps: dict[str, str] = {}
         self.account_version = 0
         self.judged = self.playbook.scorecard is None
-        card = self.playbook.scorecard
-        self.scorecard: dict[str, Any] | None = None
-        if card:
-            self.scorecard = {
-                "score": 0,
-                "target": card.target.score,
-                "by_day": card.target.by_day,
-                "met": False,
-                "milestones": {m.id: {"done": False, "day": None} for m in card.milestones},
-            }
+        self.scorecard: dict[str, Any] | None = initial_scorecard(self.playbook)
 
     # ------------------------------------------------------------------ clock and context
 
@@ -255,7 +247,8 @@ class PlaybookRun:
     @workflow.run
     async def run(self, input: RunInput) -> RunResult:
         outcome = "completed"
-        await self._project("running")
+        if not input.projected:  # else the account workflow wrote the row as it started the run
+            await self._project("running")
         self._score(None)
         self._check_end(None)
         card_task = asyncio.create_task(self._scorecard_clock()) if self.playbook.scorecard else None

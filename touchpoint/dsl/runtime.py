@@ -70,6 +70,8 @@ class RunInput(Data):
     """Seconds added to Temporal's clock: simulations start in the past or the future."""
     account_workflow_id: str | None = None
     simulation: bool = False
+    projected: bool = False
+    """The account workflow already wrote the run's row (status running): no projection at start."""
 
 
 class StepRecord(Data):
@@ -380,6 +382,15 @@ class LoadedPlaybookVersion(Data):
     workspace: Workspace
 
 
+class PlannedStart(Data):
+    """A run the account workflow is about to start: its ids are chosen before the store step."""
+
+    playbook: str
+    run_id: str
+    workflow_id: str
+    started_at: datetime
+
+
 class ApplyEventInput(Data):
     """Project an event, the events it derived, and the account snapshot into the store."""
 
@@ -388,6 +399,8 @@ class ApplyEventInput(Data):
     derived: list[EventIn] = Field(default_factory=list)
     token: str | None = None
     """The account workflow's step (run id and apply counter): the same on a task retry."""
+    starts: list[PlannedStart] = Field(default_factory=list)
+    """`apply_event_v3`: the runs the event starts, loaded and projected in the same transaction."""
 
 
 class ApplyResult(Data):
@@ -396,6 +409,42 @@ class ApplyResult(Data):
 
     accepted: bool
     earlier: list[EventIn] | None = None
+    loaded: dict[str, LoadedPlaybookVersion] = Field(default_factory=dict)
+    """`apply_event_v3`: the current version of each planned start's playbook (by playbook id);
+    a playbook that is not deployed is missing and its run was not projected."""
+
+
+class LoadContextInput(Data):
+    """What a fresh (or redeployed) account workflow needs from the store before an event."""
+
+    generation: str | None = None
+    index: bool = False
+    account_id: str | None = None
+    """Set to read the stored account (None: the workflow already holds it)."""
+
+
+class LoadedContext(Data):
+    index: DeployedIndex | None = None
+    account: AccountDoc | None = None
+
+
+class PrepareStartsInput(Data):
+    account_id: str
+    starts: list[PlannedStart]
+
+
+def initial_scorecard(playbook: Playbook) -> dict[str, Any] | None:
+    """A run's scorecard before anything happened (None when the playbook has none)."""
+    card = playbook.scorecard
+    if card is None:
+        return None
+    return {
+        "score": 0,
+        "target": card.target.score,
+        "by_day": card.target.by_day,
+        "met": False,
+        "milestones": {m.id: {"done": False, "day": None} for m in card.milestones},
+    }
 
 
 def segment_of(account: AccountDoc, workspace: Workspace, now: datetime) -> str | None:
