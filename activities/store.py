@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
 from temporalio import activity
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.deps import Deps
 from touchpoint.dsl.runtime import (
@@ -20,6 +24,7 @@ from touchpoint.dsl.runtime import (
     PlannedStart,
     PrepareStartsInput,
     ProjectRunInput,
+    RunInput,
     TriggerEntry,
     initial_scorecard,
 )
@@ -60,6 +65,19 @@ class StoreActivities:
                     repo.add_run_step(s, input.run_id, record.at, record.day, record.step, record.action, record.detail)
 
         await self.deps.db(work)
+        if input.notify and input.status == "ended":
+            # The account workflow lets the playbook start again (its handler ignores a repeat).
+            try:
+                await self.deps.client.get_workflow_handle(input.notify).signal(
+                    "run_ended", {"playbook": input.playbook, "run_id": input.run_id, "outcome": input.outcome}
+                )
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+
+
+def _not_started(s: Session, *, run_id: str) -> None:
+    repo.upsert_run(s, id=run_id, status="ended", outcome="not_started", ended_at=utcnow())
 
 
 def deploy_generation(s: Session) -> str:
@@ -179,10 +197,48 @@ class AccountActivities:
         """A deployed playbook version (the current one by default) with the workspace."""
         return await self.deps.read(lambda s: self._version(s, input.playbook, input.version))
 
+    async def _start_runs(self, account: AccountDoc, starts: list[PlannedStart], loaded: dict[str, LoadedPlaybookVersion]) -> dict[str, str]:
+        """Start the planned runs whose rows were written (after the commit); returns their versions.
+
+        Each `PlaybookRun` is started by the client, not as a child: the account workflow's
+        history then holds neither the frozen playbook nor a child-start round trip. A retried
+        step starts nothing twice: the run's id is in the workflow's memo, and a running workflow
+        with the same workflow id and run id is this step's own earlier start.
+        """
+        started: dict[str, str] = {}
+        client = self.deps.client
+        for start in starts:
+            version = loaded.get(start.playbook)
+            if version is None:
+                continue
+            run = RunInput(
+                run_id=start.run_id, playbook=version.playbook, version=version.version, account=account, workspace=version.workspace,
+                event=start.event, account_workflow_id=start.account_workflow_id, projected=True,
+            )
+            try:
+                await client.start_workflow(
+                    names.PLAYBOOK_RUN, run, id=start.workflow_id, task_queue=activity.info().task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, memo={"run_id": start.run_id},
+                )
+            except WorkflowAlreadyStartedError:
+                running = await client.get_workflow_handle(start.workflow_id).describe()
+                if await running.memo_value("run_id", None) != start.run_id:
+                    # An earlier run of this playbook still runs: this one never starts.
+                    await self.deps.db(partial(_not_started, run_id=start.run_id))
+                    continue
+            started[start.playbook] = version.version
+        return started
+
     @activity.defn(name=names.PREPARE_STARTS)
-    async def prepare_starts(self, input: PrepareStartsInput) -> dict[str, LoadedPlaybookVersion]:
-        """Load the current version of each start's playbook and write its run's row."""
-        return await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts))
+    async def prepare_starts(self, input: PrepareStartsInput) -> dict[str, str]:
+        """Write each start's run row with its playbook's current version, then start the run.
+
+        Returns:
+            The version each run started with, by playbook id (none for a playbook that is not
+            deployed or whose earlier run still runs).
+        """
+        loaded = await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts))
+        return await self._start_runs(input.account, input.starts, loaded)
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
@@ -208,19 +264,25 @@ class AccountActivities:
     @activity.defn(name=names.APPLY_EVENT_V3)
     async def apply_event_v3(self, input: ApplyEventInput) -> ApplyResult:
         """`apply_event_v2`, and in the same transaction the runs it starts: their playbook
-        versions are loaded and their rows written (`ApplyEventInput.starts`).
+        versions are loaded and their rows written (`ApplyEventInput.starts`); once committed,
+        the runs are started (`_start_runs`).
 
         A retried step (``earlier`` set) projects no runs: the workflow plans its starts again
         from the earlier events and prepares them with `prepare_starts`.
         """
 
+        loaded: dict[str, LoadedPlaybookVersion] = {}
+
         def work(s: Session) -> ApplyResult:
             result = self._apply(s, input)
             if result.accepted and result.earlier is None and input.starts:
-                result.loaded = self._project_starts(s, self._account_id(input), input.starts)
+                loaded.update(self._project_starts(s, self._account_id(input), input.starts))
             return result
 
-        return await self.deps.db(work)
+        result = await self.deps.db(work)
+        if loaded and input.account is not None:
+            result.started = await self._start_runs(input.account, input.starts, loaded)
+        return result
 
     @staticmethod
     def _account_id(input: ApplyEventInput) -> str:

@@ -85,11 +85,15 @@ async def _fire(n: int, start: Callable[[int], Awaitable[Any]]) -> None:
 
 async def _count_activities(client: Client, workflow_ids: list[str]) -> int:
     """Activities and local activities recorded in these workflows' histories."""
-    kinds = {EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_MARKER_RECORDED}
     total = 0
     for workflow_id in workflow_ids:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
-        total += sum(1 for e in history.events if e.event_type in kinds)
+        total += sum(
+            1
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            or (e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and e.marker_recorded_event_attributes.marker_name == "core_local_activity")
+        )
     return total
 
 

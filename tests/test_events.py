@@ -357,34 +357,51 @@ async def test_events_a_started_run_is_in_the_store_before_its_first_step(stack:
     assert markers == ["load_context", "apply_event_v3", "prepare_starts"]
 
 
-async def test_events_apply_event_v3_loads_and_projects_the_runs_it_starts(store_settings: Any, folder: Path) -> None:
-    from activities.deps import Deps
+async def test_events_apply_event_v3_projects_and_starts_the_runs_once(stack: Stack, folder: Path) -> None:
+    """The store step of an event writes the rows of the runs it starts, then starts them; its
+    own retry and an old duplicate start nothing; a playbook not deployed starts nothing."""
+    import dataclasses
+
+    from temporalio.testing import ActivityEnvironment
+
     from activities.store import AccountActivities
     from touchpoint.dsl.runtime import ApplyEventInput, EventIn, PlannedStart
     from touchpoint.dsl.schema import AccountDoc
 
-    deps = Deps.from_settings(store_settings)
+    deploy(stack, folder, {"e.yaml": SCORED.format(name="e", trigger="{event: x.happened}")})
+    project = load_project(folder)
+    activities = AccountActivities(stack.deps)
+    env = ActivityEnvironment()
+    queue = f"nobody-{uid()}"  # no worker polls it: the started runs wait for one
+    env.info = dataclasses.replace(env.info, task_queue=queue, is_local=True)
+    acct = uid()
+    doc = AccountDoc.model_validate(account(acct))
+    at = datetime.now(UTC)
+    event = EventIn(id=f"e-{acct}", type="x.happened", at=at, account_id=acct)
+
+    def planned(name: str, run_id: str) -> PlannedStart:
+        return PlannedStart(playbook=name, run_id=run_id, workflow_id=f"run/{name}/{acct}", started_at=at, event=event, account_workflow_id=f"account/{acct}")
+
     try:
-        write_folder(folder, {"workspace.yaml": WORKSPACE, "e.yaml": SCORED.format(name="e", trigger="{event: x.happened}")})
-        project = load_project(folder)
-        with deps.sessions.begin() as s:
-            deploy_project(s, project)
-        apply = AccountActivities(deps).apply_event_v3
-        doc = AccountDoc.model_validate(account("acme"))
-        at = datetime.now(UTC)
-        starts = [PlannedStart(playbook=name, run_id=f"r-{name}", workflow_id=f"run/{name}/acme", started_at=at) for name in ("e", "gone")]
-        event = EventIn(id="e1", type="x.happened", at=at, account_id="acme")
-        first = await apply(ApplyEventInput(account=doc, event=event, token="run-a:1", starts=starts))
-        assert first.accepted and set(first.loaded) == {"e"}  # "gone" is not deployed: no version, no row
-        assert first.loaded["e"].version == project.playbooks["e"].version
-        with deps.sessions() as s:
-            assert [(r.id, r.status) for r in repo.list_runs(s, account_id="acme")] == [("r-e", "running")]
-        # Its own retry: the earlier events come back and no run is projected (the workflow plans again).
-        retry = await apply(ApplyEventInput(account=doc, event=event, token="run-a:1", starts=[starts[0].model_copy(update={"run_id": "r-other"})]))
-        assert retry.accepted and retry.earlier == [] and retry.loaded == {}
-        duplicate = await apply(ApplyEventInput(account=doc, event=event, token="run-b:1", starts=[starts[0].model_copy(update={"run_id": "r-dup"})]))
-        assert not duplicate.accepted and duplicate.loaded == {}
-        with deps.sessions() as s:
-            assert [r.id for r in repo.list_runs(s, account_id="acme")] == ["r-e"]
+        first = await env.run(activities.apply_event_v3, ApplyEventInput(account=doc, event=event, token="run-a:1", starts=[planned("e", "r-e"), planned("gone", "r-gone")]))
+        assert first.accepted and first.started == {"e": project.playbooks["e"].version}
+        with stack.deps.sessions() as s:
+            assert [(r.id, r.status) for r in repo.list_runs(s, account_id=acct)] == [("r-e", "running")]
+        described = await stack.client.get_workflow_handle(f"run/e/{acct}").describe()
+        assert described.status is not None and described.status.name == "RUNNING" and await described.memo_value("run_id") == "r-e"
+        # Its own retry: the earlier events come back, nothing is projected or started (the workflow plans again).
+        retry = await env.run(activities.apply_event_v3, ApplyEventInput(account=doc, event=event, token="run-a:1", starts=[planned("e", "r-other")]))
+        assert retry.accepted and retry.earlier == [] and retry.started == {}
+        duplicate = await env.run(activities.apply_event_v3, ApplyEventInput(account=doc, event=event, token="run-b:1", starts=[planned("e", "r-dup")]))
+        assert not duplicate.accepted and duplicate.started == {}
+        # A manual start while run r-e still runs: its row says it never started.
+        from touchpoint.dsl.runtime import PrepareStartsInput
+
+        again = await env.run(activities.prepare_starts, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("e", "r-late")]))
+        assert again == {}
+        # The same start retried is its own earlier start, not a conflict.
+        assert await env.run(activities.prepare_starts, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("e", "r-e")])) == {"e": project.playbooks["e"].version}
+        with stack.deps.sessions() as s:
+            assert sorted((r.id, r.status, r.outcome) for r in repo.list_runs(s, account_id=acct)) == [("r-e", "running", None), ("r-late", "ended", "not_started")]
     finally:
-        await deps.close()
+        await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")

@@ -6,8 +6,6 @@ children (`run/<playbook>/<account>`, at most one at a time, honouring `reenroll
 reaches the account's active runs. The store is kept as a projection by an activity.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
         LoadPlaybookInput,
         PlannedStart,
         PrepareStartsInput,
-        ProjectRunInput,
         RunInput,
         StartRequest,
         build_context,
@@ -44,9 +41,9 @@ with workflow.unsafe.imports_passed_through():
 
 SEEN_IDS = 500
 ONE_STORE_STEP = "one-store-step"
-"""Patch: one local activity reads what a fresh workflow needs, one applies an event and loads and
-projects the runs it starts (were: load_index, load_account, apply_event_v2, load_playbook each,
-and a projection by the run itself)."""
+"""Patch: one local activity reads what a fresh workflow needs; one applies an event, writes the
+rows of the runs it starts and starts them with the client (were: load_index, load_account,
+apply_event_v2 and load_playbook each, a child-workflow start, and a projection by the run)."""
 STORE_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
@@ -186,11 +183,11 @@ class AccountWorkflow:
                 item.id = f"{event.id or workflow.uuid4()}:{item.type}"
                 item.account_id = self.state.account_id
         apply = ApplyEventInput(account=self.state.account, event=event, derived=[d for d in derived if d is not event])
-        # With one store step, the runs this event starts are planned first and their playbook
-        # versions loaded and rows written in the same local activity as the event.
+        # With one store step, the runs this event starts are planned first; the local activity
+        # that applies the event writes their rows and then starts them.
         plan = self._plan(derived) if one_step else []
         apply.starts = [start for starts in plan for start in starts]
-        loaded: dict[str, LoadedPlaybookVersion] = {}
+        started: dict[str, str] = {}
         if workflow.patched("apply-event-v2"):
             # The token is the same when this task is retried after its local activity committed.
             self.state.applied += 1
@@ -200,7 +197,7 @@ class AccountWorkflow:
             )
             if not result.accepted:  # an old duplicate id, already in the store
                 return
-            loaded = result.loaded
+            started = result.started
             if result.earlier is not None and envelope.account is not None:
                 # A retried task: the upsert was compared with the store it had already written.
                 derived = result.earlier
@@ -217,7 +214,7 @@ class AccountWorkflow:
                 await self._signal(active, "event", item)
             if one_step:
                 for start in plan[position]:
-                    await self._start(StartRequest(playbook=start.playbook, event=item), manual=False, planned=start, loaded=loaded.get(start.playbook))
+                    await self._start(StartRequest(playbook=start.playbook, event=item), manual=False, planned=start, started=started.get(start.playbook))
             else:
                 await self._trigger(item)
 
@@ -298,17 +295,23 @@ class AccountWorkflow:
         taken = set(self.state.active)
         plan: list[list[PlannedStart]] = []
         for item in derived:
-            starts = [self._planned(playbook) for playbook in self._triggered(item) if playbook not in taken]
+            starts = [self._planned(playbook, item) for playbook in self._triggered(item) if playbook not in taken]
             taken.update(start.playbook for start in starts)
             plan.append(starts)
         return plan
 
-    def _planned(self, playbook: str) -> PlannedStart:
+    def _planned(self, playbook: str, event: EventIn) -> PlannedStart:
         return PlannedStart(
-            playbook=playbook, run_id=str(workflow.uuid4()), workflow_id=run_workflow_id(playbook, self.state.account_id), started_at=workflow.now()
+            playbook=playbook,
+            run_id=str(workflow.uuid4()),
+            workflow_id=run_workflow_id(playbook, self.state.account_id),
+            started_at=workflow.now(),
+            event=event,
+            account_workflow_id=workflow.info().workflow_id,
         )
 
-    async def _start(self, request: StartRequest, *, manual: bool, planned: PlannedStart | None = None, loaded: LoadedPlaybookVersion | None = None) -> None:
+    async def _start(self, request: StartRequest, *, manual: bool, planned: PlannedStart | None = None, started: str | None = None) -> None:
+        """Start a run (``planned`` and ``started``: already started by `apply_event_v3`, with that version)."""
         if self.state.account is None:
             self.state.account = await workflow.execute_local_activity(
                 names.LOAD_ACCOUNT, self.state.account_id, result_type=AccountDoc | None, **STORE_OPTIONS  # type: ignore[arg-type]
@@ -318,30 +321,31 @@ class AccountWorkflow:
                 return
         if request.playbook in self.state.active:
             return  # one run of a playbook per account at a time
-        projected = workflow.patched(ONE_STORE_STEP)
-        if projected:
-            # The run's ids come first, so that one local activity loads the version and writes
-            # the run's row (already done by `apply_event_v3` for the runs an event starts).
-            planned = planned or self._planned(request.playbook)
-            if loaded is None:
-                prepared = await workflow.execute_local_activity(
+        event = request.event or EventIn(type="manual", at=workflow.now())
+        if workflow.patched(ONE_STORE_STEP):
+            # One local activity writes the run's row and starts the run (`prepare_starts`).
+            planned = planned or self._planned(request.playbook, event)
+            if started is None:
+                versions = await workflow.execute_local_activity(
                     names.PREPARE_STARTS,
-                    PrepareStartsInput(account_id=self.state.account_id, starts=[planned]),
-                    result_type=dict[str, LoadedPlaybookVersion],
+                    PrepareStartsInput(account_id=self.state.account_id, account=self.state.account, starts=[planned]),
+                    result_type=dict[str, str],
                     **STORE_OPTIONS,
                 )
-                loaded = prepared.get(request.playbook)
-            run_id = planned.run_id
-        else:
-            loaded = await workflow.execute_local_activity(
-                names.LOAD_PLAYBOOK, LoadPlaybookInput(playbook=request.playbook), result_type=LoadedPlaybookVersion | None, **STORE_OPTIONS  # type: ignore[arg-type]
-            )
-            run_id = str(workflow.uuid4())
+                started = versions.get(request.playbook)
+            if started is None:
+                workflow.logger.warning("playbook %s is not deployed, or its earlier run still runs", request.playbook)
+                return
+            self._started(request.playbook, ActiveRun(run_id=planned.run_id, workflow_id=planned.workflow_id, version=started, started_at=workflow.now()))
+            return
+        loaded = await workflow.execute_local_activity(
+            names.LOAD_PLAYBOOK, LoadPlaybookInput(playbook=request.playbook), result_type=LoadedPlaybookVersion | None, **STORE_OPTIONS  # type: ignore[arg-type]
+        )
         if loaded is None:
             workflow.logger.warning("playbook %s is not deployed", request.playbook)
             return
+        run_id = str(workflow.uuid4())
         workflow_id = run_workflow_id(request.playbook, self.state.account_id)
-        event = request.event or EventIn(type="manual", at=workflow.now())
         try:
             await workflow.start_child_workflow(
                 names.PLAYBOOK_RUN,
@@ -353,25 +357,18 @@ class AccountWorkflow:
                     workspace=loaded.workspace,
                     event=event,
                     account_workflow_id=workflow.info().workflow_id,
-                    projected=projected,
                 ),
                 id=workflow_id,
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
-            if projected:  # the row written for it describes a run that never started
-                await workflow.execute_local_activity(
-                    names.PROJECT_RUN,
-                    ProjectRunInput(
-                        run_id=run_id, workflow_id=workflow_id, playbook=request.playbook, version=loaded.version, account_id=self.state.account_id,
-                        status="ended", outcome="not_started", started_at=workflow.now(), ended_at=workflow.now(),
-                    ),
-                    **STORE_OPTIONS,
-                )
             return
-        self.state.active[request.playbook] = ActiveRun(run_id=run_id, workflow_id=workflow_id, version=loaded.version, started_at=workflow.now())
-        self.state.last_started[request.playbook] = workflow.now()
+        self._started(request.playbook, ActiveRun(run_id=run_id, workflow_id=workflow_id, version=loaded.version, started_at=workflow.now()))
+
+    def _started(self, playbook: str, run: ActiveRun) -> None:
+        self.state.active[playbook] = run
+        self.state.last_started[playbook] = workflow.now()
 
     async def _signal(self, active: ActiveRun, name: str, arg: Any) -> None:
         handle = workflow.get_external_workflow_handle(active.workflow_id)

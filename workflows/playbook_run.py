@@ -9,7 +9,6 @@ Every wait is `workflow.wait_condition` on the run's own state, so `exit_when`, 
 the scorecard's judgement can end a run in the middle of any wait.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hashlib
@@ -268,8 +267,9 @@ class PlaybookRun:
             card_task.cancel()
         self.ending = outcome
         self.current = None
-        await self._project("ended", outcome=outcome)
-        if self.input.account_workflow_id:
+        # A run the account workflow's store step started is reported by its end projection.
+        await self._project("ended", outcome=outcome, notify=self.input.account_workflow_id if input.projected else None)
+        if self.input.account_workflow_id and not input.projected:
             handle = workflow.get_external_workflow_handle(self.input.account_workflow_id)
             try:
                 await handle.signal("run_ended", {"playbook": self.playbook.playbook, "run_id": self.input.run_id, "outcome": outcome})
@@ -463,7 +463,7 @@ class PlaybookRun:
     async def _activity(self, activity: str, arg: Any, result_type: type[Any]) -> Any:
         return await workflow.execute_activity(activity, arg, result_type=result_type, **EFFECT_OPTIONS)
 
-    async def _project(self, status: str, outcome: str | None = None) -> None:
+    async def _project(self, status: str, outcome: str | None = None, notify: str | None = None) -> None:
         if self.input.simulation:
             return
         await workflow.execute_local_activity(
@@ -483,6 +483,7 @@ class PlaybookRun:
                 scorecard=self.scorecard,
                 paused_reason=self.paused_reason,
                 records=self.history[-50:] if status == "ended" else [],
+                notify=notify,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),

@@ -71,7 +71,9 @@ class RunInput(Data):
     account_workflow_id: str | None = None
     simulation: bool = False
     projected: bool = False
-    """The account workflow already wrote the run's row (status running): no projection at start."""
+    """Started by the account workflow's store step (`apply_event_v3`, `prepare_starts`), which
+    wrote the run's row: no projection at start, and the end projection reports the end to the
+    account workflow (`ProjectRunInput.notify`) instead of a signal command."""
 
 
 class StepRecord(Data):
@@ -214,6 +216,8 @@ class ProjectRunInput(Data):
     scorecard: dict[str, Any] | None = None
     paused_reason: str | None = None
     records: list[StepRecord] = Field(default_factory=list)
+    notify: str | None = None
+    """An account workflow id: once the row is written, signal it `run_ended` (an ended run)."""
 
 
 # ---------------------------------------------------------------------------- expression context
@@ -389,6 +393,9 @@ class PlannedStart(Data):
     run_id: str
     workflow_id: str
     started_at: datetime
+    event: EventIn
+    """What starts it (the triggering event, or a manual start)."""
+    account_workflow_id: str
 
 
 class ApplyEventInput(Data):
@@ -409,9 +416,9 @@ class ApplyResult(Data):
 
     accepted: bool
     earlier: list[EventIn] | None = None
-    loaded: dict[str, LoadedPlaybookVersion] = Field(default_factory=dict)
-    """`apply_event_v3`: the current version of each planned start's playbook (by playbook id);
-    a playbook that is not deployed is missing and its run was not projected."""
+    started: dict[str, str] = Field(default_factory=dict)
+    """`apply_event_v3`: the version each planned run started with, by playbook id. A playbook
+    that is not deployed, or whose earlier run still runs, is missing."""
 
 
 class LoadContextInput(Data):
@@ -430,6 +437,7 @@ class LoadedContext(Data):
 
 class PrepareStartsInput(Data):
     account_id: str
+    account: AccountDoc
     starts: list[PlannedStart]
 
 
