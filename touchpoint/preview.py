@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
-from touchpoint.dsl.runtime import EventIn, Recipient, RunView, account_context, build_context, plain
+from touchpoint.dsl.runtime import EventIn, Recipient, RunView, account_context, build_context, initial_scorecard, plain
 from touchpoint.dsl.sandbox import FreeMap
 from touchpoint.dsl.schedule import changes_root
 from touchpoint.dsl.schema import (
@@ -238,20 +238,6 @@ def step_recipients(
     return found or [PLACEHOLDER]
 
 
-def _scorecard(playbook: Playbook) -> dict[str, Any] | None:
-    # The same shape a run starts with (PlaybookRun), so `run.scorecard.score` renders.
-    card = playbook.scorecard
-    if card is None:
-        return None
-    return {
-        "score": 0,
-        "target": card.target.score,
-        "by_day": card.target.by_day,
-        "met": False,
-        "milestones": {m.id: {"done": False, "day": None} for m in card.milestones},
-    }
-
-
 def preview_vars(
     loaded: LoadedPlaybook,
     account: AccountDoc | None,
@@ -305,7 +291,7 @@ def preview_context(
         version=loaded.version or "preview",
         started_at=now,
         vars=dict(run_vars or {}),
-        scorecard=_scorecard(loaded.playbook),
+        scorecard=initial_scorecard(loaded.playbook),
     )
     extra: dict[str, Any] = {"contact": contact.model_dump()} if contact is not None else {}
     extra.update(schedule or {})

@@ -99,6 +99,9 @@ class AccountWorkflow:
         active = self.state.active.get(str(info.get("playbook")))
         if active and active.run_id == info.get("run_id"):
             del self.state.active[str(info["playbook"])]
+        elif info.get("run_id"):
+            self.state.ended_early.append(str(info["run_id"]))
+            del self.state.ended_early[:-50]
 
     @workflow.query(name="state")
     def query_state(self) -> AccountState:
@@ -335,6 +338,10 @@ class AccountWorkflow:
                 started = versions.get(request.playbook)
             if started is None:
                 workflow.logger.warning("playbook %s is not deployed, or its earlier run still runs", request.playbook)
+                return
+            if planned.run_id in self.state.ended_early:  # it has already ended
+                self.state.ended_early.remove(planned.run_id)
+                self.state.last_started[request.playbook] = workflow.now()
                 return
             self._started(request.playbook, ActiveRun(run_id=planned.run_id, workflow_id=planned.workflow_id, version=started, started_at=workflow.now()))
             return

@@ -373,6 +373,9 @@ class AccountState(Data):
     starts: list[StartRequest] = Field(default_factory=list)
     applied: int = 0
     """Events applied so far: with the run id, the token of each apply step."""
+    ended_early: list[str] = Field(default_factory=list)
+    """Runs whose end was reported before the workflow recorded their start (a run started by a
+    local activity can end, and signal, before that activity's result is handled)."""
 
 
 class LoadPlaybookInput(Data):
