@@ -1,9 +1,11 @@
 """`Account`: one workflow per account, the entry point of every event about it.
 
 Events for one account are applied in order; a repeated event id is a no-op; upserts emit
-`account.created`/`account.updated`/`seats.changed`; matching event triggers start `PlaybookRun`
-children (`run/<playbook>/<account>`, at most one at a time, honouring `reenroll`); every event
-reaches the account's active runs. The store is kept as a projection by an activity.
+`account.created`/`account.updated`/`seats.changed`; matching event triggers start `PlaybookRun`s
+(`run/<playbook>/<account>`, at most one at a time, honouring `reenroll`); every event reaches the
+account's active runs. The store is kept as a projection by local activities: since the patch
+`one-store-step`, one per event, which also writes the rows of the runs the event starts and then
+starts them with the client (before it, runs were abandoned children of this workflow).
 """
 
 from datetime import timedelta
