@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -118,6 +119,15 @@ def account_doc(doc: dict[str, Any], contacts: list[dict[str, Any]]) -> AccountD
     return AccountDoc.model_validate({**doc, "contacts": contacts})
 
 
+@dataclass
+class Projected:
+    """What `_project_starts` found: versions of the runs to start, and runs already ended."""
+
+    loaded: dict[str, LoadedPlaybookVersion] = field(default_factory=dict)
+    ended: dict[str, str] = field(default_factory=dict)
+    """Run id -> version, for a retried step whose run has since ended: nothing to start."""
+
+
 class AccountActivities:
     """What account workflows read from and project into the store."""
 
@@ -167,13 +177,22 @@ class AccountActivities:
             self._playbooks[key] = Playbook.model_validate(found.content["playbook"])
         return LoadedPlaybookVersion(playbook=self._playbooks[key], version=found.version, workspace=current_workspace(s))
 
-    def _project_starts(self, s: Session, account_id: str, starts: list[PlannedStart]) -> dict[str, LoadedPlaybookVersion]:
+    def _project_starts(self, s: Session, account_id: str, starts: list[PlannedStart]) -> Projected:
         """Each start's current playbook version, with the run's row written as running.
 
-        The row is keyed by the planned run id, so a retried step writes the same row again.
+        The row is keyed by the planned run id, so a retried step writes the same row again;
+        a row that has ended since is left alone (`Projected.ended`).
         """
         loaded: dict[str, LoadedPlaybookVersion] = {}
+        ended: dict[str, str] = {}
         for start in starts:
+            earlier = repo.get_run(s, start.run_id)
+            if earlier is not None and earlier.status == "ended":
+                # A retried step whose run has already started and ended (or never started):
+                # leave its row as it is and start nothing (`_start_runs` skips ended rows).
+                if earlier.outcome != "not_started":
+                    ended[start.run_id] = earlier.version
+                continue
             version = self._version(s, start.playbook)
             if version is None:
                 continue
@@ -190,14 +209,14 @@ class AccountActivities:
                 vars={},
                 scorecard=initial_scorecard(version.playbook),
             )
-        return loaded
+        return Projected(loaded=loaded, ended=ended)
 
     @activity.defn(name=names.LOAD_PLAYBOOK)
     async def load_playbook(self, input: LoadPlaybookInput) -> LoadedPlaybookVersion | None:
         """A deployed playbook version (the current one by default) with the workspace."""
         return await self.deps.read(lambda s: self._version(s, input.playbook, input.version))
 
-    async def _start_runs(self, account: AccountDoc, starts: list[PlannedStart], loaded: dict[str, LoadedPlaybookVersion]) -> dict[str, str]:
+    async def _start_runs(self, account: AccountDoc, starts: list[PlannedStart], projected: Projected) -> dict[str, str]:
         """Start the planned runs whose rows were written (after the commit); returns their versions.
 
         Each `PlaybookRun` is started by the client, not as a child: the account workflow's
@@ -208,7 +227,10 @@ class AccountActivities:
         started: dict[str, str] = {}
         client = self.deps.client
         for start in starts:
-            version = loaded.get(start.playbook)
+            if start.run_id in projected.ended:
+                started[start.playbook] = projected.ended[start.run_id]
+                continue
+            version = projected.loaded.get(start.playbook)
             if version is None:
                 continue
             run = RunInput(
@@ -237,8 +259,8 @@ class AccountActivities:
             The version each run started with, by playbook id (none for a playbook that is not
             deployed or whose earlier run still runs).
         """
-        loaded = await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts))
-        return await self._start_runs(input.account, input.starts, loaded)
+        projected = await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts))
+        return await self._start_runs(input.account, input.starts, projected)
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
@@ -271,17 +293,18 @@ class AccountActivities:
         from the earlier events and prepares them with `prepare_starts`.
         """
 
-        loaded: dict[str, LoadedPlaybookVersion] = {}
+        projected = Projected()
 
         def work(s: Session) -> ApplyResult:
+            nonlocal projected
             result = self._apply(s, input)
             if result.accepted and result.earlier is None and input.starts:
-                loaded.update(self._project_starts(s, self._account_id(input), input.starts))
+                projected = self._project_starts(s, self._account_id(input), input.starts)
             return result
 
         result = await self.deps.db(work)
-        if loaded and input.account is not None:
-            result.started = await self._start_runs(input.account, input.starts, loaded)
+        if (projected.loaded or projected.ended) and input.account is not None:
+            result.started = await self._start_runs(input.account, input.starts, projected)
         return result
 
     @staticmethod

@@ -403,5 +403,15 @@ async def test_events_apply_event_v3_projects_and_starts_the_runs_once(stack: St
         assert await env.run(activities.prepare_starts, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("e", "r-e")])) == {"e": project.playbooks["e"].version}
         with stack.deps.sessions() as s:
             assert sorted((r.id, r.status, r.outcome) for r in repo.list_runs(s, account_id=acct)) == [("r-e", "running", None), ("r-late", "ended", "not_started")]
+        # Retried after the run has ended: its row stays ended and nothing starts again.
+        await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("ended for the test")
+        with stack.deps.sessions.begin() as s:
+            repo.upsert_run(s, id="r-e", status="ended", outcome="completed", ended_at=datetime.now(UTC))
+        assert await env.run(activities.prepare_starts, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("e", "r-e")])) == {"e": project.playbooks["e"].version}
+        described = await stack.client.get_workflow_handle(f"run/e/{acct}").describe()
+        assert described.status is not None and described.status.name == "TERMINATED"
+        with stack.deps.sessions() as s:
+            assert (repo.get_run(s, "r-e") or described).status == "ended"
     finally:
-        await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")
+        with contextlib.suppress(RPCError):
+            await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")
