@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import sqlite3
@@ -9,6 +10,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,6 +169,9 @@ def account_doc(account_id: str) -> dict[str, Any]:
     }
 
 
+_POLLER = ThreadPoolExecutor(1, thread_name_prefix="bench-poller")
+
+
 def count_rows(database: Path, sql: str) -> int:
     """One integer from a read-only query on a SQLite file (the store or the baseline's)."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as conn:
@@ -180,13 +185,14 @@ async def wait_for_count(database: Path, sql: str, target: int, *, timeout: floa
     Raises:
         TimeoutError: with the count reached, so a stuck scenario says how far it got.
     """
-    import asyncio
 
     deadline = time.monotonic() + timeout
     found = 0
     while time.monotonic() < deadline:
         try:
-            found = count_rows(database, sql)
+            # In its own thread: the worker under test shares this process's event loop and the
+            # default executor (its activities).
+            found = await asyncio.get_running_loop().run_in_executor(_POLLER, count_rows, database, sql)
         except sqlite3.OperationalError:  # the table is not there yet
             found = 0
         if found >= target:
