@@ -134,6 +134,56 @@ class Server:
         return self.root / "temporal.db"
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pid(server: Server) -> int | None:
+    """The pid of the dev server process started for ``server`` (found by its database file)."""
+    marker = str(server.database)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "start-dev" in cmdline and marker in cmdline:
+            return int(entry.name)
+    return None
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used by the dev server and by the worker processes between start and stop.
+
+    The worker side is this process (the in-process worker, and the bench's own client calls,
+    which stand for the API's) plus any extra worker processes.
+    """
+
+    server: int | None
+    workers: list[int] = field(default_factory=list)
+    _begin: tuple[float, float] = (0.0, 0.0)
+
+    def _now(self) -> tuple[float, float]:
+        server = cpu_seconds(self.server) if self.server else float("nan")
+        return server, cpu_seconds() + sum(cpu_seconds(pid) for pid in self.workers)
+
+    def start(self) -> None:
+        """Take the first reading."""
+        self._begin = self._now()
+
+    def per_item_ms(self, items: int) -> dict[str, float]:
+        """Milliseconds of CPU per item since ``start``: server and workers."""
+        server, workers = self._now()
+        return {
+            "server_cpu_ms": round((server - self._begin[0]) * 1000 / items, 1),
+            "worker_cpu_ms": round((workers - self._begin[1]) * 1000 / items, 1),
+        }
+
+
 @asynccontextmanager
 async def fresh_server() -> AsyncIterator[Server]:
     """Start ``temporal server start-dev`` on a free port with a new SQLite file (WAL pragmas)."""

@@ -28,7 +28,17 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bench.common import Figure, Scenario, Server, account_doc, fresh_server, wait_for_count, write_project
+from bench.common import (
+    CpuMeter,
+    Figure,
+    Scenario,
+    Server,
+    account_doc,
+    fresh_server,
+    server_pid,
+    wait_for_count,
+    write_project,
+)
 from bench.workers import baseline_worker, deploy, store_file, touchpoint_deps, touchpoint_worker
 from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc
@@ -52,8 +62,8 @@ ENROLL_ON_EVENT = ENROLL.replace("playbook: bench-enroll\ntrigger: {event: accou
 
 
 @contextlib.asynccontextmanager
-async def second_worker(kind: str, server: Server, path: Path) -> AsyncIterator[None]:
-    """Another OS process polling the same task queue (stopped with SIGTERM, by its pid)."""
+async def second_worker(kind: str, server: Server, path: Path) -> AsyncIterator[int]:
+    """Another OS process polling the same task queue (stopped with SIGTERM); yields its pid."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.worker_proc", kind, server.address, QUEUE, str(path)],
@@ -64,7 +74,7 @@ async def second_worker(kind: str, server: Server, path: Path) -> AsyncIterator[
         line = await asyncio.to_thread(proc.stdout.readline)
         if line.strip() != "ready":
             raise RuntimeError(f"the second {kind} worker did not start (exit code {proc.poll()})")
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -109,7 +119,8 @@ async def touchpoint_rate(n: int, workers: int, *, existing: bool = False) -> tu
             deploy(deps, write_project(server.root / "playbooks", {"bench-enroll": ENROLL_ON_EVENT if existing else ENROLL}))
             client = server.env.client
             second = second_worker("touchpoint", server, home) if workers == 2 else contextlib.nullcontext()
-            async with second, touchpoint_worker(client, deps, QUEUE):
+            async with second as second_pid, touchpoint_worker(client, deps, QUEUE):
+                meter = CpuMeter(server_pid(server), [second_pid] if second_pid else [])
 
                 def upsert(i: int) -> Awaitable[str]:
                     return put_account(client, QUEUE, deps.sessions, AccountDoc.model_validate(account_doc(f"acct-{i}")))
@@ -119,18 +130,26 @@ async def touchpoint_rate(n: int, workers: int, *, existing: bool = False) -> tu
                     await wait_for_count(store_file(home), "SELECT count(*) FROM events WHERE type = 'account.created'", n, timeout=120 + n)
                     ids = [f"acct-{i}" for i in range(n)]
                     events = [EventIn(type=SIGNUP, data={"plan": "team"}) for _ in ids]
+                    meter.start()
                     begin = time.monotonic()
                     await _fire(n, lambda i: send_event(client, QUEUE, deps.sessions, ids[i], events[i]))
                 else:
+                    meter.start()
                     begin = time.monotonic()
                     await _fire(n, upsert)
                 accepted = time.monotonic()
                 sql = "SELECT (SELECT count(*) FROM messages WHERE status = 'sent') + (SELECT count(*) FROM tasks)"
                 done = await wait_for_count(store_file(home), sql, 2 * n, timeout=120 + n)
+                cpu = meter.per_item_ms(n)
                 activities = await _count_activities(client, ["account/acct-0", "run/bench-enroll/acct-0"])
         finally:
             await deps.close()
-    return n / (done - begin), {"accept_seconds": round(accepted - begin, 2), "total_seconds": round(done - begin, 2), "activities_per_enrollment": activities}
+    return n / (done - begin), {
+        "accept_seconds": round(accepted - begin, 2),
+        "total_seconds": round(done - begin, 2),
+        "activities_per_enrollment": activities,
+        **cpu,
+    }
 
 
 async def baseline_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
@@ -139,12 +158,20 @@ async def baseline_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
         database = server.root / "bare.db"
         client = server.env.client
         second = second_worker("baseline", server, database) if workers == 2 else contextlib.nullcontext()
-        async with baseline_worker(client, database, QUEUE), second:
+        async with baseline_worker(client, database, QUEUE), second as second_pid:
+            meter = CpuMeter(server_pid(server), [second_pid] if second_pid else [])
+            meter.start()
             begin = time.monotonic()
             await _fire(n, lambda i: client.start_workflow("BareEnroll", f"acct-{i}", id=f"bare/acct-{i}", task_queue=QUEUE))
             accepted = time.monotonic()
             done = await wait_for_count(database, "SELECT count(*) FROM effects", 2 * n, timeout=120 + n)
-    return n / (done - begin), {"accept_seconds": round(accepted - begin, 2), "total_seconds": round(done - begin, 2), "activities_per_enrollment": 2}
+            cpu = meter.per_item_ms(n)
+    return n / (done - begin), {
+        "accept_seconds": round(accepted - begin, 2),
+        "total_seconds": round(done - begin, 2),
+        "activities_per_enrollment": 2,
+        **cpu,
+    }
 
 
 async def run(n: int, *, two_workers: bool = True) -> Scenario:
@@ -165,6 +192,10 @@ async def run(n: int, *, two_workers: bool = True) -> Scenario:
         scenario.extra[f"workers_{workers}"] = {"touchpoint": tp_detail, "baseline": bare_detail}
         if workers == 1:
             scenario.met = figure.ratio >= 0.7
+            for key, what in (("server_cpu_ms", "dev server"), ("worker_cpu_ms", "worker process")):
+                scenario.figures.append(
+                    Figure(f"CPU per enrollment, new accounts: {what}", "ms", tp_detail[key], bare_detail[key], "lower")
+                )
             scenario.notes.append(
                 f"New accounts: Touchpoint runs {tp_detail['activities_per_enrollment']} activities and local activities per enrollment "
                 "(account workflow + run), two workflows and one signal; the baseline one workflow and 2 activities."
@@ -177,5 +208,11 @@ async def run(n: int, *, two_workers: bool = True) -> Scenario:
     scenario.notes.append(
         f"Existing accounts: {n} accounts created first (not timed), then one `{SIGNUP}` event each; compared with the same "
         f"baseline (a new bare workflow per enrollment). {tp_detail['activities_per_enrollment']} activities and local activities per enrollment."
+    )
+    scenario.notes.append(
+        "CPU per enrollment: user + system CPU of the dev server process and of the worker processes over the timed part, "
+        "divided by N. The worker side includes the bench's own client calls (Touchpoint: the ingest call, a store write and "
+        "a signal-with-start, as the API would make; bare: start_workflow). Server and workers share the machine's cores, "
+        "so on a machine the two saturate, the rate ratio follows the ratio of their sums."
     )
     return scenario

@@ -36,6 +36,10 @@ def test_bench_smoke_reports_every_scenario_with_baseline_and_ratio(tmp_path: Pa
             assert figure["ratio"] == round(figure["touchpoint"] / figure["baseline"], 3), (key, figure)
     names = [f["name"] for f in data["scenarios"]["enrollment"]["figures"]]
     assert any("2 worker processes" in n for n in names)
+    assert [n for n in names if n.startswith("CPU per enrollment")] == [
+        "CPU per enrollment, new accounts: dev server",
+        "CPU per enrollment, new accounts: worker process",
+    ]
     assert [f["name"][:3] for f in data["scenarios"]["latency"]["figures"]] == ["p50", "p95", "p99"]
     parked = data["scenarios"]["parked"]["extra"]
     assert parked["touchpoint"]["resumed"] == parked["baseline"]["resumed"] == 10
