@@ -51,7 +51,7 @@ def touchpoint_worker(client: Client, deps: Deps, queue: str, *, cache: int = CA
 def baseline_worker(client: Client, database: Path, queue: str, *, cache: int = CACHE) -> Worker:
     """A bare worker with the SDK's defaults but the same cache and activity slots as Touchpoint's.
 
-    Its workflow module gets the same cached bytecode as Touchpoint's (`worker.precompile`).
+    Its workflow module is compiled and served from memory like Touchpoint's (`worker.precompile`).
     """
     precompile(WORKFLOWS)
     return Worker(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import shutil
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +19,14 @@ from temporalio.converter import (
     SerializationContext,
     WithSerializationContext,
 )
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from tests.conftest import Stack, write_folder
 from tests.test_interpreter import ACCOUNT, WORKSPACE
 from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
 from touchpoint.runner import context_free
-from worker import build_worker
+from worker import build_worker, precompile, sandbox_runner
 
 
 class RecordingCodec(PayloadCodec, WithSerializationContext):
@@ -61,3 +66,41 @@ async def test_runner_a_codec_still_gets_each_activity_context(stack: Stack, fol
     assert result.outcome == "completed"
     activities = {c.activity_type for c in seen if isinstance(c, ActivitySerializationContext)}
     assert "add_note" in activities
+
+
+FLOW = '''
+from temporalio import workflow
+
+
+@workflow.defn(name="{name}")
+class Flow:
+    @workflow.run
+    async def run(self) -> str:
+        return "{answer}"
+'''
+
+
+async def test_runner_sandboxed_instances_run_the_workflow_code_the_worker_started_with(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Each new instance executes the module again, from the code compiled at worker start."""
+    package = f"cached_flows_{uuid.uuid4().hex[:8]}"
+    name = f"Flow{uuid.uuid4().hex[:6]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    module_file = tmp_path / package / "flow.py"
+    module_file.write_text(FLOW.format(name=name, answer="compiled at start"))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module(f"{package}.flow")
+        precompile([module.Flow])
+        # An edit on disk while the worker runs: without the cache, the sandbox would import it.
+        module_file.write_text(FLOW.format(name=name, answer="edited later"))
+        shutil.rmtree(tmp_path / package / "__pycache__", ignore_errors=True)
+        queue = f"cache-{uuid.uuid4().hex[:6]}"
+        async with Worker(time_env.client, task_queue=queue, workflows=[module.Flow], workflow_runner=sandbox_runner()):
+            answers = [
+                await time_env.client.execute_workflow(name, id=f"flow-{uuid.uuid4().hex[:8]}", task_queue=queue, result_type=str)
+                for _ in range(2)
+            ]
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert answers == ["compiled at start", "compiled at start"]
