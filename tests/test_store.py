@@ -165,6 +165,21 @@ def test_store_migrations_match_models(engine: Engine) -> None:
     assert diff == []
 
 
+def test_store_sqlite_synchronous_is_normal_unless_the_url_asks(tmp_path: Path) -> None:
+    def pragma(url: str) -> int:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+        finally:
+            engine.dispose()
+
+    assert pragma(f"sqlite:///{tmp_path / 'a.db'}") == 1  # NORMAL
+    assert pragma(f"sqlite:///{tmp_path / 'b.db'}?synchronous=full") == 2  # FULL
+    with pytest.raises(ValueError, match=r"synchronous='fast' in the database URL: use one of normal, full, extra"):
+        make_engine(f"sqlite:///{tmp_path / 'c.db'}?synchronous=fast")
+
+
 def test_store_make_engine_rejects_other_databases() -> None:
     with pytest.raises(ValueError, match=r"sqlite:///path/to/touchpoint\.db"):
         make_engine("mysql://root@localhost/touchpoint")

@@ -8,6 +8,12 @@ SQLite notes: the pysqlite driver's own transaction handling is switched off and
 the database's write lock up front; a deferred transaction that reads and then writes can fail
 with "database is locked" under WAL when another writer got in between, and no busy timeout
 helps with that.
+
+The SQLite store runs in WAL mode with ``synchronous=normal`` by default, like the embedded
+Temporal dev server: a commit does not wait for an fsync of the WAL, so a power loss or an OS
+crash (not a process crash or restart: those lose nothing) can roll back the last transactions.
+On this store that could mean an email sent again after a power cut. ``?synchronous=full`` in
+the database URL trades throughput for that guarantee; production runs on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Connection execution option read by the SQLite "begin" hook: the BEGIN mode to use.
 _SQLITE_BEGIN = "touchpoint_sqlite_begin"
 _BUSY_TIMEOUT_MS = 30_000
+_SYNCHRONOUS = ("normal", "full", "extra")
 # One lock per SQLite engine that write transactions of this process take before BEGIN IMMEDIATE.
 _WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
@@ -41,7 +48,8 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """Create an engine for a SQLite or PostgreSQL URL.
 
     Args:
-        url: ``sqlite:///path/to/touchpoint.db`` (the parent directory is created),
+        url: ``sqlite:///path/to/touchpoint.db`` (the parent directory is created; WAL mode,
+            ``PRAGMA synchronous=normal`` unless the URL ends in ``?synchronous=full``: see below),
             ``sqlite://`` for a private in-memory database (tests only: one shared connection),
             or ``postgresql+psycopg://user@host:5432/db`` (``postgresql://`` means psycopg 3).
         echo: Log every SQL statement (debugging).
@@ -56,6 +64,10 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     backend = u.get_backend_name()
     kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_dumps}
     if backend == "sqlite":
+        synchronous = str(u.query.get("synchronous", "normal")).lower()
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous={synchronous!r} in the database URL: use one of {', '.join(_SYNCHRONOUS)}")
+        u = u.difference_update_query(["synchronous"])
         database = u.database or ""
         if database in ("", ":memory:"):
             # Every pooled connection to ":memory:" would be a different empty database.
@@ -64,7 +76,7 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
         elif not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(u, **kwargs)
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, synchronous)
         return engine
     if backend == "postgresql":
         if u.drivername == "postgresql":
@@ -76,7 +88,7 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     )
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def _install_sqlite_hooks(engine: Engine, synchronous: str) -> None:
     _WRITE_GATES[engine] = threading.Lock()
 
     @event.listens_for(engine, "connect")
@@ -97,6 +109,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
                     if attempt == 49:
                         raise
                     time.sleep(0.1)
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
