@@ -108,7 +108,7 @@ class WorkflowCodeCache(importlib.abc.MetaPathFinder):
         while name:
             module = sys.modules.get(name)
             path = getattr(module, "__file__", None)
-            if module is None or not path or not path.endswith(".py"):
+            if module is None or not path or not path.endswith(".py") or name == "__main__":
                 return
             if name not in self._specs:
                 self._specs[name] = (path, hasattr(module, "__path__"))

@@ -41,7 +41,7 @@ _SQLITE_BEGIN = "touchpoint_sqlite_begin"
 _BUSY_TIMEOUT_MS = 30_000
 _SYNCHRONOUS = ("normal", "full", "extra")
 # One lock per SQLite engine that write transactions of this process take before BEGIN IMMEDIATE.
-_WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
@@ -89,7 +89,8 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
 
 
 def _install_sqlite_hooks(engine: Engine, synchronous: str) -> None:
-    _WRITE_GATES[engine] = threading.Lock()
+    # Re-entrant: a nested write transaction fails at SQLite's busy timeout as before, never hangs.
+    _WRITE_GATES[engine] = threading.RLock()
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
