@@ -7,8 +7,6 @@ environment); `touchpoint dev` runs the same worker in-process beside the embedd
 from __future__ import annotations
 
 import asyncio
-import compileall
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,23 +60,6 @@ def sandbox_runner(*, strict_imports: bool = False) -> SandboxedWorkflowRunner:
             SandboxImportNotificationPolicy.RAISE_ON_UNINTENTIONAL_PASSTHROUGH
         )
     return SandboxedWorkflowRunner(restrictions=restrictions)
-
-
-def precompile(workflows: Sequence[type]) -> None:
-    """Compile the workflow modules once per process for every sandboxed instance.
-
-    The sandbox executes each workflow's module again for every new workflow instance. Their
-    code is served from memory (`touchpoint.runner.cache_workflow_code`: no `sys.path` search,
-    no `.pyc` read, one copy of each code object), and their `.pyc` is written if missing or
-    stale for the next start: workers started with ``PYTHONDONTWRITEBYTECODE`` (some machines,
-    many container images) would otherwise compile them from source. A read-only install is
-    left as it is.
-    """
-    for cls in workflows:
-        path = getattr(sys.modules.get(cls.__module__), "__file__", None)
-        if path and path.endswith(".py"):
-            compileall.compile_file(path, quiet=2)
-    cache_workflow_code(workflows)
 
 
 def activities_for(deps: Deps) -> list[Any]:
@@ -147,7 +128,8 @@ def build_worker(
     """
     if deps.client is None:
         deps.client = client
-    precompile(WORKFLOWS)
+    # The sandbox re-executes each workflow module per new instance: from code compiled once.
+    cache_workflow_code(WORKFLOWS)
     runner: WorkflowRunner = sandbox_runner(strict_imports=strict_imports)
     if context_free(client.data_converter):
         runner = ContextFreeRunner(runner)

@@ -235,7 +235,6 @@ async def wait_for_count(database: Path, sql: str, target: int, *, timeout: floa
     Raises:
         TimeoutError: with the count reached, so a stuck scenario says how far it got.
     """
-
     deadline = time.monotonic() + timeout
     found = 0
     while time.monotonic() < deadline:

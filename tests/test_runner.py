@@ -25,8 +25,8 @@ from temporalio.worker import Worker
 from tests.conftest import Stack, write_folder
 from tests.test_interpreter import ACCOUNT, WORKSPACE
 from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
-from touchpoint.runner import context_free
-from worker import build_worker, precompile, sandbox_runner
+from touchpoint.runner import cache_workflow_code, context_free
+from worker import build_worker, sandbox_runner
 
 
 class RecordingCodec(PayloadCodec, WithSerializationContext):
@@ -91,7 +91,7 @@ async def test_runner_sandboxed_instances_run_the_workflow_code_the_worker_start
     sys.path.insert(0, str(tmp_path))
     try:
         module = importlib.import_module(f"{package}.flow")
-        precompile([module.Flow])
+        cache_workflow_code([module.Flow])
         # An edit on disk while the worker runs: without the cache, the sandbox would import it.
         module_file.write_text(FLOW.format(name=name, answer="edited later"))
         shutil.rmtree(tmp_path / package / "__pycache__", ignore_errors=True)

@@ -9,7 +9,6 @@ Every wait is `workflow.wait_condition` on the run's own state, so `exit_when`, 
 the scorecard's judgement can end a run in the middle of any wait.
 """
 
-
 import asyncio
 import hashlib
 from collections.abc import Sequence
