@@ -27,7 +27,7 @@ from activities.sync import SyncActivities
 from activities.webhook import WebhookActivities
 from touchpoint.config import Settings, settings
 from touchpoint.runner import ContextFreeRunner, cache_workflow_code, context_free
-from workflows.account import AccountWorkflow
+from workflows.account import AccountWorkflow, AccountWorkflowV2
 from workflows.health import HealthRecompute
 from workflows.playbook_run import PlaybookRun
 from workflows.schedule_run import ScheduleRun
@@ -35,7 +35,7 @@ from workflows.simulation import Simulation
 from workflows.sweep import DateSweep
 from workflows.sync import AccountSync
 
-WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, Simulation, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
+WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, AccountWorkflowV2, Simulation, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
 
 #: Deterministic modules shared by every workflow run: imported once, not per run. Jinja2 and
 #: markupsafe must be here (inside the sandbox Jinja2 fails or deadlocks, TEMPORAL-NOTES.md).
@@ -77,6 +77,7 @@ def activities_for(deps: Deps) -> list[Any]:
         accounts.load_context,
         accounts.apply_event_v3,
         accounts.prepare_starts,
+        accounts.prepare_starts_v2,
         email.send_email,
         email.reserve_send_slot,
         crm.create_task,

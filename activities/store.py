@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -32,6 +34,9 @@ from touchpoint.dsl.runtime import (
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.store import Event, repo, utcnow
 from workflows import names
+
+CLOSING_WAIT = 10.0
+"""Seconds a start waits for an earlier run that has projected its end to close."""
 
 
 class StoreActivities:
@@ -126,6 +131,8 @@ class Projected:
     loaded: dict[str, LoadedPlaybookVersion] = field(default_factory=dict)
     ended: dict[str, str] = field(default_factory=dict)
     """Run id -> version, for a retried step whose run has since ended: nothing to start."""
+    blocked: list[str] = field(default_factory=list)
+    """Planned run ids whose `PlannedStart.after_run` has not ended: nothing written or started."""
 
 
 class AccountActivities:
@@ -177,15 +184,24 @@ class AccountActivities:
             self._playbooks[key] = Playbook.model_validate(found.content["playbook"])
         return LoadedPlaybookVersion(playbook=self._playbooks[key], version=found.version, workspace=current_workspace(s))
 
-    def _project_starts(self, s: Session, account_id: str, starts: list[PlannedStart]) -> Projected:
+    def _project_starts(self, s: Session, account_id: str, starts: list[PlannedStart], ended_runs: set[str] | None = None) -> Projected:
         """Each start's current playbook version, with the run's row written as running.
 
         The row is keyed by the planned run id, so a retried step writes the same row again;
-        a row that has ended since is left alone (`Projected.ended`).
+        a row that has ended since is left alone (`Projected.ended`). A start after an earlier
+        run (`PlannedStart.after_run`) that has not ended is blocked: one run of a playbook per
+        account at a time.
         """
         loaded: dict[str, LoadedPlaybookVersion] = {}
         ended: dict[str, str] = {}
+        blocked: list[str] = []
+        after = [start.after_run for start in starts if start.after_run]
+        if after and ended_runs is None:
+            ended_runs = repo.ended_run_ids(s, after)
         for start in starts:
+            if start.after_run and start.after_run not in (ended_runs or set()):
+                blocked.append(start.run_id)
+                continue
             earlier = repo.get_run(s, start.run_id)
             if earlier is not None and earlier.status == "ended":
                 # A retried step whose run has already started and ended (or never started):
@@ -209,7 +225,7 @@ class AccountActivities:
                 vars={},
                 scorecard=initial_scorecard(version.playbook),
             )
-        return Projected(loaded=loaded, ended=ended)
+        return Projected(loaded=loaded, ended=ended, blocked=blocked)
 
     @activity.defn(name=names.LOAD_PLAYBOOK)
     async def load_playbook(self, input: LoadPlaybookInput) -> LoadedPlaybookVersion | None:
@@ -225,7 +241,6 @@ class AccountActivities:
         with the same workflow id and run id is this step's own earlier start.
         """
         started: dict[str, str] = {}
-        client = self.deps.client
         for start in starts:
             if start.run_id in projected.ended:
                 started[start.playbook] = projected.ended[start.run_id]
@@ -235,21 +250,41 @@ class AccountActivities:
                 continue
             run = RunInput(
                 run_id=start.run_id, playbook=version.playbook, version=version.version, account=account, workspace=version.workspace,
-                event=start.event, account_workflow_id=start.account_workflow_id, projected=True,
+                event=start.event, account_workflow_id=start.account_workflow_id, projected=True, report_end=start.report_end,
             )
+            if await self._start_run(run, start):
+                started[start.playbook] = version.version
+            else:
+                # An earlier run of this playbook still runs: this one never starts.
+                await self.deps.db(partial(_not_started, run_id=start.run_id))
+        return started
+
+    async def _start_run(self, run: RunInput, start: PlannedStart) -> bool:
+        """Start one run (eagerly: its first workflow task comes back with the start, to this
+        worker); False if another run of the playbook holds the workflow id.
+
+        An earlier run that the store already holds as ended (``after_run``) is only finishing
+        its last workflow task: wait for it to close, then start.
+        """
+        client = self.deps.client
+        for attempt in range(2):
             try:
                 await client.start_workflow(
                     names.PLAYBOOK_RUN, run, id=start.workflow_id, task_queue=activity.info().task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, memo={"run_id": start.run_id},
+                    request_eager_start=True,
                 )
+                return True
             except WorkflowAlreadyStartedError:
                 running = await client.get_workflow_handle(start.workflow_id).describe()
-                if await running.memo_value("run_id", None) != start.run_id:
-                    # An earlier run of this playbook still runs: this one never starts.
-                    await self.deps.db(partial(_not_started, run_id=start.run_id))
-                    continue
-            started[start.playbook] = version.version
-        return started
+                holder = await running.memo_value("run_id", None)
+                if holder == start.run_id:
+                    return True  # this step's own earlier start (a retried step)
+                if attempt or holder is None or holder != start.after_run:
+                    return False
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.get_workflow_handle(start.workflow_id, run_id=running.run_id).result(), CLOSING_WAIT)
+        return False
 
     @activity.defn(name=names.PREPARE_STARTS)
     async def prepare_starts(self, input: PrepareStartsInput) -> dict[str, str]:
@@ -261,6 +296,20 @@ class AccountActivities:
         """
         projected = await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts))
         return await self._start_runs(input.account, input.starts, projected)
+
+    @activity.defn(name=names.PREPARE_STARTS_V2)
+    async def prepare_starts_v2(self, input: PrepareStartsInput) -> ApplyResult:
+        """`prepare_starts` for `AccountWorkflowV2`: also which earlier runs (``after_run``) have
+        ended, and which starts are blocked because theirs still runs."""
+        after = [start.after_run for start in input.starts if start.after_run]
+
+        def work(s: Session) -> tuple[Projected, set[str]]:
+            ended = repo.ended_run_ids(s, after) if after else set()
+            return self._project_starts(s, input.account_id, input.starts, ended), ended
+
+        projected, ended = await self.deps.db(work)
+        started = await self._start_runs(input.account, input.starts, projected)
+        return ApplyResult(accepted=True, started=started, ended=sorted(ended), blocked=projected.blocked)
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
@@ -298,8 +347,13 @@ class AccountActivities:
         def work(s: Session) -> ApplyResult:
             nonlocal projected
             result = self._apply(s, input)
-            if result.accepted and result.earlier is None and input.starts:
-                projected = self._project_starts(s, self._account_id(input), input.starts)
+            if not result.accepted:
+                return result
+            ended = repo.ended_run_ids(s, input.active) if input.active else set()
+            result.ended = sorted(ended)
+            if result.earlier is None and input.starts:
+                projected = self._project_starts(s, self._account_id(input), input.starts, ended)
+                result.blocked = projected.blocked
             return result
 
         result = await self.deps.db(work)

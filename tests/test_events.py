@@ -354,7 +354,7 @@ async def test_events_a_started_run_is_in_the_store_before_its_first_step(stack:
         assert set(await _run_markers(stack, run.workflow_id)) == {"timer"}  # the wait and the scorecard's day
     # The account workflow: one read of what it needs, then one store step per event or start.
     markers = await _run_markers(stack, f"account/{acct}")
-    assert markers == ["load_context", "apply_event_v3", "prepare_starts"]
+    assert markers == ["load_context", "apply_event_v3", "prepare_starts_v2"]
 
 
 async def test_events_apply_event_v3_projects_and_starts_the_runs_once(stack: Stack, folder: Path) -> None:
@@ -412,6 +412,98 @@ async def test_events_apply_event_v3_projects_and_starts_the_runs_once(stack: St
         assert described.status is not None and described.status.name == "TERMINATED"
         with stack.deps.sessions() as s:
             assert (repo.get_run(s, "r-e") or described).status == "ended"
+    finally:
+        with contextlib.suppress(RPCError):
+            await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")
+
+
+async def test_events_new_accounts_run_the_second_account_type_without_markers_or_end_signals(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    """A new account's workflow is `AccountV2`: no `workflow.patched` markers or search-attribute
+    updates in its history, and its runs do not signal their end. It learns that a run ended
+    from its next store step, which then starts the playbook again (reenroll: always)."""
+    from temporalio.api.enums.v1 import EventType
+
+    from touchpoint.dsl.runtime import AccountState
+    from workflows import names
+
+    deploy(stack, folder, {"p.yaml": NOTE_ON_EVENT.format(name="p", event="webinar.attended", reenroll="always", wait="1d")})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w1"})
+    first = await eventually(stack, lambda s: (rows := repo.list_runs(s, account_id=acct)) and rows[0])
+    # While the first run waits, the same trigger starts nothing (one run at a time).
+    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w2"})
+    await eventually(stack, lambda s: len(repo.list_events(s, account_id=acct, type="webinar.attended")) == 2)
+    await ended(stack, first.id, skip=timedelta(days=2))
+    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w3"})
+    runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and rows)
+    assert sorted(r.outcome or r.status for r in runs) == ["completed", "running"]  # no "not_started" row
+    handle = stack.client.get_workflow_handle(f"account/{acct}")
+    assert (await handle.describe()).workflow_type == names.ACCOUNT_V2
+    history = await handle.fetch_history()
+    kinds = [event.event_type for event in history.events]
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert signals == ["ingest"] * 4  # the upsert and three events; no run_ended
+    assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in kinds
+    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert markers and set(markers) == {"core_local_activity"}, markers
+    state = await handle.query("state", result_type=AccountState)
+    assert [active.run_id for active in state.active.values()] == [next(r.id for r in runs if r.status == "running")]
+
+
+async def test_events_a_start_after_an_earlier_run_waits_for_the_store_and_for_its_close(stack: Stack, folder: Path) -> None:
+    """`after_run`: blocked while the earlier run's row runs (no row written, nothing started);
+    once the row has ended, a start that finds the earlier workflow still closing waits for it."""
+    import dataclasses
+    import time
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.store import AccountActivities
+    from touchpoint.dsl.runtime import ApplyEventInput, EventIn, PlannedStart, PrepareStartsInput
+    from touchpoint.dsl.schema import AccountDoc
+
+    deploy(stack, folder, {"e.yaml": SCORED.format(name="e", trigger="{event: x.happened}")})
+    activities = AccountActivities(stack.deps)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, task_queue=f"nobody-{uid()}", is_local=True)
+    acct = uid()
+    doc = AccountDoc.model_validate(account(acct))
+    at = datetime.now(UTC)
+
+    def planned(run_id: str, after: str | None = None) -> PlannedStart:
+        event = EventIn(id=f"{run_id}-evt", type="x.happened", at=at, account_id=acct)
+        return PlannedStart(playbook="e", run_id=run_id, workflow_id=f"run/e/{acct}", started_at=at, event=event, account_workflow_id=f"account/{acct}", after_run=after, report_end=False)
+
+    def apply(run_id: str, after: str | None, active: list[str]) -> ApplyEventInput:
+        start = planned(run_id, after)
+        return ApplyEventInput(account=doc, event=start.event, token=f"t:{run_id}", starts=[start], active=active)
+
+    try:
+        first = await env.run(activities.apply_event_v3, apply("r1", None, []))
+        assert first.started and first.ended == [] == first.blocked
+        held = await env.run(activities.apply_event_v3, apply("r2", "r1", ["r1"]))
+        assert (held.started, held.ended, held.blocked) == ({}, [], ["r2"])
+        with stack.deps.sessions() as s:
+            assert [r.id for r in repo.list_runs(s, account_id=acct)] == ["r1"]
+        # r1's end is projected, but its workflow has not closed yet: it closes 0.5 s later.
+        with stack.deps.sessions.begin() as s:
+            repo.upsert_run(s, id="r1", status="ended", outcome="completed", ended_at=datetime.now(UTC))
+
+        async def close_later() -> None:
+            await asyncio.sleep(0.5)
+            await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("r1 closes")
+
+        closing = asyncio.create_task(close_later())
+        began = time.monotonic()
+        result = await env.run(activities.prepare_starts_v2, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("r3", "r1")]))
+        await closing
+        assert time.monotonic() - began >= 0.4
+        assert (set(result.started), result.ended, result.blocked) == ({"e"}, ["r1"], [])
+        described = await stack.client.get_workflow_handle(f"run/e/{acct}").describe()
+        assert await described.memo_value("run_id") == "r3"
+        with stack.deps.sessions() as s:
+            assert sorted((r.id, r.status) for r in repo.list_runs(s, account_id=acct)) == [("r1", "ended"), ("r3", "running")]
     finally:
         with contextlib.suppress(RPCError):
             await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")

@@ -39,7 +39,7 @@ async def send_event(client: Client, task_queue: str, sessions: sessionmaker[Ses
     event.at = event.at or datetime.now(UTC)
     envelope = Envelope(event=event, account=account, generation=generation(sessions))
     await client.start_workflow(
-        names.ACCOUNT,
+        names.ACCOUNT_V2,
         AccountState(account_id=account_id),
         id=account_workflow_id(account_id),
         task_queue=task_queue,
@@ -68,7 +68,7 @@ async def start_run(client: Client, task_queue: str, account_id: str, playbook: 
 async def start_request(client: Client, task_queue: str, account_id: str, request: StartRequest) -> None:
     """Signal-with-start the account's workflow with a start request (manual, date sweep)."""
     await client.start_workflow(
-        names.ACCOUNT,
+        names.ACCOUNT_V2,
         AccountState(account_id=account_id),
         id=account_workflow_id(account_id),
         task_queue=task_queue,

@@ -10,6 +10,7 @@ import shutil
 import socket
 import sys
 import sysconfig
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -65,9 +66,11 @@ async def start_dev_server(
     database_file: Path | None = None,
     wal: bool = True,
     namespace: str = "default",
+    extra_args: Sequence[str] = (),
 ) -> WorkflowEnvironment:
-    """Start `temporal server start-dev` with our settings (stopped by `env.shutdown()`)."""
-    extra = list(SQLITE_PRAGMAS) if wal and database_file else []
+    """Start `temporal server start-dev` with our settings (stopped by `env.shutdown()`);
+    ``extra_args`` go to the CLI as they are (e.g. ``--dynamic-config-value key=value``)."""
+    extra = [*(SQLITE_PRAGMAS if wal and database_file else []), *extra_args]
     return await WorkflowEnvironment.start_local(
         namespace=namespace,
         ip="127.0.0.1",

@@ -42,6 +42,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import names
 
 SEEN_IDS = 500
+CONTINUE_AS_V2 = "continue-as-v2"
+"""Patch: a run of the first type continues as the second (`AccountWorkflowV2`)."""
 ONE_STORE_STEP = "one-store-step"
 """Patch: one local activity reads what a fresh workflow needs; one applies an event, writes the
 rows of the runs it starts and starts them with the client (were: load_index, load_account,
@@ -79,7 +81,11 @@ def run_workflow_id(playbook: str, account_id: str) -> str:
 
 @workflow.defn(name=names.ACCOUNT)
 class AccountWorkflow:
-    """Serialises everything that happens to one account."""
+    """Serialises everything that happens to one account (the first type: its histories hold
+    `workflow.patched` markers; a run of it continues as `AccountWorkflowV2`)."""
+
+    LEGACY = True
+    """Runs of this type take the branches their `workflow.patched` markers recorded."""
 
     @workflow.init
     def __init__(self, state: AccountState) -> None:
@@ -120,7 +126,7 @@ class AccountWorkflow:
                     await self._apply(self.state.pending.pop(0))
                 else:
                     request = self.state.starts.pop(0)
-                    if request.id and workflow.patched("start-request-ids"):
+                    if request.id and self._patched("start-request-ids"):
                         if request.id in self.state.seen_ids:
                             continue
                         self._remember(request.id)
@@ -128,7 +134,13 @@ class AccountWorkflow:
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not (self.state.pending or self.state.starts):
+                    if self._patched(CONTINUE_AS_V2):
+                        workflow.continue_as_new(workflow=names.ACCOUNT_V2, args=[self.state])
                     workflow.continue_as_new(self.state)
+
+    def _patched(self, patch: str) -> bool:
+        """`workflow.patched` for the first type; the second type has every patch, unmarked."""
+        return workflow.patched(patch) if self.LEGACY else True
 
     # ------------------------------------------------------------------ events
 
@@ -140,12 +152,12 @@ class AccountWorkflow:
             self._remember(event.id)
         if event.at is None:
             event.at = workflow.now()
-        one_step = workflow.patched(ONE_STORE_STEP)
+        one_step = self._patched(ONE_STORE_STEP)
         need_index = self.state.index is None or bool(envelope.generation and envelope.generation != self.state.index.generation)
         # A fresh workflow compares an upsert with what the store holds: an account imported
         # without a workflow (a CRM backfill) then derives account.updated/seats.changed, not
         # account.created.
-        need_account = self.state.account is None and (envelope.account is None or workflow.patched("upsert-loads-stored-account"))
+        need_account = self.state.account is None and (envelope.account is None or self._patched("upsert-loads-stored-account"))
         if one_step and (need_index or need_account):
             context = await workflow.execute_local_activity(
                 names.LOAD_CONTEXT,
@@ -168,7 +180,7 @@ class AccountWorkflow:
                 )
         derived: list[EventIn] = []
         health_update = (
-            event.type == "health.changed" and self.state.account is not None and workflow.patched("health-changed-updates-account")
+            event.type == "health.changed" and self.state.account is not None and self._patched("health-changed-updates-account")
         )
         if envelope.account is not None:
             derived = self._upsert(envelope.account, event)
@@ -192,8 +204,11 @@ class AccountWorkflow:
         # that applies the event writes their rows and then starts them.
         plan = self._plan(derived) if one_step else []
         apply.starts = [start for starts in plan for start in starts]
+        if not self.LEGACY:
+            apply.active = [active.run_id for active in self.state.active.values()]
         started: dict[str, str] = {}
-        if workflow.patched("apply-event-v2"):
+        blocked: list[str] = []
+        if self._patched("apply-event-v2"):
             # The token is the same when this task is retried after its local activity committed.
             self.state.applied += 1
             apply.token = f"{workflow.info().run_id}:{self.state.applied}"
@@ -202,7 +217,8 @@ class AccountWorkflow:
             )
             if not result.accepted:  # an old duplicate id, already in the store
                 return
-            started = result.started
+            started, blocked = result.started, result.blocked
+            self._forget(result.ended)
             if result.earlier is not None and envelope.account is not None:
                 # A retried task: the upsert was compared with the store it had already written.
                 derived = result.earlier
@@ -219,6 +235,8 @@ class AccountWorkflow:
                 await self._signal(active, "event", item)
             if one_step:
                 for start in plan[position]:
+                    if start.run_id in blocked:
+                        continue  # its earlier run still runs
                     await self._start(StartRequest(playbook=start.playbook, event=item), manual=False, planned=start, started=started.get(start.playbook))
             else:
                 await self._trigger(item)
@@ -234,7 +252,7 @@ class AccountWorkflow:
             doc = doc.model_copy(update={"segment": segment_of(doc, workspace, workflow.now())})
         if doc.timezone is None and workspace:
             doc = doc.model_copy(update={"timezone": workspace.timezone})
-        if previous is not None and doc.health.score is None and doc.health.tier is None and workflow.patched("upsert-keeps-health"):
+        if previous is not None and doc.health.score is None and doc.health.tier is None and self._patched("upsert-keeps-health"):
             # Health is computed here, not sent in: an upsert without it keeps the current score.
             doc = doc.model_copy(update={"health": previous.health})
         self.state.account = doc
@@ -296,8 +314,12 @@ class AccountWorkflow:
             await self._start(StartRequest(playbook=playbook, event=event), manual=False)
 
     def _plan(self, derived: list[EventIn]) -> list[list[PlannedStart]]:
-        """For each derived event, the runs it starts: once per playbook, none already active."""
-        taken = set(self.state.active)
+        """For each derived event, the runs it starts: once per playbook, none already active.
+
+        The second type does not hear of a run's end: a playbook it last saw active is planned
+        with `PlannedStart.after_run`, and the store step starts it only if that run has ended.
+        """
+        taken = set(self.state.active) if self.LEGACY else set()
         plan: list[list[PlannedStart]] = []
         for item in derived:
             starts = [self._planned(playbook, item) for playbook in self._triggered(item) if playbook not in taken]
@@ -306,6 +328,7 @@ class AccountWorkflow:
         return plan
 
     def _planned(self, playbook: str, event: EventIn) -> PlannedStart:
+        active = self.state.active.get(playbook)
         return PlannedStart(
             playbook=playbook,
             run_id=str(workflow.uuid4()),
@@ -313,7 +336,15 @@ class AccountWorkflow:
             started_at=workflow.now(),
             event=event,
             account_workflow_id=workflow.info().workflow_id,
+            after_run=None if self.LEGACY or active is None else active.run_id,
+            report_end=self.LEGACY,
         )
+
+    def _forget(self, ended: list[str]) -> None:
+        """Drop the active runs the store step found ended (the second type's only news of it)."""
+        for playbook, active in list(self.state.active.items()):
+            if active.run_id in ended:
+                del self.state.active[playbook]
 
     async def _start(self, request: StartRequest, *, manual: bool, planned: PlannedStart | None = None, started: str | None = None) -> None:
         """Start a run (``planned`` and ``started``: already started by `apply_event_v3`, with that version)."""
@@ -324,13 +355,22 @@ class AccountWorkflow:
             if self.state.account is None:
                 workflow.logger.warning("cannot start %s: account %s is unknown", request.playbook, self.state.account_id)
                 return
-        if request.playbook in self.state.active:
-            return  # one run of a playbook per account at a time
+        if request.playbook in self.state.active and self.LEGACY:
+            return  # one run of a playbook per account at a time (the second type asks the store)
         event = request.event or EventIn(type="manual", at=workflow.now())
-        if workflow.patched(ONE_STORE_STEP):
+        if self._patched(ONE_STORE_STEP):
             # One local activity writes the run's row and starts the run (`prepare_starts`).
             planned = planned or self._planned(request.playbook, event)
-            if started is None:
+            if started is None and not self.LEGACY:
+                prepared = await workflow.execute_local_activity(
+                    names.PREPARE_STARTS_V2,
+                    PrepareStartsInput(account_id=self.state.account_id, account=self.state.account, starts=[planned]),
+                    result_type=ApplyResult,
+                    **STORE_OPTIONS,
+                )
+                self._forget(prepared.ended)
+                started = prepared.started.get(request.playbook)
+            elif started is None:
                 versions = await workflow.execute_local_activity(
                     names.PREPARE_STARTS,
                     PrepareStartsInput(account_id=self.state.account_id, account=self.state.account, starts=[planned]),
@@ -339,7 +379,8 @@ class AccountWorkflow:
                 )
                 started = versions.get(request.playbook)
             if started is None:
-                workflow.logger.warning("playbook %s is not deployed, or its earlier run still runs", request.playbook)
+                if request.playbook not in self.state.active:
+                    workflow.logger.warning("playbook %s is not deployed, or its earlier run still runs", request.playbook)
                 return
             if planned.run_id in self.state.ended_early:  # it has already ended
                 self.state.ended_early.remove(planned.run_id)
@@ -385,3 +426,23 @@ class AccountWorkflow:
             await handle.signal(name, arg)
         except Exception:  # the run has ended and its end report is on its way
             workflow.logger.info("run %s did not take %s", active.run_id, name)
+
+
+@workflow.defn(name=names.ACCOUNT_V2)
+class AccountWorkflowV2(AccountWorkflow):
+    """The account workflow without patch markers, and without a signal per ended run.
+
+    New accounts start as this type, and runs of the first type continue as it: its history
+    records no `workflow.patched` markers (each was a marker and a `TemporalChangeVersion`
+    search-attribute update in every new run), and the runs it starts do not report their end
+    (a signal and a workflow task per run). Instead each store step tells it which of the runs
+    it holds as active have ended (`ApplyResult.ended`), and a playbook it still holds as active
+    is started again only once the store says its run ended (`PlannedStart.after_run`). Between
+    events `AccountState.active` may therefore still list a run that has ended.
+    """
+
+    LEGACY = False
+
+    @workflow.run
+    async def run(self, state: AccountState) -> None:
+        await super().run(state)

@@ -11,6 +11,9 @@ PROJECT_RUN = "project_run"
 PLAYBOOK_RUN = "PlaybookRun"
 SIMULATION = "Simulation"
 ACCOUNT = "Account"
+"""The first account workflow type: histories recorded with `workflow.patched` markers."""
+ACCOUNT_V2 = "AccountV2"
+"""The account workflow every new account starts as, and `Account` runs continue as."""
 
 CONFIGURATION_ERROR = "ConfigurationError"
 """Error type of a failure only a human can fix (401/403, missing secret): the run pauses."""
@@ -27,6 +30,8 @@ APPLY_EVENT_V3 = "apply_event_v3"
 """`apply_event_v2` that also loads and projects the runs the event starts, in the same transaction."""
 PREPARE_STARTS = "prepare_starts"
 """Load and project the runs a manual start (or a retried apply) starts."""
+PREPARE_STARTS_V2 = "prepare_starts_v2"
+"""`prepare_starts` that returns an `ApplyResult`: which active runs have ended, which starts wait."""
 
 # Scheduled work: each has a Temporal Schedule created by `touchpoint deploy`.
 HEALTH_RECOMPUTE = "HealthRecompute"

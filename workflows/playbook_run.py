@@ -267,7 +267,8 @@ class PlaybookRun:
         self.ending = outcome
         self.current = None
         # A run the account workflow's store step started is reported by its end projection.
-        await self._project("ended", outcome=outcome, notify=self.input.account_workflow_id if input.projected else None)
+        notify = self.input.account_workflow_id if input.projected and input.report_end else None
+        await self._project("ended", outcome=outcome, notify=notify)
         if self.input.account_workflow_id and not input.projected:
             handle = workflow.get_external_workflow_handle(self.input.account_workflow_id)
             try:

@@ -71,6 +71,9 @@ class RunInput(Data):
     account_workflow_id: str | None = None
     simulation: bool = False
     projected: bool = False
+    report_end: bool = True
+    """Whether a projected run's end projection signals `run_ended` to the account workflow;
+    the second account workflow type learns of ends from the store instead."""
     """Started by the account workflow's store step (`apply_event_v3`, `prepare_starts`), which
     wrote the run's row: no projection at start, and the end projection reports the end to the
     account workflow (`ProjectRunInput.notify`) instead of a signal command."""
@@ -399,6 +402,11 @@ class PlannedStart(Data):
     event: EventIn
     """What starts it (the triggering event, or a manual start)."""
     account_workflow_id: str
+    after_run: str | None = None
+    """Start it only if this earlier run of the playbook has ended in the store (an account
+    workflow that does not hear of ends still holds that run as active)."""
+    report_end: bool = True
+    """Whether the run signals `run_ended` to the account workflow (`RunInput.report_end`)."""
 
 
 class ApplyEventInput(Data):
@@ -411,6 +419,8 @@ class ApplyEventInput(Data):
     """The account workflow's step (run id and apply counter): the same on a task retry."""
     starts: list[PlannedStart] = Field(default_factory=list)
     """`apply_event_v3`: the runs the event starts, loaded and projected in the same transaction."""
+    active: list[str] = Field(default_factory=list)
+    """Run ids the account workflow holds as active: the result says which have ended."""
 
 
 class ApplyResult(Data):
@@ -422,6 +432,10 @@ class ApplyResult(Data):
     started: dict[str, str] = Field(default_factory=dict)
     """`apply_event_v3`: the version each planned run started with, by playbook id. A playbook
     that is not deployed, or whose earlier run still runs, is missing."""
+    ended: list[str] = Field(default_factory=list)
+    """Of the ``active`` run ids asked about, those whose rows have ended."""
+    blocked: list[str] = Field(default_factory=list)
+    """Planned run ids not started because their `PlannedStart.after_run` still runs."""
 
 
 class LoadContextInput(Data):
