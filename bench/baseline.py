@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 OPTIONS: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=30)}
 
@@ -26,6 +28,26 @@ class BareEnroll:
     async def run(self, key: str) -> None:
         await workflow.execute_activity("bare_effect", args=[key, "email"], **OPTIONS)
         await workflow.execute_activity("bare_effect", args=[key, "task"], **OPTIONS)
+
+
+@workflow.defn(name="BareAccount")
+class BareAccount:
+    """Touchpoint's shape at its barest: one workflow per account, signalled-with-start by each
+    event, whose one local activity records the event and starts a `BareEnroll` for it. It never
+    ends (an account workflow waits for the next event)."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    @workflow.signal(name="ingest")
+    def ingest(self, key: str) -> None:
+        self.pending.append(key)
+
+    @workflow.run
+    async def run(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self.pending))
+            await workflow.execute_local_activity("bare_start", self.pending.pop(0), **OPTIONS)
 
 
 @workflow.defn(name="BarePark")
@@ -58,12 +80,14 @@ class BareJourney:
 class BareActivities:
     """Writes one row per activity to ``database`` (created on first use, WAL mode)."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, client: Client | None = None) -> None:
         self.database = database
+        self.client = client
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=wal")
             conn.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT, kind TEXT, PRIMARY KEY (key, kind))")
             conn.execute("CREATE TABLE IF NOT EXISTS runs (key TEXT PRIMARY KEY, status TEXT, started_at TEXT, ended_at TEXT)")
+            conn.execute("CREATE TABLE IF NOT EXISTS events (key TEXT PRIMARY KEY)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.database, timeout=30, isolation_level=None)
@@ -88,6 +112,18 @@ class BareActivities:
             self._write, "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)", (key, status, started_at, ended_at)
         )
 
+    @activity.defn(name="bare_start")
+    async def bare_start(self, key: str) -> None:
+        """Record an account's event, then start its `BareEnroll` (eagerly, as Touchpoint does)."""
+        assert self.client is not None, "bare_start needs the worker's client"
+        await asyncio.to_thread(self._write, "INSERT OR IGNORE INTO events VALUES (?)", (key,))
+        try:
+            await self.client.start_workflow(
+                "BareEnroll", key, id=f"bare/{key}", task_queue=activity.info().task_queue, request_eager_start=True
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # a retried local activity
+
     @activity.defn(name="bare_noop")
     async def bare_noop(self, index: int) -> int:
         """Nothing: the journey baseline measures Temporal alone."""
@@ -95,10 +131,10 @@ class BareActivities:
 
     def all(self) -> list[Any]:
         """Every activity, for a worker."""
-        return [self.bare_effect, self.bare_mark, self.bare_noop]
+        return [self.bare_effect, self.bare_mark, self.bare_start, self.bare_noop]
 
 
-WORKFLOWS: list[type] = [BareEnroll, BarePark, BareJourney]
+WORKFLOWS: list[type] = [BareEnroll, BareAccount, BarePark, BareJourney]
 
 
 def lag_seconds(started_at: str, ended_at: str, wait: float) -> float:

@@ -174,6 +174,27 @@ async def baseline_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
     }
 
 
+async def design_ceiling_rate(n: int) -> tuple[float, dict[str, Any]]:
+    """Bare Temporal in Touchpoint's shape: per enrollment a `BareAccount` signalled-with-start,
+    whose local activity starts a `BareEnroll`; until both rows of each exist."""
+    async with fresh_server() as server:
+        database = server.root / "bare.db"
+        client = server.env.client
+        async with baseline_worker(client, database, QUEUE):
+            meter = CpuMeter(server_pid(server), [])
+            meter.start()
+            begin = time.monotonic()
+            await _fire(
+                n,
+                lambda i: client.start_workflow(
+                    "BareAccount", id=f"bare-account/acct-{i}", task_queue=QUEUE, start_signal="ingest", start_signal_args=[f"acct-{i}"]
+                ),
+            )
+            done = await wait_for_count(database, "SELECT count(*) FROM effects", 2 * n, timeout=120 + n)
+            cpu = meter.per_item_ms(n)
+    return n / (done - begin), {"total_seconds": round(done - begin, 2), **cpu}
+
+
 async def run(n: int, *, two_workers: bool = True) -> Scenario:
     """Measure both sides with one worker process, then with two; then events to existing accounts."""
     scenario = Scenario(
@@ -181,11 +202,12 @@ async def run(n: int, *, two_workers: bool = True) -> Scenario:
         f"Enrollment throughput ({n} accounts, {IN_FLIGHT} in flight)",
         "Touchpoint >= 0.7x the bare-Temporal rate",
     )
-    bare_one = 0.0
+    bare_one = tp_one = 0.0
     for workers in (1, 2) if two_workers else (1,):
         tp, tp_detail = await touchpoint_rate(n, workers)
         bare, bare_detail = await baseline_rate(n, workers)
         bare_one = bare_one or bare
+        tp_one = tp_one or tp
         label = f"{workers} worker process{'es' if workers > 1 else ''}"
         figure = Figure(f"enrollments/s, new accounts, {label}", "/s", round(tp, 2), round(bare, 2), "higher")
         scenario.figures.append(figure)
@@ -208,6 +230,17 @@ async def run(n: int, *, two_workers: bool = True) -> Scenario:
     scenario.notes.append(
         f"Existing accounts: {n} accounts created first (not timed), then one `{SIGNUP}` event each; compared with the same "
         f"baseline (a new bare workflow per enrollment). {tp_detail['activities_per_enrollment']} activities and local activities per enrollment."
+    )
+    ceiling, ceiling_detail = await design_ceiling_rate(n)
+    scenario.figures.append(
+        Figure("design ceiling, new accounts: bare account workflow + run workflow, 1 worker process", "/s", round(ceiling, 2), round(bare_one, 2), "higher")
+    )
+    scenario.extra["design_ceiling"] = ceiling_detail
+    scenario.notes.append(
+        "Design ceiling (not Touchpoint: bare Temporal in its shape): per enrollment a bare account workflow is "
+        "signalled-with-start and its one local activity records the event and starts a bare two-activity workflow "
+        f"(`BareAccount`). CPU per enrollment: dev server {ceiling_detail['server_cpu_ms']} ms, worker {ceiling_detail['worker_cpu_ms']} ms. "
+        f"Touchpoint's new-account rate is {tp_one / ceiling:.2f}x of this ceiling."
     )
     scenario.notes.append(
         "CPU per enrollment: user + system CPU of the dev server process and of the worker processes over the timed part, "

@@ -59,7 +59,7 @@ def baseline_worker(client: Client, database: Path, queue: str, *, cache: int = 
         client,
         task_queue=queue,
         workflows=WORKFLOWS,
-        activities=BareActivities(database).all(),
+        activities=BareActivities(database, client).all(),
         max_cached_workflows=cache,
         max_concurrent_activities=200,
     )
