@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -308,8 +309,47 @@ class AccountActivities:
             return self._project_starts(s, input.account_id, input.starts, ended), ended
 
         projected, ended = await self.deps.db(work)
+        ended.update(await self._unblock(input.account_id, input.starts, projected))
         started = await self._start_runs(input.account, input.starts, projected)
         return ApplyResult(accepted=True, started=started, ended=sorted(ended), blocked=projected.blocked)
+
+    async def _unblock(self, account_id: str, starts: list[PlannedStart], projected: Projected) -> set[str]:
+        """Blocked starts whose earlier run's workflow has closed without projecting its end
+        (terminated, or timed out, from outside Touchpoint): that run's row is ended with outcome
+        ``terminated`` and the start goes ahead (its row is written, ``projected`` updated).
+
+        Returns:
+            The earlier runs found closed.
+        """
+        gone: set[str] = set()
+        for start in starts:
+            if start.run_id not in projected.blocked or start.after_run is None:
+                continue
+            try:
+                described = await self.deps.client.get_workflow_handle(start.workflow_id).describe()
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                gone.add(start.after_run)  # closed, and past the namespace's retention
+                continue
+            if described.status != WorkflowExecutionStatus.RUNNING and await described.memo_value("run_id", None) == start.after_run:
+                gone.add(start.after_run)
+        if not gone:
+            return gone
+        retry = [start for start in starts if start.run_id in projected.blocked and start.after_run in gone]
+
+        def work(s: Session) -> Projected:
+            for run_id in gone:
+                row = repo.get_run(s, run_id)
+                if row is not None and row.status != "ended":
+                    repo.upsert_run(s, id=run_id, status="ended", outcome="terminated", ended_at=utcnow())
+            return self._project_starts(s, account_id, retry, gone)
+
+        more = await self.deps.db(work)
+        projected.loaded.update(more.loaded)
+        projected.ended.update(more.ended)
+        projected.blocked = [run_id for run_id in projected.blocked if run_id not in {start.run_id for start in retry}]
+        return gone
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: ApplyEventInput) -> bool:
@@ -357,6 +397,9 @@ class AccountActivities:
             return result
 
         result = await self.deps.db(work)
+        if projected.blocked:
+            result.ended = sorted({*result.ended, *await self._unblock(self._account_id(input), input.starts, projected)})
+            result.blocked = projected.blocked
         if (projected.loaded or projected.ended) and input.account is not None:
             result.started = await self._start_runs(input.account, input.starts, projected)
         return result

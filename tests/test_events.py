@@ -507,3 +507,26 @@ async def test_events_a_start_after_an_earlier_run_waits_for_the_store_and_for_i
     finally:
         with contextlib.suppress(RPCError):
             await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")
+
+
+async def test_events_a_run_terminated_outside_touchpoint_does_not_hold_its_playbook(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    """A run terminated in the Temporal UI never projects its end: the next trigger finds its
+    workflow closed, ends its row as ``terminated`` and starts the playbook again."""
+    from touchpoint.dsl.runtime import AccountState
+
+    deploy(stack, folder, {"p.yaml": NOTE_ON_EVENT.format(name="p", event="webinar.attended", reenroll="always", wait="30d")})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w1"})
+    first = await eventually(stack, lambda s: (rows := repo.list_runs(s, account_id=acct)) and rows[0])
+    await eventually(stack, lambda s: len(notes(stack, first.id)) == 1)  # it waits in its 30 days
+    await stack.client.get_workflow_handle(first.workflow_id).terminate("by hand")
+    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w2"})
+    runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and rows)
+    by_id = {r.id: r for r in runs}
+    assert (by_id[first.id].status, by_id[first.id].outcome) == ("ended", "terminated")
+    second = next(r for r in runs if r.id != first.id)
+    assert second.status == "running"
+    await eventually(stack, lambda s: len(notes(stack, second.id)) == 1)
+    state = await stack.client.get_workflow_handle(f"account/{acct}").query("state", result_type=AccountState)
+    assert [active.run_id for active in state.active.values()] == [second.id]

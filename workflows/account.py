@@ -437,8 +437,10 @@ class AccountWorkflowV2(AccountWorkflow):
     search-attribute update in every new run), and the runs it starts do not report their end
     (a signal and a workflow task per run). Instead each store step tells it which of the runs
     it holds as active have ended (`ApplyResult.ended`), and a playbook it still holds as active
-    is started again only once the store says its run ended (`PlannedStart.after_run`). Between
-    events `AccountState.active` may therefore still list a run that has ended.
+    is started again only once the store says its run ended (`PlannedStart.after_run`), or once
+    its workflow is found closed without having said so (terminated from outside: the row is
+    ended as ``terminated``). Between events `AccountState.active` may therefore still list a
+    run that has ended.
     """
 
     LEGACY = False
