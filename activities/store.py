@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -36,8 +37,11 @@ from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.store import Event, repo, utcnow
 from workflows import names
 
-CLOSING_WAIT = 10.0
+CLOSING_WAIT = 5.0
 """Seconds a start waits for an earlier run that has projected its end to close."""
+DESCRIBE_EVERY = 300.0
+"""Seconds between two checks of the same blocked run's workflow (`_unblock`): a trigger that
+fires on every event while a long run is active costs one describe call per run per interval."""
 
 
 class StoreActivities:
@@ -145,6 +149,8 @@ class AccountActivities:
         # version once per worker, not once per account workflow.
         self._indexes: dict[str, DeployedIndex] = {}
         self._playbooks: dict[tuple[str, str], Playbook] = {}
+        self._described: dict[str, float] = {}
+        """Run id -> when `_unblock` last found its workflow running (monotonic seconds)."""
 
     @activity.defn(name=names.LOAD_INDEX)
     async def load_index(self, known: str | None = None) -> DeployedIndex:
@@ -281,7 +287,9 @@ class AccountActivities:
                 holder = await running.memo_value("run_id", None)
                 if holder == start.run_id:
                     return True  # this step's own earlier start (a retried step)
-                if attempt or holder is None or holder != start.after_run:
+                # The earlier run the store holds as ended is only closing (a run started as a
+                # child, before the memo, has none): wait for it once, then start.
+                if attempt or start.after_run is None or holder not in (start.after_run, None):
                     return False
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.get_workflow_handle(start.workflow_id, run_id=running.run_id).result(), CLOSING_WAIT)
@@ -322,8 +330,11 @@ class AccountActivities:
             The earlier runs found closed.
         """
         gone: set[str] = set()
+        now = time.monotonic()
         for start in starts:
             if start.run_id not in projected.blocked or start.after_run is None:
+                continue
+            if now - self._described.get(start.after_run, -DESCRIBE_EVERY) < DESCRIBE_EVERY:
                 continue
             try:
                 described = await self.deps.client.get_workflow_handle(start.workflow_id).describe()
@@ -332,7 +343,13 @@ class AccountActivities:
                     raise
                 gone.add(start.after_run)  # closed, and past the namespace's retention
                 continue
-            if described.status != WorkflowExecutionStatus.RUNNING and await described.memo_value("run_id", None) == start.after_run:
+            # The latest execution of the run's workflow id: if it is closed, so is every
+            # earlier one, whatever run it was (runs started as children carry no memo).
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                if len(self._described) > 10_000:
+                    self._described.clear()
+                self._described[start.after_run] = now
+            else:
                 gone.add(start.after_run)
         if not gone:
             return gone
@@ -379,7 +396,9 @@ class AccountActivities:
         the runs are started (`_start_runs`).
 
         A retried step (``earlier`` set) projects no runs: the workflow plans its starts again
-        from the earlier events and prepares them with `prepare_starts`.
+        from the earlier events and prepares them with `prepare_starts` (`prepare_starts_v2`).
+        With ``active``, it also says which of those runs have ended (`ApplyResult.ended`) and
+        which starts wait for an earlier run that still runs (`ApplyResult.blocked`).
         """
 
         projected = Projected()

@@ -8,6 +8,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
 from activities.deps import Deps
 from tests.conftest import write_folder
 from touchpoint.config import Settings
@@ -18,7 +21,7 @@ from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import send_event
 from touchpoint.store import repo
 from touchpoint.temporal_server import start_dev_server
-from worker import build_worker
+from worker import WORKFLOWS, build_worker, sandbox_runner
 from workflows import names
 
 PLAYBOOK = """\
@@ -62,11 +65,16 @@ async def test_account_types_the_first_continues_as_the_second_with_its_state(st
             first_history = await env.client.get_workflow_handle(f"account/{acct}", run_id=first.result_run_id).fetch_history()
             closing = first_history.events[-1].workflow_execution_continued_as_new_event_attributes
             assert closing.workflow_type.name == names.ACCOUNT_V2
+            # That history, continue-as-new included, replays against today's workflows.
+            replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
+            replayed = await replayer.replay_workflow(first_history, raise_on_replay_failure=False)
+            assert replayed.replay_failure is None, replayed.replay_failure
 
             # What the first type knew carries over: the account, the run it started (one at a
             # time: twelve events, one run) and the event ids it has seen (a repeat is a no-op).
             state = await handle.query("state", result_type=AccountState)
             assert state.account is not None and state.account.name == "Acme"
+            assert set(state.last_started) == {"webinar"}  # only the first type's state knew it
             with deps.sessions() as s:
                 runs = repo.list_runs(s, account_id=acct)
             assert [r.status for r in runs] == ["running"]

@@ -71,12 +71,12 @@ class RunInput(Data):
     account_workflow_id: str | None = None
     simulation: bool = False
     projected: bool = False
-    report_end: bool = True
-    """Whether a projected run's end projection signals `run_ended` to the account workflow;
-    the second account workflow type learns of ends from the store instead."""
     """Started by the account workflow's store step (`apply_event_v3`, `prepare_starts`), which
     wrote the run's row: no projection at start, and the end projection reports the end to the
-    account workflow (`ProjectRunInput.notify`) instead of a signal command."""
+    account workflow (`ProjectRunInput.notify`, when ``report_end``) instead of a signal command."""
+    report_end: bool = True
+    """Whether a projected run's end projection signals `run_ended` to the account workflow;
+    `AccountWorkflowV2` learns of ends from the store instead."""
 
 
 class StepRecord(Data):
