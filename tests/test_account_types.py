@@ -51,16 +51,24 @@ async def test_account_types_the_first_continues_as_the_second_with_its_state(st
                 names.ACCOUNT, AccountState(account_id=acct), id=f"account/{acct}", task_queue=queue,
                 start_signal="ingest", start_signal_args=[Envelope(event=EventIn(id="up", type="account.upserted", at=datetime.now(UTC), account_id=acct), account=doc)],
             )
-            for index in range(12):
-                await send_event(env.client, queue, deps.sessions, acct, EventIn(id=f"w{index}", type="webinar.attended"))
-                for _ in range(200):
+            # Events one at a time, each applied before the next, until the server suggests
+            # continue-as-new (40 history events) and the first type continues as the second.
+            handle = env.client.get_workflow_handle(f"account/{acct}")
+            sent = 0
+            while sent < 40:
+                await send_event(env.client, queue, deps.sessions, acct, EventIn(id=f"w{sent}", type="webinar.attended"))
+                sent += 1
+                for _ in range(500):
                     with deps.sessions() as s:
-                        if len(repo.list_events(s, account_id=acct, type="webinar.attended")) == index + 1:
+                        if len(repo.list_events(s, account_id=acct, type="webinar.attended")) == sent:
                             break
                     await asyncio.sleep(0.02)
-            handle = env.client.get_workflow_handle(f"account/{acct}")
-            described = await handle.describe()
-            assert described.run_id != first.result_run_id
+                else:
+                    raise AssertionError(f"event w{sent - 1} was not applied")
+                described = await handle.describe()
+                if described.run_id != first.result_run_id:
+                    break
+            assert described.run_id != first.result_run_id, f"no continue-as-new after {sent} events"
             assert described.workflow_type == names.ACCOUNT_V2
             first_history = await env.client.get_workflow_handle(f"account/{acct}", run_id=first.result_run_id).fetch_history()
             closing = first_history.events[-1].workflow_execution_continued_as_new_event_attributes
@@ -71,7 +79,7 @@ async def test_account_types_the_first_continues_as_the_second_with_its_state(st
             assert replayed.replay_failure is None, replayed.replay_failure
 
             # What the first type knew carries over: the account, the run it started (one at a
-            # time: twelve events, one run) and the event ids it has seen (a repeat is a no-op).
+            # time: one run for all those events) and the event ids it has seen (a repeat is a no-op).
             state = await handle.query("state", result_type=AccountState)
             assert state.account is not None and state.account.name == "Acme"
             assert set(state.last_started) == {"webinar"}  # only the first type's state knew it
@@ -89,7 +97,7 @@ async def test_account_types_the_first_continues_as_the_second_with_its_state(st
                 await asyncio.sleep(0.02)
             assert state.account is not None and state.account.metrics == {"docs": 3}
             with deps.sessions() as s:
-                assert len(repo.list_events(s, account_id=acct, type="webinar.attended")) == 12
+                assert len(repo.list_events(s, account_id=acct, type="webinar.attended")) == sent
                 assert len(repo.list_runs(s, account_id=acct)) == 1
             await env.client.get_workflow_handle(runs[0].workflow_id).terminate("test finished")
             await handle.terminate("test finished")
