@@ -191,22 +191,19 @@ class AccountActivities:
             self._playbooks[key] = Playbook.model_validate(found.content["playbook"])
         return LoadedPlaybookVersion(playbook=self._playbooks[key], version=found.version, workspace=current_workspace(s))
 
-    def _project_starts(self, s: Session, account_id: str, starts: list[PlannedStart], ended_runs: set[str] | None = None) -> Projected:
+    def _project_starts(self, s: Session, account_id: str, starts: list[PlannedStart], ended_runs: set[str]) -> Projected:
         """Each start's current playbook version, with the run's row written as running.
 
         The row is keyed by the planned run id, so a retried step writes the same row again;
         a row that has ended since is left alone (`Projected.ended`). A start after an earlier
-        run (`PlannedStart.after_run`) that has not ended is blocked: one run of a playbook per
-        account at a time.
+        run (`PlannedStart.after_run`) that is not in ``ended_runs`` is blocked: one run of a
+        playbook per account at a time.
         """
         loaded: dict[str, LoadedPlaybookVersion] = {}
         ended: dict[str, str] = {}
         blocked: list[str] = []
-        after = [start.after_run for start in starts if start.after_run]
-        if after and ended_runs is None:
-            ended_runs = repo.ended_run_ids(s, after)
         for start in starts:
-            if start.after_run and start.after_run not in (ended_runs or set()):
+            if start.after_run and start.after_run not in ended_runs:
                 blocked.append(start.run_id)
                 continue
             earlier = repo.get_run(s, start.run_id)
@@ -303,7 +300,7 @@ class AccountActivities:
             The version each run started with, by playbook id (none for a playbook that is not
             deployed or whose earlier run still runs).
         """
-        projected = await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts))
+        projected = await self.deps.db(lambda s: self._project_starts(s, input.account_id, input.starts, set()))
         return await self._start_runs(input.account, input.starts, projected)
 
     @activity.defn(name=names.PREPARE_STARTS_V2)
