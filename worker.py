@@ -26,22 +26,21 @@ from activities.sweep import SweepActivities
 from activities.sync import SyncActivities
 from activities.webhook import WebhookActivities
 from touchpoint.config import Settings, settings
-from touchpoint.runner import ContextFreeRunner, cache_workflow_code, context_free
-from workflows.account import AccountWorkflow, AccountWorkflowV2
+from workflows.account import AccountWorkflow
 from workflows.health import HealthRecompute
 from workflows.playbook_run import PlaybookRun
 from workflows.schedule_run import ScheduleRun
-from workflows.simulation import Simulation
 from workflows.sweep import DateSweep
 from workflows.sync import AccountSync
 
-WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, AccountWorkflowV2, Simulation, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
+WORKFLOWS: Sequence[type] = (AccountWorkflow, PlaybookRun, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
 
 #: Deterministic modules shared by every workflow run: imported once, not per run. Jinja2 and
 #: markupsafe must be here (inside the sandbox Jinja2 fails or deadlocks, TEMPORAL-NOTES.md).
 PASSTHROUGH = (
     "touchpoint.dsl",
     "touchpoint.engine",
+    "workflows.messages",
     "workflows.names",
     "workflows.options",
     "jinja2",
@@ -70,15 +69,10 @@ def activities_for(deps: Deps) -> list[Any]:
     schedule = ScheduleActivities(deps, email, hook)
     sync = SyncActivities(deps)
     return [
-        accounts.load_index,
-        accounts.load_account,
-        accounts.load_playbook,
-        accounts.apply_event,
-        accounts.apply_event_v2,
         accounts.load_context,
-        accounts.apply_event_v3,
+        accounts.apply_event,
         accounts.prepare_starts,
-        accounts.prepare_starts_v2,
+        accounts.project_runs,
         email.send_email,
         email.reserve_send_slot,
         crm.create_task,
@@ -130,11 +124,7 @@ def build_worker(
     """
     if deps.client is None:
         deps.client = client
-    # The sandbox re-executes each workflow module per new instance: from code compiled once.
-    cache_workflow_code(WORKFLOWS)
     runner: WorkflowRunner = sandbox_runner(strict_imports=strict_imports)
-    if context_free(client.data_converter):
-        runner = ContextFreeRunner(runner)
     return Worker(
         client,
         task_queue=task_queue,

@@ -104,7 +104,8 @@ class CrmActivities:
                 crm_id=crm_id,
                 created_at=input.now,
             )
-            repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "task", {"task_id": task_id, "title": title, "owner": owner})
+            if input.writes_timeline:
+                repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "task", {"task_id": task_id, "title": title, "owner": owner})
 
         await self.deps.db(work)
         return TaskResult(task_id=task_id, title=title, owner=owner, due_at=input.due_at, owner_note=owner_note)

@@ -218,8 +218,9 @@ class EmailActivities:
             error=result.error,
             sent_at=input.now,
         )
-        detail = {"to": result.to, "template": input.template, "status": result.status}
-        repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "email", detail)
+        if input.writes_timeline:
+            detail = {"to": result.to, "template": input.template, "status": result.status}
+            repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "email", detail)
 
 
 def _contact(r: Recipient) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def previous_tick(cron: str, tick: datetime, tz: str) -> datetime:
 
 def _effect(call: ScheduleCall, key: str, step: str, path: str) -> dict[str, Any]:
     """The fields every side-effect input shares, for a step of a schedule run (no account)."""
-    return {"key": key, "run": call.run, "step": step, "path": path, "event": call.event, "now": call.now}
+    return {"key": key, "run": call.run, "step": step, "path": path, "event": call.event, "now": call.now, "writes_timeline": True}
 
 
 def _account_view(doc: dict[str, Any]) -> dict[str, Any]:

@@ -141,7 +141,7 @@ async def touchpoint_rate(n: int, workers: int, *, existing: bool = False) -> tu
                 sql = "SELECT (SELECT count(*) FROM messages WHERE status = 'sent') + (SELECT count(*) FROM tasks)"
                 done = await wait_for_count(store_file(home), sql, 2 * n, timeout=120 + n)
                 cpu = meter.per_item_ms(n)
-                activities = await _count_activities(client, ["account/acct-0", "run/bench-enroll/acct-0"])
+                activities = await _count_activities(client, ["account/acct-0"])
         finally:
             await deps.close()
     return n / (done - begin), {

@@ -87,14 +87,17 @@ class TouchpointSide(Side):
         self.project = deploy(self.deps, self.folder)
 
     async def start(self, client: Client, batch: str, index: int, wait: float) -> None:
-        from touchpoint.dsl.runtime import EventIn, RunInput
+        from touchpoint.dsl.runtime import StartRequest
         from touchpoint.dsl.schema import AccountDoc
         from workflows import names
+        from workflows.messages import AccountState
 
-        loaded = self.project.playbooks[f"bench-{batch}"]
-        account = AccountDoc.model_validate(account_doc(f"acct-{index}"))
-        run = RunInput(run_id=f"{batch}-{index}", playbook=loaded.playbook, version=loaded.version, account=account, workspace=self.project.workspace, event=EventIn(type="manual"))
-        await client.start_workflow(names.PLAYBOOK_RUN, run, id=f"run/bench-{batch}/acct-{index}", task_queue=QUEUE)
+        account = AccountDoc.model_validate(account_doc(f"{batch}-{index}"))
+        # The account's workflow hosts the run (a manual start: no trigger to evaluate).
+        await client.start_workflow(
+            names.ACCOUNT, AccountState(account_id=account.id, account=account), id=f"account/{account.id}", task_queue=QUEUE,
+            start_signal="start_playbook", start_signal_args=[StartRequest(playbook=f"bench-{batch}")],
+        )
 
 
 class BaselineSide(Side):

@@ -12,7 +12,6 @@ from bench.baseline import WORKFLOWS, BareActivities
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.validate import Project, load_project
-from touchpoint.runner import cache_workflow_code
 from worker import build_worker
 
 #: The workflow cache of both sides: Touchpoint's default (`TOUCHPOINT_WORKER_CACHE`).
@@ -50,11 +49,7 @@ def touchpoint_worker(client: Client, deps: Deps, queue: str, *, cache: int = CA
 
 
 def baseline_worker(client: Client, database: Path, queue: str, *, cache: int = CACHE) -> Worker:
-    """A bare worker with the SDK's defaults but the same cache and activity slots as Touchpoint's.
-
-    Its workflow module is compiled and served from memory like Touchpoint's (`cache_workflow_code`).
-    """
-    cache_workflow_code(WORKFLOWS)
+    """A bare worker with the SDK's defaults but the same cache and activity slots as Touchpoint's."""
     return Worker(
         client,
         task_queue=queue,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from touchpoint.dsl.runtime import EventIn, StepRecord
+from touchpoint.dsl.runtime import EventIn, RunStatus, StepRecord
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.engine.local import LocalResult, Scripted, run_local
 from touchpoint.engine.program import Program
@@ -71,3 +71,24 @@ def assert_same_timeline(server: list[StepRecord], local: list[StepRecord]) -> N
     for a, b in zip(server, local, strict=True):
         assert abs(a.at - b.at) <= TOLERANCE, (a, b)
         assert _close(a.detail, b.detail), f"{a.step} {a.action}: server {a.detail} != local {b.detail}"
+
+
+def stored_status(sessions: Any, account_id: str, playbook: str) -> RunStatus | None:
+    """The newest run of ``playbook`` for the account as the store has it: row and timeline.
+
+    Runs are hosted by their account's workflow, which projects every step to the store; this
+    is what `touchpoint status` and `GET /runs` read.
+    """
+    from touchpoint.store import repo
+
+    with sessions() as s:
+        rows = [r for r in repo.list_runs(s, account_id=account_id, playbook_id=playbook)]
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: r.started_at)
+        history = [StepRecord(at=x.at, day=x.day, step=x.step, action=x.action, detail=dict(x.detail or {}), seq=x.seq or 0) for x in repo.run_steps(s, row.id)]
+        return RunStatus(
+            id=row.id, workflow_id=row.workflow_id, playbook=row.playbook_id, version=row.version, account_id=row.account_id,
+            status=row.status, step=row.step, outcome=row.outcome, paused_reason=row.paused_reason, started_at=row.started_at,
+            vars=dict(row.vars or {}), scorecard=row.scorecard, waiting=list(row.waiting or []), history=history,
+        )

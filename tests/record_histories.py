@@ -105,9 +105,6 @@ async def main() -> None:
                 await asyncio.sleep(0.05)
             (OUT / "account.json").write_text((await account.fetch_history()).to_json())
             await account.terminate("recorded")
-            started = env.client.get_workflow_handle("run/p/acme")  # started by the account workflow
-            await started.terminate("recorded")
-            (OUT / "playbook_run_started_by_account.json").write_text((await started.fetch_history()).to_json())
 
             # A ScheduleRun of the shipped weekly digest over the sample accounts.
             shipped = load_project(PLAYBOOKS)
@@ -123,7 +120,57 @@ async def main() -> None:
     finally:
         await deps.close()
         await env.shutdown()
+    await record_continued(root)
     print(f"recorded {', '.join(sorted(p.name for p in OUT.glob('*.json')))} in {OUT}")
+
+
+CONTINUED = """\
+playbook: w
+trigger: {event: webinar.attended}
+scorecard:
+  target: {score: 80, by_day: 60}
+  milestones: [{id: m, weight: 1, event: x.done}]
+steps:
+  - note: {text: "thanks {{ account.name }}"}
+  - wait_for: {event: x.done, timeout: 30d, seen: true}
+  - repeat: {every: 7d, times: 3, steps: [{note: {text: "r{{ run.round }}"}}]}
+"""
+
+
+async def record_continued(root: Path) -> None:
+    """An account workflow that continued as new with a run in flight (`account_continued.json`):
+    a dev server that suggests continue-as-new after 40 history events."""
+    from touchpoint.temporal_server import start_dev_server
+
+    env = await start_dev_server(extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"])
+    settings = load_settings(home=root / "home2", database_url=f"sqlite:///{root}/store2.db")
+    deps = Deps.from_settings(settings)
+    queue = f"record-{uuid.uuid4().hex[:6]}"
+    folder = root / "continued"
+    folder.mkdir()
+    (folder / "workspace.yaml").write_text(WORKSPACE)
+    (folder / "w.yaml").write_text(CONTINUED)
+    try:
+        async with build_worker(env.client, deps, task_queue=queue, strict_imports=True):
+            with deps.sessions.begin() as s:
+                deploy_project(s, load_project(folder))
+            await put_account(env.client, queue, deps.sessions, ACCOUNT)
+            await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="w0", type="webinar.attended"))
+            handle = env.client.get_workflow_handle("account/acme")
+            first = (await handle.describe()).run_id
+            for index in range(60):
+                await send_event(env.client, queue, deps.sessions, "acme", EventIn(id=f"u{index}", type="usage.reported", data={"metrics": {"n": index}}))
+                await asyncio.sleep(0.1)
+                if (await handle.describe()).run_id != first:
+                    break
+            else:
+                raise RuntimeError("the account workflow did not continue as new")
+            history = await env.client.get_workflow_handle("account/acme", run_id=first).fetch_history()
+            (OUT / "account_continued.json").write_text(history.to_json())
+            await handle.terminate("recorded")
+    finally:
+        await deps.close()
+        await env.shutdown()
 
 
 if __name__ == "__main__":

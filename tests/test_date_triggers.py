@@ -294,7 +294,7 @@ async def test_date_triggers_sweep_of_20000_accounts_reads_only_the_candidates(s
 
     some = sorted(fired)[0]
     description = await deps.client.get_workflow_handle(f"account/{some}").describe()
-    assert description.workflow_type == names.ACCOUNT_V2
+    assert description.workflow_type == names.ACCOUNT
 
     # The plan reads the renewal_date index and the fired table's primary key, never the whole table.
     query = triggers.renewal_query("renewal", date(2030, 1, 1), date(2030, 1, 3))

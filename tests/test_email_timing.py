@@ -24,11 +24,11 @@ from activities.email import EmailActivities
 from tests.conftest import Stack, write_folder
 from tests.hosts import assert_same_timeline, run_without_server
 from touchpoint.config import load_settings
-from touchpoint.dsl.runtime import EventIn, ReserveSlotInput, RunInput, RunResult, StepRecord
+from touchpoint.dsl.runtime import ReserveSlotInput, RunResult, StepRecord
 from touchpoint.dsl.schema import AccountDoc, SendWindow
 from touchpoint.dsl.timing import next_opening
 from touchpoint.store import repo
-from workflows.simulation import SimInput
+from workflows.simulation import SimInput, simulated_account
 
 LA = ZoneInfo("America/Los_Angeles")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -74,19 +74,8 @@ async def simulate(stack: Stack, folder: Path, files: dict[str, str], doc: Accou
         fresh = not repo.list_messages(s)  # no earlier send counts against the cap
     sims = []
     for name in playbooks:
-        loaded = project.playbooks[name]
-        run = RunInput(
-            run_id=f"run-{uuid.uuid4().hex[:8]}",
-            playbook=loaded.playbook,
-            version=loaded.version,
-            account=doc,
-            workspace=project.workspace,
-            event=EventIn(type="manual"),
-            clock_offset=offset,
-            simulation=True,
-        )
-        sim = SimInput(run=run, horizon=days * 86400)
-        sims.append(stack.client.execute_workflow("Simulation", sim, id=f"sim-{run.run_id}", task_queue=stack.task_queue, result_type=RunResult))
+        sim = SimInput(account=doc, playbook=name, clock_offset=offset, horizon=days * 86400)
+        sims.append(stack.client.execute_workflow("Account", simulated_account(sim), id=f"sim-{uuid.uuid4().hex[:8]}", task_queue=stack.task_queue, result_type=RunResult))
     results = list(await asyncio.gather(*sims))
     if fresh and len(playbooks) == 1:
         # The same run on the server-less host `touchpoint simulate` uses: the same timeline.

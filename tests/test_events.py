@@ -18,6 +18,7 @@ from tests.conftest import Stack, eventually, write_folder
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
+from touchpoint.dsl.runtime import RunStatus
 from touchpoint.dsl.validate import load_project
 from touchpoint.store import repo
 
@@ -246,10 +247,11 @@ async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_tim
     the event and the account already in the store, written by its own first attempt. Here the
     store is put in exactly that state before any worker runs the task."""
     from activities.deps import Deps
-    from touchpoint.dsl.runtime import AccountState, Envelope, EventIn
+    from touchpoint.dsl.runtime import EventIn
     from touchpoint.dsl.schema import AccountDoc
     from worker import build_worker
     from workflows import names
+    from workflows.messages import AccountState, Envelope
 
     deps = Deps.from_settings(store_settings)
     client = own_time_env.client
@@ -264,7 +266,7 @@ async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_tim
             names.ACCOUNT, AccountState(account_id=acct), id=f"account/{acct}", task_queue=queue,
             start_signal="ingest", start_signal_args=[Envelope(event=event, account=doc)],
         )
-        # What the first attempt's `apply_event_v2` committed before its task timed out.
+        # What the first attempt's store step committed before its task timed out.
         token = f"{handle.result_run_id}:1"
         with deps.sessions.begin() as s:
             stored = doc.model_dump(mode="json")
@@ -274,12 +276,10 @@ async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_tim
         async with build_worker(client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
             tasks = await eventually(project_stack, lambda s: repo.list_tasks(s, account_id=acct))
             assert [t.title for t in tasks] == [f"Hi Account {acct}"]
-            # The retry planned the run again and projected it once, under the run's own id.
+            # The retry planned the run again from the events its first attempt derived.
             with deps.sessions() as s:
-                assert [(r.playbook_id, r.workflow_id) for r in repo.list_runs(s, account_id=acct)] == [("hello", f"run/hello/{acct}")]
+                assert [(r.playbook_id, r.workflow_id) for r in repo.list_runs(s, account_id=acct)] == [("hello", f"account/{acct}")]
             await handle.terminate("test finished")
-            with contextlib.suppress(RPCError):
-                await client.get_workflow_handle(f"run/hello/{acct}").terminate("test finished")
     finally:
         await deps.close()
 
@@ -287,20 +287,21 @@ async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_tim
 async def test_events_apply_event_tells_its_own_retry_from_a_duplicate(store_settings: Any) -> None:
     from activities.deps import Deps
     from activities.store import AccountActivities
-    from touchpoint.dsl.runtime import ApplyEventInput, EventIn
+    from touchpoint.dsl.runtime import EventIn
     from touchpoint.dsl.schema import AccountDoc
+    from workflows.messages import StoreStep
 
     deps = Deps.from_settings(store_settings)
     try:
-        apply = AccountActivities(deps).apply_event_v2
+        apply = AccountActivities(deps).apply_event
         doc = AccountDoc.model_validate(account("acme"))
         event = EventIn(id="e1", type="account.upserted", at=datetime.now(UTC), account_id="acme")
         derived = [EventIn(id="e1:account.created", type="account.created", at=event.at, account_id="acme", data={"changed": ["name"]})]
-        first = await apply(ApplyEventInput(account=doc, event=event, derived=derived, token="run-a:1"))
+        first = await apply(StoreStep(account=doc, event=event, derived=derived, token="run-a:1"))
         assert first.accepted and first.earlier is None
-        retry = await apply(ApplyEventInput(account=doc, event=event, derived=[], token="run-a:1"))
+        retry = await apply(StoreStep(account=doc, event=event, derived=[], token="run-a:1"))
         assert retry.accepted and [e.type for e in retry.earlier or []] == ["account.created"]
-        duplicate = await apply(ApplyEventInput(account=doc, event=event, derived=[], token="run-a:7"))
+        duplicate = await apply(StoreStep(account=doc, event=event, derived=[], token="run-a:7"))
         assert not duplicate.accepted
     finally:
         await deps.close()
@@ -318,215 +319,84 @@ steps:
 """
 
 
-async def _run_markers(stack: Stack, workflow_id: str) -> list[str]:
-    """The local activities a workflow recorded (by type) and its timers ("timer"), once a timer
-    started (a run) or three were recorded (an account workflow)."""
+async def _history_kinds(stack: Stack, workflow_id: str) -> tuple[list[str], set[str]]:
+    """The local activities a workflow recorded, and the kinds of the other commands in its history."""
     import json
 
-    for _ in range(100):
-        history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
-        found = []
-        for event in history.events:
-            if event.HasField("marker_recorded_event_attributes") and "data" in event.marker_recorded_event_attributes.details:
-                data = json.loads(event.marker_recorded_event_attributes.details["data"].payloads[0].data)
-                found.append(data["activity_type"])
-            elif event.HasField("timer_started_event_attributes"):
-                found.append("timer")
-        if "timer" in found or workflow_id.startswith("account/") and len(found) >= 3:
-            return found
-        await asyncio.sleep(0.1)
-    return found
+    history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
+    markers, kinds = [], set()
+    for event in history.events:
+        if event.HasField("marker_recorded_event_attributes") and "data" in event.marker_recorded_event_attributes.details:
+            markers.append(json.loads(event.marker_recorded_event_attributes.details["data"].payloads[0].data)["activity_type"])
+        kinds.add(event.WhichOneof("attributes") or "")
+    return markers, kinds
 
 
-async def test_events_a_started_run_is_in_the_store_before_its_first_step(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
-    """The account workflow writes the run's row in the same store step as the event (or, for a
-    manual start, just before starting it): a run parked in its first 30-day wait is listed as
-    running with its scorecard, and the run itself spent no local activity on it."""
+async def test_events_runs_live_in_the_account_workflow_and_in_the_store(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    """Starting a run starts no workflow: the account's workflow hosts it, and its store steps
+    write the run's row before anything else; a run parked in its 30-day wait is listed as
+    running at that step, with its scorecard and what it waits for."""
     deploy(stack, folder, {"e.yaml": SCORED.format(name="e", trigger="{event: account.created}"), "m.yaml": SCORED.format(name="m", trigger="manual")})
     acct = uid()
     await api.put(f"/accounts/{acct}", json=account(acct))
-    assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code == 202
-    runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and rows)
+    assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code in (201, 202)
+    runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and all(r.step for r in rows) and rows)
     project = load_project(folder)
     for run in runs:
-        assert (run.status, run.workflow_id, run.version) == ("running", f"run/{run.playbook_id}/{acct}", project.playbooks[run.playbook_id].version)
+        assert (run.status, run.workflow_id, run.version, run.step) == ("running", f"account/{acct}", project.playbooks[run.playbook_id].version, "steps[0]")
         assert run.scorecard == {"score": 0, "target": 80, "by_day": 90, "met": False, "milestones": {"sso": {"done": False, "day": None}}}
-        assert set(await _run_markers(stack, run.workflow_id)) == {"timer"}  # the wait and the scorecard's day
-    # The account workflow: one read of what it needs, then one store step per event or start.
-    markers = await _run_markers(stack, f"account/{acct}")
-    assert markers == ["load_context", "apply_event_v3", "prepare_starts_v2"]
+        assert [w["kind"] for w in run.waiting or []] == ["time", "time"]  # the wait, and the card's by_day
+    markers, kinds = await _history_kinds(stack, f"account/{acct}")
+    assert set(markers) <= {"load_context", "apply_event", "prepare_starts", "project_runs"}
+    assert markers[:2] == ["load_context", "apply_event"] and "prepare_starts" in markers
+    assert not kinds & {"start_child_workflow_execution_initiated_event_attributes", "signal_external_workflow_execution_initiated_event_attributes"}
+    live = await stack.client.get_workflow_handle(f"account/{acct}").query("runs", result_type=list[RunStatus])
+    assert sorted(r.playbook for r in live) == ["e", "m"] and all(r.waiting for r in live)
 
 
-async def test_events_apply_event_v3_projects_and_starts_the_runs_once(stack: Stack, folder: Path) -> None:
-    """The store step of an event writes the rows of the runs it starts, then starts them; its
-    own retry and an old duplicate start nothing; a playbook not deployed starts nothing."""
-    import dataclasses
-
-    from temporalio.testing import ActivityEnvironment
-
-    from activities.store import AccountActivities
-    from touchpoint.dsl.runtime import ApplyEventInput, EventIn, PlannedStart
-    from touchpoint.dsl.schema import AccountDoc
-
-    deploy(stack, folder, {"e.yaml": SCORED.format(name="e", trigger="{event: x.happened}")})
-    project = load_project(folder)
-    activities = AccountActivities(stack.deps)
-    env = ActivityEnvironment()
-    queue = f"nobody-{uid()}"  # no worker polls it: the started runs wait for one
-    env.info = dataclasses.replace(env.info, task_queue=queue, is_local=True)
-    acct = uid()
-    doc = AccountDoc.model_validate(account(acct))
-    at = datetime.now(UTC)
-    event = EventIn(id=f"e-{acct}", type="x.happened", at=at, account_id=acct)
-
-    def planned(name: str, run_id: str) -> PlannedStart:
-        return PlannedStart(playbook=name, run_id=run_id, workflow_id=f"run/{name}/{acct}", started_at=at, event=event, account_workflow_id=f"account/{acct}")
-
-    try:
-        first = await env.run(activities.apply_event_v3, ApplyEventInput(account=doc, event=event, token="run-a:1", starts=[planned("e", "r-e"), planned("gone", "r-gone")]))
-        assert first.accepted and first.started == {"e": project.playbooks["e"].version}
-        with stack.deps.sessions() as s:
-            assert [(r.id, r.status) for r in repo.list_runs(s, account_id=acct)] == [("r-e", "running")]
-        described = await stack.client.get_workflow_handle(f"run/e/{acct}").describe()
-        assert described.status is not None and described.status.name == "RUNNING" and await described.memo_value("run_id") == "r-e"
-        # Its own retry: the earlier events come back, nothing is projected or started (the workflow plans again).
-        retry = await env.run(activities.apply_event_v3, ApplyEventInput(account=doc, event=event, token="run-a:1", starts=[planned("e", "r-other")]))
-        assert retry.accepted and retry.earlier == [] and retry.started == {}
-        duplicate = await env.run(activities.apply_event_v3, ApplyEventInput(account=doc, event=event, token="run-b:1", starts=[planned("e", "r-dup")]))
-        assert not duplicate.accepted and duplicate.started == {}
-        # A manual start while run r-e still runs: its row says it never started.
-        from touchpoint.dsl.runtime import PrepareStartsInput
-
-        again = await env.run(activities.prepare_starts, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("e", "r-late")]))
-        assert again == {}
-        # The same start retried is its own earlier start, not a conflict.
-        assert await env.run(activities.prepare_starts, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("e", "r-e")])) == {"e": project.playbooks["e"].version}
-        with stack.deps.sessions() as s:
-            assert sorted((r.id, r.status, r.outcome) for r in repo.list_runs(s, account_id=acct)) == [("r-e", "running", None), ("r-late", "ended", "not_started")]
-        # Retried after the run has ended: its row stays ended and nothing starts again.
-        await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("ended for the test")
-        with stack.deps.sessions.begin() as s:
-            repo.upsert_run(s, id="r-e", status="ended", outcome="completed", ended_at=datetime.now(UTC))
-        assert await env.run(activities.prepare_starts, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("e", "r-e")])) == {"e": project.playbooks["e"].version}
-        described = await stack.client.get_workflow_handle(f"run/e/{acct}").describe()
-        assert described.status is not None and described.status.name == "TERMINATED"
-        with stack.deps.sessions() as s:
-            assert (repo.get_run(s, "r-e") or described).status == "ended"
-    finally:
-        with contextlib.suppress(RPCError):
-            await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")
+SIDE = """\
+playbook: {name}
+trigger: {{event: {event}}}
+steps:
+  - note: {{text: "{name} began"}}
+  - wait: {wait}
+  - note: {{text: "{name} done"}}
+"""
 
 
-async def test_events_new_accounts_run_the_second_account_type_without_markers_or_end_signals(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
-    """A new account's workflow is `AccountV2`: no `workflow.patched` markers or search-attribute
-    updates in its history, and its runs do not signal their end. It learns that a run ended
-    from its next store step, which then starts the playbook again (reenroll: always)."""
-    from temporalio.api.enums.v1 import EventType
+async def test_events_runs_side_by_side_are_controlled_and_fail_alone(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    """Two playbooks of one account wait side by side, a third starts while they wait; pausing,
+    cancelling or a failure of one run leaves the others as they were."""
+    from touchpoint.ingest import control_run
+    from workflows.messages import RunControl
 
-    from touchpoint.dsl.runtime import AccountState
-    from workflows import names
-
-    deploy(stack, folder, {"p.yaml": NOTE_ON_EVENT.format(name="p", event="webinar.attended", reenroll="always", wait="1d")})
+    deploy(stack, folder, {
+        "a.yaml": SIDE.format(name="a", event="x.happened", wait="3d"),
+        "b.yaml": SIDE.format(name="b", event="x.happened", wait="5d"),
+        "c.yaml": SIDE.format(name="c", event="y.happened", wait="1d"),
+        "f.yaml": "playbook: f\ntrigger: {event: y.happened}\nsteps:\n  - set: {ratio: '1 / 0'}\n    on_error: stop\n    id: broken\n",
+    })
     acct = uid()
     await api.put(f"/accounts/{acct}", json=account(acct))
-    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w1"})
-    first = await eventually(stack, lambda s: (rows := repo.list_runs(s, account_id=acct)) and rows[0])
-    # While the first run waits, the same trigger starts nothing (one run at a time).
-    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w2"})
-    await eventually(stack, lambda s: len(repo.list_events(s, account_id=acct, type="webinar.attended")) == 2)
-    await ended(stack, first.id, skip=timedelta(days=2))
-    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w3"})
-    runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and rows)
-    assert sorted(r.outcome or r.status for r in runs) == ["completed", "running"]  # no "not_started" row
-    handle = stack.client.get_workflow_handle(f"account/{acct}")
-    assert (await handle.describe()).workflow_type == names.ACCOUNT_V2
-    history = await handle.fetch_history()
-    kinds = [event.event_type for event in history.events]
-    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
-    assert signals == ["ingest"] * 4  # the upsert and three events; no run_ended
-    assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in kinds
-    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
-    assert markers and set(markers) == {"core_local_activity"}, markers
-    state = await handle.query("state", result_type=AccountState)
-    assert [active.run_id for active in state.active.values()] == [next(r.id for r in runs if r.status == "running")]
-
-
-async def test_events_a_start_after_an_earlier_run_waits_for_the_store_and_for_its_close(stack: Stack, folder: Path) -> None:
-    """`after_run`: blocked while the earlier run's row runs (no row written, nothing started);
-    once the row has ended, a start that finds the earlier workflow still closing waits for it."""
-    import dataclasses
-    import time
-
-    from temporalio.testing import ActivityEnvironment
-
-    from activities.store import AccountActivities
-    from touchpoint.dsl.runtime import ApplyEventInput, EventIn, PlannedStart, PrepareStartsInput
-    from touchpoint.dsl.schema import AccountDoc
-
-    deploy(stack, folder, {"e.yaml": SCORED.format(name="e", trigger="{event: x.happened}")})
-    activities = AccountActivities(stack.deps)
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, task_queue=f"nobody-{uid()}", is_local=True)
-    acct = uid()
-    doc = AccountDoc.model_validate(account(acct))
-    at = datetime.now(UTC)
-
-    def planned(run_id: str, after: str | None = None) -> PlannedStart:
-        event = EventIn(id=f"{run_id}-evt", type="x.happened", at=at, account_id=acct)
-        return PlannedStart(playbook="e", run_id=run_id, workflow_id=f"run/e/{acct}", started_at=at, event=event, account_workflow_id=f"account/{acct}", after_run=after, report_end=False)
-
-    def apply(run_id: str, after: str | None, active: list[str]) -> ApplyEventInput:
-        start = planned(run_id, after)
-        return ApplyEventInput(account=doc, event=start.event, token=f"t:{run_id}", starts=[start], active=active)
-
-    try:
-        first = await env.run(activities.apply_event_v3, apply("r1", None, []))
-        assert first.started and first.ended == [] == first.blocked
-        held = await env.run(activities.apply_event_v3, apply("r2", "r1", ["r1"]))
-        assert (held.started, held.ended, held.blocked) == ({}, [], ["r2"])
-        with stack.deps.sessions() as s:
-            assert [r.id for r in repo.list_runs(s, account_id=acct)] == ["r1"]
-        # r1's end is projected, but its workflow has not closed yet: it closes 0.5 s later.
-        with stack.deps.sessions.begin() as s:
-            repo.upsert_run(s, id="r1", status="ended", outcome="completed", ended_at=datetime.now(UTC))
-
-        async def close_later() -> None:
-            await asyncio.sleep(0.5)
-            await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("r1 closes")
-
-        closing = asyncio.create_task(close_later())
-        began = time.monotonic()
-        result = await env.run(activities.prepare_starts_v2, PrepareStartsInput(account_id=acct, account=doc, starts=[planned("r3", "r1")]))
-        await closing
-        assert time.monotonic() - began >= 0.4
-        assert (set(result.started), result.ended, result.blocked) == ({"e"}, ["r1"], [])
-        described = await stack.client.get_workflow_handle(f"run/e/{acct}").describe()
-        assert await described.memo_value("run_id") == "r3"
-        with stack.deps.sessions() as s:
-            assert sorted((r.id, r.status) for r in repo.list_runs(s, account_id=acct)) == [("r1", "ended"), ("r3", "running")]
-    finally:
-        with contextlib.suppress(RPCError):
-            await stack.client.get_workflow_handle(f"run/e/{acct}").terminate("test finished")
-
-
-async def test_events_a_run_terminated_outside_touchpoint_does_not_hold_its_playbook(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
-    """A run terminated in the Temporal UI never projects its end: the next trigger finds its
-    workflow closed, ends its row as ``terminated`` and starts the playbook again."""
-    from touchpoint.dsl.runtime import AccountState
-
-    deploy(stack, folder, {"p.yaml": NOTE_ON_EVENT.format(name="p", event="webinar.attended", reenroll="always", wait="30d")})
-    acct = uid()
-    await api.put(f"/accounts/{acct}", json=account(acct))
-    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w1"})
-    first = await eventually(stack, lambda s: (rows := repo.list_runs(s, account_id=acct)) and rows[0])
-    await eventually(stack, lambda s: len(notes(stack, first.id)) == 1)  # it waits in its 30 days
-    await stack.client.get_workflow_handle(first.workflow_id).terminate("by hand")
-    await api.post("/events", json={"type": "webinar.attended", "account_id": acct, "id": "w2"})
-    runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and rows)
-    by_id = {r.id: r for r in runs}
-    assert (by_id[first.id].status, by_id[first.id].outcome) == ("ended", "terminated")
-    second = next(r for r in runs if r.id != first.id)
-    assert second.status == "running"
-    await eventually(stack, lambda s: len(notes(stack, second.id)) == 1)
-    state = await stack.client.get_workflow_handle(f"account/{acct}").query("state", result_type=AccountState)
-    assert [active.run_id for active in state.active.values()] == [second.id]
+    await api.post("/events", json={"type": "x.happened", "account_id": acct})
+    both = await eventually(stack, lambda s: len(rows := [r for r in repo.list_runs(s, account_id=acct) if r.step == "steps[1]"]) == 2 and rows)
+    run = {r.playbook_id: r for r in both}
+    await control_run(stack.client, acct, RunControl(action="pause", run_id=run["a"].id, reason="on hold"))
+    await eventually(stack, lambda s: (r := repo.get_run(s, run["a"].id)) is not None and r.status == "paused")
+    await api.post("/events", json={"type": "y.happened", "account_id": acct})
+    failed = await eventually(stack, lambda s: [r for r in repo.list_runs(s, account_id=acct, playbook_id="f") if r.status == "ended"])
+    assert failed[0].outcome == "failed"
+    await control_run(stack.client, acct, RunControl(action="cancel", playbook="b"))
+    assert (await ended(stack, run["b"].id)).outcome == "cancelled"
+    c = (await eventually(stack, lambda s: repo.list_runs(s, account_id=acct, playbook_id="c")))[0]
+    assert (await ended(stack, c.id, timedelta(days=4))).outcome == "completed"
+    # `a` sat out its wait paused: it holds before its next step until resumed.
+    with stack.deps.sessions() as s:
+        held = repo.get_run(s, run["a"].id)
+        assert held is not None and (held.status, held.paused_reason) == ("paused", "on hold")
+    await control_run(stack.client, acct, RunControl(action="resume", run_id=run["a"].id))
+    assert (await ended(stack, run["a"].id)).outcome == "completed"
+    assert notes(stack, run["a"].id) == ["a began", "a done"]
+    assert notes(stack, run["b"].id) == ["b began"] and notes(stack, c.id) == ["c began", "c done"]
+    with stack.deps.sessions() as s:
+        assert [(x.step, x.action) for x in repo.run_steps(s, failed[0].id)] == [("broken", "set")]

@@ -26,13 +26,14 @@ from tests.conftest import Stack, eventually, write_folder
 from tests.test_store import engine, factory, postgres_reachable, url  # noqa: F401  (fixtures: SQLite and PostgreSQL stores)
 from touchpoint.config import settings
 from touchpoint.dsl.health_models import HealthRecomputeInput, HealthRecomputeResult
-from touchpoint.dsl.runtime import AccountState, EventIn
+from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc, HealthModel
 from touchpoint.health import score_account
 from touchpoint.ingest import put_account, send_event
 from touchpoint.store import Account, Event, HealthScore, repo
 from touchpoint.store.health import accounts_page_for_health, add_health_scores
 from workflows import names
+from workflows.messages import AccountState
 
 NOW = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 WORKSPACE = """\

@@ -14,10 +14,10 @@ from typing import Any
 
 from tests.conftest import Stack, write_folder
 from tests.hosts import assert_same_timeline, run_without_server
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
+from touchpoint.dsl.runtime import RunResult
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.store import repo
-from workflows.simulation import SimEvent, SimInput
+from workflows.simulation import SimEvent, SimInput, simulated_account
 
 WORKSPACE = """\
 timezone: UTC
@@ -49,21 +49,12 @@ async def run_playbook(stack: Stack, folder: Path, body: str, events: list[tuple
     write_folder(folder, {"workspace.yaml": WORKSPACE, "p.yaml": body, **TEMPLATES})
     project = stack.deploy(folder)
     loaded = project.playbooks["p"]
-    run = RunInput(
-        run_id=f"run-{uuid.uuid4().hex[:8]}",
-        playbook=loaded.playbook,
-        version=loaded.version,
-        account=account,
-        workspace=project.workspace,
-        event=EventIn(type="manual"),
-        simulation=True,
-    )
-    sim = SimInput(run=run, events=[SimEvent(after=a * 86400, type=t, data=d) for a, t, d in events or []], horizon=days * 86400)
-    result: RunResult = await stack.client.execute_workflow("Simulation", sim, id=f"sim-{run.run_id}", task_queue=stack.task_queue, result_type=RunResult)
+    sim = SimInput(account=account, playbook="p", events=[SimEvent(after=a * 86400, type=t, data=d) for a, t, d in events or []], horizon=days * 86400)
+    result: RunResult = await stack.client.execute_workflow("Account", simulated_account(sim), id=f"sim-{uuid.uuid4().hex[:8]}", task_queue=stack.task_queue, result_type=RunResult)
     assert result.started_at is not None
     local, records = run_without_server(
         loaded.playbook, project.workspace, loaded.version, account, folder / "templates",
-        start=result.started_at, events=events or [], days=days, run_id=run.run_id,
+        start=result.started_at, events=events or [], days=days, run_id=result.run_id,
     )
     assert_same_timeline(result.history, records)
     assert (local.outcome, local.state.vars, local.state.scorecard) == (result.outcome, result.vars, result.scorecard)

@@ -22,7 +22,20 @@ HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"
 
 
 def test_replay_histories_are_recorded() -> None:
-    assert {p.stem for p in HISTORIES} >= {"account", "playbook_run", "schedule_run"}
+    assert {p.stem for p in HISTORIES} >= {"account", "account_continued", "playbook_run", "schedule_run"}
+
+
+def test_replay_the_continued_account_carried_its_run_in_flight() -> None:
+    """`account_continued.json` is a run of the account workflow that continued as new with a
+    playbook run in flight: the new run's input holds that run's state (not its program)."""
+    import base64
+
+    events = json.loads((Path(__file__).resolve().parent / "histories" / "account_continued.json").read_text())["events"]
+    closing = events[-1]["workflowExecutionContinuedAsNewEventAttributes"]
+    carried = json.loads(base64.b64decode(closing["input"]["payloads"][0]["data"]))
+    (run,) = carried["runs"].values()
+    assert run["playbook"] == "w" and run["status"] == "running" and run["threads"]
+    assert '"trigger"' not in json.dumps(carried)  # no frozen playbook: the version is loaded again by its id
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

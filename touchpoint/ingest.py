@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from activities.store import deploy_generation
-from touchpoint.dsl.runtime import AccountState, Envelope, EventIn, StartRequest
+from touchpoint.dsl.runtime import EventIn, StartRequest
 from touchpoint.dsl.schema import AccountDoc
 from workflows import names
 from workflows.account import account_workflow_id
+from workflows.messages import AccountState, Envelope, RunControl
 
 _GENERATIONS: dict[int, tuple[float, str]] = {}
 
@@ -39,7 +40,7 @@ async def send_event(client: Client, task_queue: str, sessions: sessionmaker[Ses
     event.at = event.at or datetime.now(UTC)
     envelope = Envelope(event=event, account=account, generation=generation(sessions))
     await client.start_workflow(
-        names.ACCOUNT_V2,
+        names.ACCOUNT,
         AccountState(account_id=account_id),
         id=account_workflow_id(account_id),
         task_queue=task_queue,
@@ -68,10 +69,15 @@ async def start_run(client: Client, task_queue: str, account_id: str, playbook: 
 async def start_request(client: Client, task_queue: str, account_id: str, request: StartRequest) -> None:
     """Signal-with-start the account's workflow with a start request (manual, date sweep)."""
     await client.start_workflow(
-        names.ACCOUNT_V2,
+        names.ACCOUNT,
         AccountState(account_id=account_id),
         id=account_workflow_id(account_id),
         task_queue=task_queue,
         start_signal="start_playbook",
         start_signal_args=[request],
     )
+
+
+async def control_run(client: Client, account_id: str, control: RunControl) -> None:
+    """Pause, resume or cancel a run in its account's workflow (a signal: durable once sent)."""
+    await client.get_workflow_handle(account_workflow_id(account_id)).signal("control", control)

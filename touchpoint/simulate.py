@@ -265,9 +265,9 @@ async def _on_server(
     from activities.deps import Deps
     from touchpoint.config import load_settings
     from touchpoint.deploy import deploy_project
-    from touchpoint.dsl.runtime import RunInput, RunResult
+    from touchpoint.dsl.runtime import RunResult
     from worker import build_worker
-    from workflows.simulation import SimEvent, SimInput
+    from workflows.simulation import SimEvent, SimInput, simulated_account
 
     with tempfile.TemporaryDirectory(prefix="touchpoint-sim-") as tmp:
         settings = load_settings(home=Path(tmp), database_url=f"sqlite:///{tmp}/sim.db", email_backend="outbox", crm_backend="local")
@@ -277,21 +277,20 @@ async def _on_server(
                 deploy_project(s, project)
             queue = f"sim-{uuid.uuid4().hex[:8]}"
             offset = ((start or datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
-            run = RunInput(
-                run_id=f"sim-{uuid.uuid4().hex[:12]}",
-                playbook=playbook,
-                version=version,
+            scripted = [SimEvent(after=e.after.total_seconds(), type=e.type, data=e.data, account=e.account) for e in events]
+            sim = SimInput(
                 account=account,
-                workspace=project.workspace,
+                playbook=playbook.playbook,
                 event=EventIn(type=_trigger_type(playbook), data=dict(trigger_data or {})),
                 clock_offset=offset,
-                simulation=True,
+                events=scripted,
+                horizon=days * 86400.0,
             )
-            scripted = [SimEvent(after=e.after.total_seconds(), type=e.type, data=e.data, account=e.account) for e in events]
-            sim = SimInput(run=run, events=scripted, horizon=days * 86400.0)
             async with build_worker(env.client, deps, task_queue=queue, build_id="touchpoint-simulation"):
                 try:
-                    result: RunResult = await env.client.execute_workflow("Simulation", sim, id=f"simulation/{run.run_id}", task_queue=queue, result_type=RunResult)
+                    result: RunResult = await env.client.execute_workflow(
+                        "Account", simulated_account(sim), id=f"simulation/{uuid.uuid4().hex[:12]}", task_queue=queue, result_type=RunResult
+                    )
                 except WorkflowFailureError as exc:
                     cause = exc.cause
                     outcome = "terminated" if type(cause).__name__ == "TerminatedError" else "failed"
@@ -300,7 +299,7 @@ async def _on_server(
         finally:
             await deps.close()
     at = result.ended_at or datetime.now(UTC)
-    started = start or at
+    started = result.started_at or start or at
     return Simulated(outcome=result.outcome, because=result.because or "", at=at, day=run_day(started, at), records=list(result.history), account=account, scorecard=result.scorecard, vars=result.vars)
 
 

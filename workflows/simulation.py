@@ -1,23 +1,23 @@
-"""`Simulation`: drives one `PlaybookRun` through scripted events on the time-skipping server.
+"""Simulations on a Temporal server: an `Account` workflow in simulation mode, fed a script.
 
-The driver starts the run as a child, sleeps to each event's offset and signals it, so the order
-of timers and events is decided inside Temporal, not by the client's timing (TEMPORAL-NOTES.md).
+`simulated_account` builds the state of an account workflow that starts one playbook, receives
+the scripted events at their offsets from the run's start (on its own clock: the order of timers
+and events is decided inside Temporal, not by the client's timing), stops the run at the horizon
+(outcome ``running``) and ends with the run's `RunResult`, timeline included. The client awaits
+that result, so the time-skipping server skips the waits.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
 from typing import Any
 
-from temporalio import workflow
-from temporalio.workflow import ParentClosePolicy
+from pydantic import Field
 
-with workflow.unsafe.imports_passed_through():
-    from pydantic import Field
-
-    from touchpoint.dsl.runtime import Data, EventIn, RunInput, RunResult
-    from touchpoint.engine.accounts import changes, patched
-    from workflows import names
+from touchpoint.dsl.runtime import Data, EventIn, StartRequest
+from touchpoint.dsl.schema import AccountDoc
+from touchpoint.engine.accounts import patched
+from workflows.messages import AccountState, Envelope, Scripted
 
 
 class SimEvent(Data):
@@ -28,65 +28,42 @@ class SimEvent(Data):
     type: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     account: dict[str, Any] | None = None
-    """Fields merged into the account instead of an event (with the events an upsert emits)."""
+    """Fields merged into the account instead of an event (the workflow derives its events)."""
 
 
 class SimInput(Data):
-    """A run, its events and the horizon."""
+    """A run to simulate: the account, the playbook and its trigger, the events, the horizon."""
 
-    run: RunInput
+    account: AccountDoc
+    playbook: str
+    event: EventIn = Field(default_factory=lambda: EventIn(type="manual"))
+    clock_offset: float = 0.0
     events: list[SimEvent] = Field(default_factory=list)
     horizon: float = 730 * 86400.0
 
 
-@workflow.defn(name=names.SIMULATION)
-class Simulation:
-    """Feeds events to a child run at their offsets until it ends or the horizon passes."""
+def simulated_account(sim: SimInput) -> AccountState:
+    """The input of an `Account` workflow that runs ``sim`` and returns its run's result.
 
-    @workflow.run
-    async def run(self, input: SimInput) -> RunResult:
-        child = await workflow.start_child_workflow(
-            names.PLAYBOOK_RUN,
-            input.run,
-            id=f"{workflow.info().workflow_id}/run",
-            result_type=RunResult,
-            parent_close_policy=ParentClosePolicy.TERMINATE,
-        )
-        start = workflow.now()
-        offset = timedelta(seconds=input.run.clock_offset)
-        account = input.run.account
-        for index, event in sorted(enumerate(input.events), key=lambda item: (item[1].after, item[0])):
-            due = start + timedelta(seconds=event.after)
-            if await self._ended_before(child, due):
-                return _result(child)
-            at = workflow.now() + offset
-            if event.account is not None and account is not None:
-                previous, account = account, patched(account, event.account)
-                signals: list[tuple[str, Any]] = [("account", account)]
-                signals += [("event", e) for e in changes(previous, account, at, f"sim-{index}")]
-            else:
-                signals = [("event", EventIn(id=f"sim-{index}", type=str(event.type), data=event.data, at=at))]
-            try:
-                for name, arg in signals:
-                    await child.signal(name, arg)
-            except Exception:  # the run ended between the timer and the signal
-                return _result(await child)
-        if await self._ended_before(child, start + timedelta(seconds=input.horizon)):
-            return _result(child)
-        await child.signal("stop_simulation")
-        return _result(await child)
-
-    async def _ended_before(self, child: Any, due: Any) -> bool:
-        remaining = due - workflow.now()
-        if remaining > timedelta(0):
-            try:
-                await workflow.wait_condition(lambda: child.done(), timeout=remaining)
-            except TimeoutError:
-                pass
-        return bool(child.done())
-
-
-def _result(value: Any) -> RunResult:
-    result = value.result() if hasattr(value, "result") and callable(value.result) else value
-    assert isinstance(result, RunResult)
-    return result
+    Event ids are unique per simulation: several simulations may share one store, where a
+    repeated event id is a duplicate.
+    """
+    prefix = f"sim-{uuid.uuid4().hex[:12]}"
+    script: list[Scripted] = []
+    account = sim.account
+    for index, event in sorted(enumerate(sim.events), key=lambda item: (item[1].after, item[0])):
+        if event.account is not None:
+            account = patched(account, event.account)
+            envelope = Envelope(event=EventIn(id=f"{prefix}-{index}", type="account.upserted"), account=account)
+        else:
+            envelope = Envelope(event=EventIn(id=f"{prefix}-{index}", type=str(event.type), data=event.data))
+        script.append(Scripted(after=event.after, envelope=envelope))
+    return AccountState(
+        account_id=sim.account.id,
+        account=sim.account,
+        clock_offset=sim.clock_offset,
+        simulation=True,
+        starts=[StartRequest(playbook=sim.playbook, event=sim.event)],
+        script=script,
+        horizon=sim.horizon,
+    )

@@ -99,14 +99,19 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
                 {"id": r.id, "workflow_id": r.workflow_id, "playbook": r.playbook_id, "version": r.version, "account_id": r.account_id, "status": r.status, "step": r.step, "outcome": r.outcome, "started_at": r.started_at.isoformat(), "paused_reason": r.paused_reason}
                 for r in rows
             ]
+        live: dict[str, dict[str, RunStatus]] = {}
         for run in runs:
             if run["status"] != "ended":
-                try:
-                    live: RunStatus = await client.get_workflow_handle(str(run["workflow_id"])).query("status", result_type=RunStatus)
-                except Exception:
-                    continue
-                if live.id == run["id"]:
-                    run.update(status=live.status, step=live.step, outcome=live.outcome, paused_reason=live.paused_reason)
+                workflow_id = str(run["workflow_id"])
+                if workflow_id not in live:
+                    try:
+                        found = await client.get_workflow_handle(workflow_id).query("runs", result_type=list[RunStatus])
+                    except Exception:
+                        found = []
+                    live[workflow_id] = {r.id: r for r in found}
+                current = live[workflow_id].get(str(run["id"]))
+                if current is not None:
+                    run.update(status=current.status, step=current.step, outcome=current.outcome, paused_reason=current.paused_reason)
         return runs
 
     @app.post("/runs", status_code=202, dependencies=guarded)

@@ -123,17 +123,17 @@ def status(account: str | None = typer.Option(None, "--account"), playbook: str 
         rows = repo.list_runs(s, account_id=account, playbook_id=playbook)
         runs = [(r.id, r.workflow_id, r.playbook_id, r.account_id, r.status, r.step, r.outcome, r.paused_reason) for r in rows]
 
-    async def live(client: Client, workflow_id: str) -> RunStatus | None:
+    async def live(client: Client, workflow_id: str, run_id: str) -> RunStatus | None:
         try:
-            result: RunStatus = await client.get_workflow_handle(workflow_id).query("status", result_type=RunStatus)
-            return result
+            found: list[RunStatus] = await client.get_workflow_handle(workflow_id).query("runs", result_type=list[RunStatus])
         except Exception:
             return None
+        return next((r for r in found if r.id == run_id), None)
 
     async def go() -> None:
         client = await connect(settings()) if any(r[4] != "ended" for r in runs) else None
         for run_id, workflow_id, pb, acct, state, step, outcome, reason in runs:
-            info = await live(client, workflow_id) if client and state != "ended" else None
+            info = await live(client, workflow_id, run_id) if client and state != "ended" else None
             if info and info.id == run_id:
                 state, step, reason = info.status, info.step, info.paused_reason
             console.print(f"[bold]{pb}[/] {acct} {run_id}: {state}" + (f" at {step}" if step else "") + (f", outcome {outcome}" if outcome else "") + (f" [yellow](paused: {reason})[/]" if reason else ""))
@@ -150,25 +150,26 @@ def status(account: str | None = typer.Option(None, "--account"), playbook: str 
     _run(go())
 
 
-def _signal(run_id_or_workflow: str, name: str) -> None:
+def _signal(run_id: str, name: str) -> None:
+    """Send a run's account workflow a `control` signal naming the run."""
+    from touchpoint.ingest import control_run
+    from touchpoint.store import repo
     from worker import connect
+    from workflows.messages import RunControl
+
+    with _sessions()() as s:
+        run = repo.get_run(s, run_id)
+    if run is None or run.account_id is None:
+        err.print(f"no run {run_id!r}: give a run id from `touchpoint status`")
+        raise typer.Exit(1)
+    account_id = run.account_id
 
     async def go() -> None:
         client = await connect(settings())
-        workflow_id = run_id_or_workflow
-        if not workflow_id.startswith("run/"):
-            from touchpoint.store import repo
-
-            with _sessions()() as s:
-                run = repo.get_run(s, run_id_or_workflow)
-            if run is None:
-                err.print(f"no run {run_id_or_workflow!r}: give a run id from `touchpoint status` or a workflow id run/<playbook>/<account>")
-                raise typer.Exit(1)
-            workflow_id = run.workflow_id
-        await client.get_workflow_handle(workflow_id).signal(name)
+        await control_run(client, account_id, RunControl(action=name, run_id=run_id))  # type: ignore[arg-type]
 
     _run(go())
-    console.print(f"{name} sent to {run_id_or_workflow}")
+    console.print(f"{name} sent to {run_id}")
 
 
 @runs_app.command("pause")

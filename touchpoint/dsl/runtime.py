@@ -82,13 +82,14 @@ class RunInput(Data):
 
 
 class StepRecord(Data):
-    """One line of a run's timeline."""
+    """One line of a run's timeline (``seq``: its number in the run's timeline, from 1)."""
 
     at: datetime
     day: int
     step: str
     action: str
     detail: dict[str, Any] = Field(default_factory=dict)
+    seq: int = 0
 
 
 class RunStatus(Data):
@@ -139,6 +140,9 @@ class EffectInput(Data):
     event: EventIn
     now: datetime
     simulation: bool = False
+    writes_timeline: bool = False
+    """The activity writes the run's timeline line itself (schedule runs); account-hosted runs
+    project their timeline from the interpreter instead."""
 
 
 class SendEmailInput(EffectInput):
@@ -327,33 +331,6 @@ def plain(value: Any) -> Any:
 # ---------------------------------------------------------------------------- accounts
 
 
-class TriggerEntry(Data):
-    """One deployed playbook, as the account workflow needs it to decide enrollments."""
-
-    playbook: str
-    version: str
-    kind: str
-    event: str | None = None
-    when: str | None = None
-    reenroll: str = "never"
-
-
-class DeployedIndex(Data):
-    """The deployed playbooks' triggers and the workspace, at one deploy generation."""
-
-    generation: str
-    triggers: list[TriggerEntry] = Field(default_factory=list)
-    workspace: Workspace = Field(default_factory=Workspace)
-
-
-class Envelope(Data):
-    """What the API sends an account workflow: an event, or an account upsert (with its doc)."""
-
-    event: EventIn
-    account: AccountDoc | None = None
-    generation: str | None = None
-
-
 class StartRequest(Data):
     """Start a playbook for the account now (CLI, API, or a `start` step)."""
 
@@ -363,107 +340,6 @@ class StartRequest(Data):
     id: str | None = None
     """A repeated id is a no-op (a sweep that retries after signalling starts nothing twice)."""
 
-
-class ActiveRun(Data):
-    run_id: str
-    workflow_id: str
-    version: str
-    started_at: datetime
-
-
-class AccountState(Data):
-    """Compact state carried across continue-as-new."""
-
-    account_id: str
-    account: AccountDoc | None = None
-    active: dict[str, ActiveRun] = Field(default_factory=dict)
-    last_started: dict[str, datetime] = Field(default_factory=dict)
-    seen_ids: list[str] = Field(default_factory=list)
-    index: DeployedIndex | None = None
-    pending: list[Envelope] = Field(default_factory=list)
-    starts: list[StartRequest] = Field(default_factory=list)
-    applied: int = 0
-    """Events applied so far: with the run id, the token of each apply step."""
-    ended_early: list[str] = Field(default_factory=list)
-    """Runs whose end was reported before the workflow recorded their start (a run started by a
-    local activity can end, and signal, before that activity's result is handled)."""
-
-
-class LoadPlaybookInput(Data):
-    playbook: str
-    version: str | None = None
-
-
-class LoadedPlaybookVersion(Data):
-    playbook: Playbook
-    version: str
-    workspace: Workspace
-
-
-class PlannedStart(Data):
-    """A run the account workflow is about to start: its ids are chosen before the store step."""
-
-    playbook: str
-    run_id: str
-    workflow_id: str
-    started_at: datetime
-    event: EventIn
-    """What starts it (the triggering event, or a manual start)."""
-    account_workflow_id: str
-    after_run: str | None = None
-    """Start it only if this earlier run of the playbook has ended in the store (an account
-    workflow that does not hear of ends still holds that run as active)."""
-    report_end: bool = True
-    """Whether the run signals `run_ended` to the account workflow (`RunInput.report_end`)."""
-
-
-class ApplyEventInput(Data):
-    """Project an event, the events it derived, and the account snapshot into the store."""
-
-    account: AccountDoc | None
-    event: EventIn
-    derived: list[EventIn] = Field(default_factory=list)
-    token: str | None = None
-    """The account workflow's step (run id and apply counter): the same on a task retry."""
-    starts: list[PlannedStart] = Field(default_factory=list)
-    """`apply_event_v3`: the runs the event starts, loaded and projected in the same transaction."""
-    active: list[str] = Field(default_factory=list)
-    """Run ids the account workflow holds as active: the result says which have ended."""
-
-
-class ApplyResult(Data):
-    """What `apply_event_v2` did: ``accepted`` False for an old duplicate id; ``earlier`` holds
-    the derived events when this very step applied the event before (a retried workflow task)."""
-
-    accepted: bool
-    earlier: list[EventIn] | None = None
-    started: dict[str, str] = Field(default_factory=dict)
-    """`apply_event_v3`: the version each planned run started with, by playbook id. A playbook
-    that is not deployed, or whose earlier run still runs, is missing."""
-    ended: list[str] = Field(default_factory=list)
-    """Of the ``active`` run ids asked about, those whose rows have ended."""
-    blocked: list[str] = Field(default_factory=list)
-    """Planned run ids not started because their `PlannedStart.after_run` still runs."""
-
-
-class LoadContextInput(Data):
-    """What a fresh (or redeployed) account workflow needs from the store before an event."""
-
-    generation: str | None = None
-    index: bool = False
-    account_id: str | None = None
-    """Set to read the stored account (None: the workflow already holds it)."""
-
-
-class LoadedContext(Data):
-    index: DeployedIndex | None = None
-    account: AccountDoc | None = None
-
-
-class PrepareStartsInput(Data):
-    account_id: str
-    account: AccountDoc
-    starts: list[PlannedStart]
 
 
 def initial_scorecard(playbook: Playbook) -> dict[str, Any] | None:

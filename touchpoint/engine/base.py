@@ -98,7 +98,8 @@ class Base:
 
 
     def _record(self, step: str, action: str, **detail: Any) -> None:
-        record = StepRecord(at=self.now, day=run_day(self.state.started_at, self.now), step=step, action=action, detail=plain(detail))
+        self.state.recorded += 1
+        record = StepRecord(at=self.now, day=run_day(self.state.started_at, self.now), step=step, action=action, detail=plain(detail), seq=self.state.recorded)
         self.out.records.append(record)
         recent = self.state.recent
         recent.append(record)

@@ -130,16 +130,18 @@ class _Machine(Steps):
     """The interpreter's entry points and scheduler (the steps are in `Steps`)."""
 
     def guarded(self, action: Any) -> None:
-        status = self.state.status
+        state = self.state
+        status, step, recorded = state.status, state.step, state.recorded
         try:
             action()
         except Exception as exc:  # a bug, or a value no rule anticipated: this run fails alone
             where = traceback.extract_tb(exc.__traceback__)[-1]
-            self._end("failed", f"internal error at {self.state.step or 'start'}: {type(exc).__name__}: {exc} ({where.name}:{where.lineno})")
-        self.out.ended = self.state.ended
-        self.out.status_changed = self.out.status_changed or self.state.status != status
-
-
+            self._end("failed", f"internal error at {state.step or 'start'}: {type(exc).__name__}: {exc} ({where.name}:{where.lineno})")
+        self.out.ended = state.ended
+        self.out.status_changed = self.out.status_changed or state.status != status
+        if state.status != status or state.step != step or state.recorded != recorded:
+            state.position += 1
+            self.out.moved = True
 
     def begin(self) -> None:
         self._score(None)

@@ -60,13 +60,8 @@ class Output:
     warnings: list[str] = field(default_factory=list)
     ended: bool = False
     status_changed: bool = False
-
-    def extend(self, other: Output) -> None:
-        self.effects.extend(other.effects)
-        self.records.extend(other.records)
-        self.warnings.extend(other.warnings)
-        self.ended = self.ended or other.ended
-        self.status_changed = self.status_changed or other.status_changed
+    moved: bool = False
+    """The run's status, step or timeline changed: its projection is due."""
 
 
 def _unrestricted() -> AbstractContextManager[None]:

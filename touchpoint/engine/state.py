@@ -109,6 +109,10 @@ class RunState(Data):
     seen_dropped: int = 0
     recent: list[StepRecord] = Field(default_factory=list)
     recent_dropped: int = 0
+    recorded: int = 0
+    """Timeline lines so far (each line's `StepRecord.seq`)."""
+    position: int = 0
+    """Bumped by every input that changed the run: orders its projections in the store."""
     threads: list[Thread] = Field(default_factory=list)
     seq: int = 0
     """Effects issued so far: each effect's id is ``<run_id>#<seq>``."""

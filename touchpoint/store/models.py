@@ -135,6 +135,10 @@ class Run(Base):
     vars: Mapped[dict[str, Any]] = mapped_column(json_type(), default=dict)
     scorecard: Mapped[dict[str, Any] | None] = mapped_column(json_type())
     paused_reason: Mapped[str | None] = mapped_column(String)
+    waiting: Mapped[list[dict[str, Any]] | None] = mapped_column(json_type())
+    """What the run waits for: ``[{step, kind, until, detail}]`` (one per waiting thread)."""
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The run's projection counter: a projection older than the row's is not written."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -150,6 +154,10 @@ class RunStep(Base):
     step: Mapped[str] = mapped_column(String)
     action: Mapped[str] = mapped_column(String)
     detail: Mapped[dict[str, Any]] = mapped_column(json_type(), default=dict)
+    seq: Mapped[int | None] = mapped_column(Integer)
+    """The line's number in its run's timeline (unique per run): a retried projection skips it."""
+
+    __table_args__ = (Index("ix_run_steps_run_seq", "run_id", "seq", unique=True),)
 
 
 class Ledger(Base):

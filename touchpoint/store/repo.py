@@ -468,12 +468,36 @@ def add_run_step(
     step: str,
     action: str,
     detail: Mapping[str, Any],
-) -> RunStep:
-    """Append a line to the run's timeline."""
-    row = RunStep(run_id=run_id, at=at, day=day, step=step, action=action, detail=jsonable(dict(detail)))
-    s.add(row)
-    s.flush()
-    return row
+    *,
+    seq: int | None = None,
+) -> bool:
+    """Append a line to the run's timeline; with ``seq``, once (False if it is there already)."""
+    values = {"run_id": run_id, "at": at, "day": day, "step": step, "action": action, "detail": jsonable(dict(detail)), "seq": seq}
+    if seq is None:
+        s.add(RunStep(**values))
+        s.flush()
+        return True
+    return insert_ignore(s, RunStep, values)
+
+
+def project_run(s: Session, *, id: str, position: int, **fields: Any) -> bool:
+    """Write where a run stands unless the row holds a newer projection (a higher ``position``).
+
+    Args:
+        s: The session.
+        id: The run id.
+        position: The projection's counter (`RunState.position`).
+        **fields: ``Run`` columns; a run not in the store yet needs ``workflow_id``,
+            ``playbook_id``, ``version`` and ``started_at``.
+
+    Returns:
+        False when a newer projection was there already (nothing written).
+    """
+    run = s.get(Run, id)
+    if run is not None and run.position > position:
+        return False
+    upsert_run(s, id=id, position=position, **fields)
+    return True
 
 
 def get_run(s: Session, run_id: str) -> Run | None:
@@ -506,7 +530,7 @@ def list_runs(
 
 def run_steps(s: Session, run_id: str) -> list[RunStep]:
     """The run's timeline in order."""
-    return list(s.scalars(select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.at, RunStep.id)))
+    return list(s.scalars(select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.at, RunStep.seq, RunStep.id)))
 
 
 def count_runs_on_older_versions(s: Session, playbook_id: str, current_version: str) -> int:

@@ -1,0 +1,220 @@
+"""What the account workflow takes, keeps and asks of the store: its messages, in one place.
+
+Plain pydantic models passed through the workflow sandbox. The API and the CLI send an
+`Envelope` (an event, or an account upsert), a `StartRequest` or a `RunControl`; the workflow
+carries an `AccountState` across continue-as-new (its runs' states included); its store steps
+take a `StoreStep` or `PrepareStarts` and answer a `StoreResult`; `ProjectRuns` writes where
+each run stands for `touchpoint status`, the console and analytics.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from touchpoint.dsl.runtime import Data, EventIn, StartRequest, StepRecord
+from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.engine.state import RunState
+
+__all__ = [
+    "AccountState",
+    "DeployedIndex",
+    "Envelope",
+    "LoadContextInput",
+    "Loaded",
+    "LoadedContext",
+    "PlannedStart",
+    "PrepareStarts",
+    "ProjectRuns",
+    "RunControl",
+    "RunProjection",
+    "Scripted",
+    "StartRequest",
+    "StoreResult",
+    "StoreStep",
+    "TriggerEntry",
+]
+
+
+class TriggerEntry(Data):
+    """One deployed playbook, as the account workflow needs it to decide enrollments."""
+
+    playbook: str
+    version: str
+    kind: str
+    event: str | list[str] | None = None
+    when: str | None = None
+    reenroll: str = "never"
+
+    def fires_on(self, event_type: str) -> bool:
+        """Whether this is an event trigger naming ``event_type``."""
+        if self.kind != "event" or self.event is None:
+            return False
+        return event_type == self.event if isinstance(self.event, str) else event_type in self.event
+
+
+class DeployedIndex(Data):
+    """The deployed playbooks' triggers and the workspace, at one deploy generation."""
+
+    generation: str
+    triggers: list[TriggerEntry] = Field(default_factory=list)
+    workspace: Workspace = Field(default_factory=Workspace)
+
+
+class Envelope(Data):
+    """What the API sends an account workflow: an event, or an account upsert (with its doc)."""
+
+    event: EventIn
+    account: AccountDoc | None = None
+    generation: str | None = None
+
+
+class RunControl(Data):
+    """Pause, resume or cancel one run of the account (by run id, else by playbook); ``stop``
+    ends it as still ``running`` (a simulation's horizon)."""
+
+    action: Literal["pause", "resume", "cancel", "stop"]
+    run_id: str | None = None
+    playbook: str | None = None
+    reason: str | None = None
+
+
+class AccountState(Data):
+    """Everything the account workflow carries across continue-as-new."""
+
+    account_id: str
+    account: AccountDoc | None = None
+    index: DeployedIndex | None = None
+    runs: dict[str, RunState] = Field(default_factory=dict)
+    """The runs in flight, by run id (each run's playbook version is in its state)."""
+    last_started: dict[str, datetime] = Field(default_factory=dict)
+    seen_ids: list[str] = Field(default_factory=list)
+    pending: list[Envelope] = Field(default_factory=list)
+    starts: list[StartRequest] = Field(default_factory=list)
+    controls: list[RunControl] = Field(default_factory=list)
+    applied: int = 0
+    """Store steps so far: with the workflow's run id, the token of each (a retried task's own)."""
+    clock_offset: float = 0.0
+    """Seconds added to Temporal's clock: simulations start in the past or the future."""
+    simulation: bool = False
+    """A simulated account (`touchpoint simulate --on-server`, the suite): its workflow runs the
+    `script` and ends with the `RunResult` of its first run."""
+    script: list[Scripted] = Field(default_factory=list)
+    horizon: float | None = None
+    """Seconds after the first run's start when a simulation stops it (outcome ``running``)."""
+    script_base: datetime | None = None
+    """When the first run started (on the account's clock): the script counts from there."""
+
+
+class Scripted(Data):
+    """A simulation's event (or account change, ``envelope.account``), ``after`` seconds in."""
+
+    after: float
+    envelope: Envelope
+
+
+class Loaded(Data):
+    """One deployed playbook version as runs execute it."""
+
+    playbook: Playbook
+    version: str
+    workspace: Workspace
+
+    @property
+    def key(self) -> str:
+        return f"{self.playbook.playbook}@{self.version}"
+
+
+class PlannedStart(Data):
+    """A run the account workflow is about to start: its id is chosen before the store step."""
+
+    playbook: str
+    run_id: str
+    started_at: datetime
+    event: EventIn
+    """What starts it (the triggering event, or a manual start)."""
+
+
+class RunProjection(Data):
+    """Where a run stands, for the store's `runs` row, and its new timeline lines."""
+
+    run_id: str
+    workflow_id: str
+    playbook: str
+    version: str
+    account_id: str | None
+    status: Literal["running", "paused", "ended"]
+    step: str | None = None
+    outcome: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] | None = None
+    paused_reason: str | None = None
+    waiting: list[dict[str, Any]] = Field(default_factory=list)
+    position: int = 0
+    records: list[StepRecord] = Field(default_factory=list)
+
+
+class StoreStep(Data):
+    """One event applied in one transaction: the event and what it derived, the account, the
+    rows of the runs it starts (their programs returned unless ``known``), and run projections."""
+
+    account: AccountDoc | None
+    event: EventIn
+    derived: list[EventIn] = Field(default_factory=list)
+    token: str | None = None
+    """The account workflow's step (run id and counter): the same when its task is retried."""
+    starts: list[PlannedStart] = Field(default_factory=list)
+    known: list[str] = Field(default_factory=list)
+    """`Loaded.key`s the workflow holds already: not sent again."""
+    projections: list[RunProjection] = Field(default_factory=list)
+
+
+class PrepareStarts(Data):
+    """Runs started by a request (manual, a date, a `start` step): their rows and programs."""
+
+    account_id: str
+    starts: list[PlannedStart]
+    known: list[str] = Field(default_factory=list)
+    projections: list[RunProjection] = Field(default_factory=list)
+
+
+class StoreResult(Data):
+    """What a store step did.
+
+    ``accepted`` is False for an old duplicate event id; ``earlier`` holds the derived events
+    when this very step applied the event before (a retried workflow task); ``started`` maps
+    each started run id to its version (a playbook that is not deployed is missing);
+    ``programs`` are the versions the workflow did not know yet.
+    """
+
+    accepted: bool = True
+    earlier: list[EventIn] | None = None
+    started: dict[str, str] = Field(default_factory=dict)
+    programs: list[Loaded] = Field(default_factory=list)
+
+
+class ProjectRuns(Data):
+    """Projections of runs that moved without any other store step to carry them."""
+
+    runs: list[RunProjection]
+
+
+class LoadContextInput(Data):
+    """What a fresh (or redeployed) account workflow needs from the store before an event."""
+
+    generation: str | None = None
+    index: bool = False
+    account_id: str | None = None
+    """Set to read the stored account (None: the workflow already holds it)."""
+    programs: list[str] = Field(default_factory=list)
+    """`Loaded.key`s to load (the runs a continued workflow carries)."""
+
+
+class LoadedContext(Data):
+    index: DeployedIndex | None = None
+    account: AccountDoc | None = None
+    programs: list[Loaded] = Field(default_factory=list)
