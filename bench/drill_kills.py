@@ -151,11 +151,12 @@ def _ports() -> tuple[int, int]:
             return port, free_port()
 
 
-async def stack_kills(*, enrollments: int = 200, kills: int = 3, interval: float = 5.0, timeout: float = 600) -> DrillResult:
+async def stack_kills(*, enrollments: int = 200, kills: int = 3, interval: float = 5.0, rate: float = 10.0, timeout: float = 600) -> DrillResult:
     """``kill -9`` the whole `touchpoint dev` (its process group: CLI, worker, API and Temporal dev
     server) ``kills`` times, spread over the run like `worker_kills` and at least ``interval`` s
     after the last (re)start, restarting it on the same folder each time; enrollments go through
-    its HTTP API, retried while it is down. The drain runs from the last restart.
+    its HTTP API at ``rate`` per second (so some arrive while it is down, and are retried as a
+    client would). The drain runs from the last restart.
     """
     result = DrillResult("stack-kills", f"{kills} kill -9 of the whole touchpoint dev stack during {enrollments} enrollments, restarted on the same folder", expected=2 * enrollments)
     begin = time.monotonic()
@@ -172,7 +173,7 @@ async def stack_kills(*, enrollments: int = 200, kills: int = 3, interval: float
         }
         env.pop("TOUCHPOINT_DATABASE_URL", None)
         outbox = root / ".touchpoint" / "outbox"
-        retries = 0
+        retries = accepted = 0
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
 
             async def up() -> bool:
@@ -188,11 +189,13 @@ async def stack_kills(*, enrollments: int = 200, kills: int = 3, interval: float
                 return proc
 
             async def enroll(i: int) -> None:
-                nonlocal retries
+                nonlocal retries, accepted
+                await asyncio.sleep(max(0.0, paced + i / rate - time.monotonic()))
                 while True:
                     try:
                         response = await http.put(f"/accounts/acct-{i}", json=account_doc(f"acct-{i}"))
                         if response.status_code == 202:
+                            accepted += 1
                             return
                     except httpx.HTTPError:
                         pass
@@ -200,14 +203,16 @@ async def stack_kills(*, enrollments: int = 200, kills: int = 3, interval: float
                     await asyncio.sleep(0.2)
 
             proc = await start()
+            paced = time.monotonic()
             deps = make_deps(root, f"sqlite:///{root / '.touchpoint' / 'touchpoint.db'}")
             try:
-                submit = asyncio.create_task(fire(enrollments, IN_FLIGHT, enroll))
+                submit = asyncio.create_task(fire(enrollments, enrollments, enroll))
                 try:
                     last = time.monotonic()
                     for k in range(kills):
                         await _progress(outbox, enrollments * (k + 1) // (kills + 1), last + interval, timeout)
                         result.detail.setdefault("emails_at_kill", []).append(len(outbox_recipients(outbox)))
+                        result.detail.setdefault("enrolled_at_kill", []).append(accepted)
                         reaper.kill(proc)
                         proc = await start()
                         last = time.monotonic()

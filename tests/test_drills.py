@@ -100,7 +100,7 @@ def _group(proc: Path) -> int:
 
 async def test_drills_kill_9_of_workers_and_of_the_dev_stack_lose_and_double_nothing() -> None:
     quiet_sdk_logs()
-    before = children()
+    before, others = children(), set(drill_processes())
     results = await asyncio.gather(quick("worker-kills-sqlite"), quick("worker-kills-postgresql"), quick("stack-kills"))
     for result in results:
         assert_clean(result)
@@ -110,7 +110,7 @@ async def test_drills_kill_9_of_workers_and_of_the_dev_stack_lose_and_double_not
         assert min(result.detail["emails_at_kill"]) < result.expected // 2, result.detail
         assert result.detail["runs_ended"] == result.expected // 2
     assert children() == before
-    assert drill_processes() == []
+    assert set(drill_processes()) <= others  # no stack's Temporal server outlived its drill
 
 
 async def test_drills_sendgrid_storm_sends_every_email_once() -> None:
