@@ -73,13 +73,14 @@ def _score(result: DrillResult, n: int, outbox: Path, counts: dict[str, Any]) ->
     )
 
 
-async def worker_kills(store: StoreKind, *, enrollments: int = 500, kills: int = 20, interval: float = 2.5, workers: int = 2, timeout: float = 600) -> DrillResult:
+async def worker_kills(store: StoreKind, *, enrollments: int = 500, kills: int = 20, interval: float = 2.5, workers: int = 2, rate: float | None = None, timeout: float = 600) -> DrillResult:
     """``kill -9`` one of ``workers`` worker processes ``kills`` times during ``enrollments``
     enrollments; a fresh worker replaces each one at once.
 
-    The kills are spread over the run by progress (kill k once k/(kills+1) of the emails are out)
-    and at least ``interval`` s apart; the drain runs from the last kill until every email and
-    task is there and every run has ended.
+    The first enrollment goes alone, to know the workers are up; the others follow at ``rate``
+    per second, or all at once (50 in flight) without one. The kills are spread over the run by
+    progress (kill k once k/(kills+1) of the emails are out) and at least ``interval`` s apart;
+    the drain runs from the last kill until every email and task is there and every run has ended.
     """
     result = DrillResult(f"worker-kills-{store}", f"{kills} kill -9 of worker processes during {enrollments} enrollments ({store})", expected=2 * enrollments)
     begin = time.monotonic()
@@ -100,18 +101,24 @@ async def worker_kills(store: StoreKind, *, enrollments: int = 500, kills: int =
                 async with api(deps, server.env.client, QUEUE) as http:
 
                     async def enroll(i: int) -> None:
+                        if rate:
+                            await asyncio.sleep(max(0.0, paced + (i - 1) / rate - time.monotonic()))
                         (await http.put(f"/accounts/acct-{i}", json=account_doc(f"acct-{i}"))).raise_for_status()
 
-                    submit = asyncio.create_task(fire(enrollments, IN_FLIGHT, enroll))
+                    paced = 0.0
+                    await enroll(0)
+                    await _progress(outbox, 1, 0.0, timeout)  # the workers are up
+                    paced = time.monotonic()
+                    submit = asyncio.create_task(fire(enrollments - 1, enrollments if rate else IN_FLIGHT, lambda i: enroll(i + 1)))
                     try:
                         last = time.monotonic()
                         for k in range(kills):
                             await _progress(outbox, enrollments * (k + 1) // (kills + 1), last + interval, timeout)
+                            result.detail.setdefault("emails_at_kill", []).append(len(outbox_recipients(outbox)))
                             slot = k % workers
                             reaper.kill(procs[slot])
                             procs[slot] = reaper.spawn(python("worker.py"), env=env)
                             last = time.monotonic()
-                            result.detail.setdefault("emails_at_kill", []).append(len(outbox_recipients(outbox)))
                         await submit
                     finally:
                         if not submit.done():

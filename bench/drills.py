@@ -46,8 +46,8 @@ def registry() -> dict[str, tuple[DrillFn, dict[str, Any], dict[str, Any]]]:
     from bench.drill_providers import sendgrid_storm, webhook_flaky
 
     return {
-        "worker-kills-sqlite": (worker_kills, {"store": "sqlite", "enrollments": 500, "kills": 20, "interval": 2.0}, {"store": "sqlite", "enrollments": 24, "kills": 2, "interval": 0.5}),
-        "worker-kills-postgresql": (worker_kills, {"store": "postgresql", "enrollments": 500, "kills": 20, "interval": 2.0}, {"store": "postgresql", "enrollments": 24, "kills": 2, "interval": 0.5}),
+        "worker-kills-sqlite": (worker_kills, {"store": "sqlite", "enrollments": 500, "kills": 20, "interval": 2.0}, {"store": "sqlite", "enrollments": 24, "kills": 2, "interval": 0.5, "rate": 8.0}),
+        "worker-kills-postgresql": (worker_kills, {"store": "postgresql", "enrollments": 500, "kills": 20, "interval": 2.0}, {"store": "postgresql", "enrollments": 24, "kills": 2, "interval": 0.5, "rate": 8.0}),
         "stack-kills": (stack_kills, {"enrollments": 200, "kills": 3, "interval": 5.0, "rate": 10.0}, {"enrollments": 16, "kills": 3, "interval": 0.5, "rate": 8.0}),
         "sendgrid-storm": (sendgrid_storm, {"sends": 1000, "rate": 0.3}, {"sends": 50, "rate": 0.3, "per_account": 25}),
         "webhook-flaky": (webhook_flaky, {"calls": 200, "rate": 0.5}, {"calls": 10, "rate": 0.5}),
