@@ -3,7 +3,9 @@
 - `changes.seats.changed` (the dotted form) in a schedule playbook, on a tick started as its
   Temporal Schedule starts it, read from the outbox;
 - `exit: converted`, a `split` without an `id` (its variant in `run.vars['steps[N]']`) and an
-  email with neither `to` nor `audience` (every contact), through `touchpoint.simulate.simulate`.
+  email with neither `to` nor `audience` (every contact), through `touchpoint.simulate`: on both
+  hosts, `simulate` (server-less, what `touchpoint simulate` prints) and `simulate_on_server`
+  (the time-skipping server with the real workflows and activities).
 """
 
 from __future__ import annotations
@@ -12,10 +14,21 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Stack, write_folder
 from touchpoint.dsl.schedule import ScheduleRunInput, ScheduleRunResult
-from touchpoint.simulate import simulate
+from touchpoint.simulate import Simulated, simulate, simulate_on_server
 from touchpoint.store import repo
+
+HOSTS = ("without-server", "on-server")
+
+
+async def run_sim(host: str, playbook: Path, account: Path) -> Simulated:
+    """One simulation from ``TICK`` for 10 days on ``host``."""
+    if host == "without-server":
+        return simulate(playbook, account, start=TICK, days=10)
+    return await simulate_on_server(playbook, account, start=TICK, days=10)
 
 WORKSPACE = """\
 timezone: UTC
@@ -93,7 +106,8 @@ def sim_folder(root: Path, playbook: str, account_id: str = "acme") -> tuple[Pat
     return folder / "p.yaml", account
 
 
-async def test_promises_exit_converted_ends_the_run_as_converted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_promises_exit_converted_ends_the_run_as_converted(tmp_path: Path, host: str) -> None:
     body = """\
 playbook: p
 trigger: manual
@@ -105,14 +119,15 @@ steps:
   - note: {text: never}
     id: never
 """
-    sim = await simulate(*sim_folder(tmp_path, body), start=TICK, days=10)
+    sim = await run_sim(host, *sim_folder(tmp_path, body))
     assert sim.outcome == "converted"
     assert [r.step for r in sim.records if r.action == "note"] == ["before"]
     (exit_record,) = [r for r in sim.records if r.action == "exit"]
     assert exit_record.step == "done"
 
 
-async def test_promises_split_without_id_keeps_its_variant_in_run_vars_by_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_promises_split_without_id_keeps_its_variant_in_run_vars_by_path(tmp_path: Path, host: str) -> None:
     body = """\
 playbook: p
 trigger: manual
@@ -128,7 +143,7 @@ steps:
 """
     seen = set()
     for account_id in ("acme", "globex", "initech", "umbrella", "hooli", "wayne"):
-        sim = await simulate(*sim_folder(tmp_path / account_id, body, account_id), start=TICK, days=10)
+        sim = await run_sim(host, *sim_folder(tmp_path / account_id, body, account_id))
         (split,) = [r for r in sim.records if r.action == "split"]
         variant = split.detail["variant"]
         texts = [r.detail.get("text") for r in sim.records if r.action == "note"]
@@ -137,7 +152,8 @@ steps:
     assert seen == {"a", "b"}  # the stored value follows the account's own variant
 
 
-async def test_promises_email_without_to_or_audience_goes_to_every_contact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_promises_email_without_to_or_audience_goes_to_every_contact(tmp_path: Path, host: str) -> None:
     body = """\
 playbook: p
 trigger: manual
@@ -145,7 +161,7 @@ steps:
   - email: {template: hi}
     id: everyone
 """
-    sim = await simulate(*sim_folder(tmp_path, body), start=TICK, days=10)
+    sim = await run_sim(host, *sim_folder(tmp_path, body))
     assert sim.outcome == "completed"
     emails = [r for r in sim.records if r.action == "email"]
     assert sorted(r.detail["to"] for r in emails) == ["kim@acme.example", "lee@acme.example", "max@acme.example"]
