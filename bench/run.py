@@ -1,4 +1,5 @@
 """``python -m bench [--quick]``: every scenario against bare Temporal, a table and a JSON file.
+``python -m bench --drills [--quick]``: the failure drills instead (bench/drills.py).
 
 Each measurement gets a fresh `temporal server start-dev` (SQLite file in WAL mode, the embedded
 default's settings) in a fresh temporary folder; Touchpoint and its baseline run one after the
@@ -25,6 +26,7 @@ from rich.table import Table
 from bench.common import Scenario, machine
 
 SCENARIOS = ("enrollment", "latency", "parked", "simulation", "validation", "sweep")
+DRILLS = ("worker-kills-sqlite", "worker-kills-postgresql", "stack-kills", "sendgrid-storm", "webhook-flaky", "crm-rate-limit")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -43,6 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--one-worker", action="store_true", help="enrollment: skip the 2-worker-process run")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/<timestamp>.json)")
+    parser.add_argument("--drills", action="store_true", help="run the failure drills instead of the scenarios (exit 1 when one lost or doubled)")
+    parser.add_argument("--only-drills", nargs="+", choices=DRILLS, default=list(DRILLS), help="with --drills: run only these drills")
     args = parser.parse_args(argv)
     defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "resume": (2000, 100), "resume_wait": (10.0, 3.0), "sweep_accounts": (100_000, 2000)}
     for name, (full, quick) in defaults.items():
@@ -125,6 +129,12 @@ def results(args: argparse.Namespace, scenarios: Sequence[Scenario], started: da
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the bench, print the table and the notes, write the JSON; exit 0 unless it crashed."""
     args = parse_args(argv)
+    if args.drills:
+        from bench import drills
+
+        code = drills.main(args.only_drills, quick=args.quick, out=args.out, results_dir=RESULTS)
+        sys.stdout.flush()
+        os._exit(code)  # sdk-python #300, as below
     console = Console()
     started = datetime.now(UTC)
     scenarios = asyncio.run(run_scenarios(args, console))

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import Deps
+from tests import pg
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.validate import Project, load_project
@@ -51,9 +52,38 @@ class Stack:
         return project
 
 
+STORES = ("sqlite", "postgresql")
+"""The store's two databases; parametrize ``store`` (``indirect=True``) to run a test on both."""
+
+
 @pytest.fixture
-def store_settings(tmp_path: Path) -> Settings:
-    return load_settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/store.db")
+def store(request: pytest.FixtureRequest) -> str:
+    """The store's database for this test: ``sqlite`` unless the test parametrizes ``store``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def on_both_stores() -> pytest.MarkDecorator:
+    """Run the test once on a SQLite file and once on a PostgreSQL schema of its own."""
+    return pytest.mark.parametrize("store", STORES, indirect=True)
+
+
+@pytest.fixture
+def database_url(store: str, tmp_path: Path) -> Iterator[str]:
+    """The store's URL: a SQLite file, or a PostgreSQL schema of its own (tests/pg.py), dropped after."""
+    if store == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    try:
+        pg.check()
+    except pg.PostgresUnreachable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with pg.schema("tp_stack") as schema:
+        yield pg.schema_url(schema)
+
+
+@pytest.fixture
+def store_settings(tmp_path: Path, database_url: str) -> Settings:
+    return load_settings(home=tmp_path / "home", database_url=database_url)
 
 
 @pytest.fixture

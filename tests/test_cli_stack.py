@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,8 +41,23 @@ contacts: [{email: kim@acme.example, name: Kim, role: champion}]
 """
 
 
-@pytest.fixture
-def dev_stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+def dev_servers(folder: Path) -> list[int]:
+    """Pids of Temporal dev servers whose database lives under ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "start-dev" in cmdline and str(folder) in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def running_dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], str]]:
+    """`touchpoint dev` in a session of its own, up and answering; its whole group is gone after."""
     write_folder(
         tmp_path / "playbooks",
         {
@@ -59,7 +76,10 @@ def dev_stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
         "TOUCHPOINT_API_BIND": f"127.0.0.1:{api_port}",
         "COLUMNS": "200",
     }
-    process = subprocess.Popen([sys.executable, "-m", "touchpoint.cli.main", "dev", "playbooks"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "touchpoint.cli.main", "dev", "playbooks"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
     url = f"http://127.0.0.1:{api_port}"
     try:
         deadline = time.monotonic() + 60
@@ -73,12 +93,38 @@ def dev_stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
             assert time.monotonic() < deadline, "touchpoint dev did not come up"
             time.sleep(0.2)
         env["CWD"] = str(tmp_path)
-        yield env, url
+        yield process, env, url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        # Whatever of its group is left (a Temporal server, should its shutdown have failed).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         if process.stdout:
             process.stdout.close()
+
+
+@pytest.fixture
+def dev_stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    with running_dev(tmp_path) as (_, env, url):
+        yield env, url
+
+
+def test_cli_stack_sigterm_stops_the_temporal_server_it_started(tmp_path: Path) -> None:
+    with running_dev(tmp_path) as (process, _, _):
+        servers = dev_servers(tmp_path)
+        assert len(servers) == 1
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while dev_servers(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dev_servers(tmp_path) == [], "touchpoint dev left its Temporal server running after SIGTERM"
 
 
 def cli(env: dict[str, str], *args: str) -> str:

@@ -278,6 +278,20 @@ async def test_crm_hubspot_retry_after_header_wins(hubspot: FakeHubSpot, crm: Hu
     assert caught.value.retry_after == 3.0
 
 
+async def test_crm_hubspot_short_retry_after_is_waited_out_per_call(hubspot: FakeHubSpot, crm: HubSpotBackend) -> None:
+    company = hubspot.add_company("Acme")
+    hubspot.fail_next(429, headers={"Retry-After": "0.1"}, times=2)
+    await crm.update_account(company, {"country": "US"})  # two refusals waited out in place
+    assert hubspot.companies[company].properties["country"] == "US"
+    assert [r.method for r in hubspot.requests if r.path.endswith(company)] == ["PATCH"] * 3
+
+    hubspot.fail_next(429, headers={"Retry-After": "0.1"}, times=4)  # one more than it waits out
+    with pytest.raises(CrmTransientError) as caught:
+        await crm.update_account(company, {"country": "DE"})
+    assert caught.value.retry_after == 0.1
+    assert hubspot.companies[company].properties["country"] == "US"
+
+
 async def test_crm_hubspot_daily_rate_limit_waits_until_midnight(hubspot: FakeHubSpot, crm: HubSpotBackend) -> None:
     company = hubspot.add_company("Acme")
     hubspot.exhaust_daily_limit()

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.conftest import Stack, write_folder
+from tests.conftest import Stack, on_both_stores, write_folder
 from tests.test_interpreter import ACCOUNT, TEMPLATES, WORKSPACE
 from touchpoint.dsl.runtime import EventIn, RunInput, RunResult, RunStatus
 from touchpoint.store import repo
@@ -114,6 +114,7 @@ async def run_across_a_kill(stack: Stack, run: RunInput, *, after_kill: Any = No
         return await handle.result()
 
 
+@on_both_stores()
 async def test_durability_worker_kill_resumes_without_duplicates(stack: Stack, folder: Path) -> None:
     run = deploy(stack, folder, THREE_EMAILS)
     result = await run_across_a_kill(stack, run)

@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import Deps
+from tests import pg
 from tests.conftest import write_folder
 from tests.servers.sendgrid_server import FakeSendGrid, run_sendgrid_server
 from touchpoint.config import load_settings
@@ -33,8 +34,6 @@ from touchpoint.store import repo
 from worker import build_worker
 from workflows import names
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 KEY = "SG.exactly.once"
 FILES = {
     "workspace.yaml": 'timezone: UTC\nsender: {email: cs@example.com, name: CS}\nsend_window: {days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00"}\n',
@@ -102,18 +101,12 @@ def sendgrid() -> Iterator[FakeSendGrid]:
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A PostgreSQL schema of its own, dropped after the test."""
-    schema = f"tp_once_{uuid.uuid4().hex[:12]}"
     try:
-        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_DSN} ({exc}); start it (scripts/test does)")
-    with conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
+        pg.check()
+    except pg.PostgresUnreachable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with pg.schema("tp_once") as schema:
         yield schema
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 async def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> None:
@@ -143,7 +136,7 @@ async def test_email_exactly_once_crash_between_provider_and_ledger_sends_no_dup
     time_env: WorkflowEnvironment, tmp_path: Path, sendgrid: FakeSendGrid, pg_schema: str
 ) -> None:
     backend = SendGridBackend(KEY, host=sendgrid.url, timeout=30)
-    url = f"{PG_URL}?options=-csearch_path%3D{pg_schema}"
+    url = pg.schema_url(pg_schema)
     async with email_stack(time_env, tmp_path, backend, database_url=url) as stack:
         run = stack.run_input()
         key = f"{run.run_id}|steps[0]|kim@acme.example|1"
@@ -151,13 +144,13 @@ async def test_email_exactly_once_crash_between_provider_and_ledger_sends_no_dup
         sendgrid.delay_next(1.0)
         handle = await stack.start(run)
         await wait_for(lambda: sendgrid.requests == 1, "the send request")
-        with psycopg.connect(PG_DSN, autocommit=False) as locker:
+        with psycopg.connect(pg.dsn(), autocommit=False) as locker:
             locker.execute(f'SET search_path TO "{pg_schema}"')
             row = locker.execute("SELECT status FROM ledger WHERE key = %s FOR UPDATE", (key,)).fetchone()
             assert row == ("reserved",)  # the provider call is in flight
             # SendGrid accepts; the activity's ledger write then blocks on our lock: kill it there,
             # as a worker crash would, after the provider call and before the ledger write.
-            with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            with psycopg.connect(pg.dsn(), autocommit=True) as admin:
                 for _ in range(500):
                     blocked = admin.execute(
                         "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"

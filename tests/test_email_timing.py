@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.deps import Deps
 from activities.email import EmailActivities
+from tests import pg
 from tests.conftest import Stack, write_folder
 from tests.hosts import assert_same_timeline, run_without_server
 from touchpoint.config import load_settings
@@ -33,8 +33,6 @@ from workflows.simulation import SimInput, simulated_account
 LA = ZoneInfo("America/Los_Angeles")
 BERLIN = ZoneInfo("Europe/Berlin")
 WEEK = timedelta(days=7)
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 BUSINESS_HOURS = """\
 timezone: UTC
@@ -240,21 +238,17 @@ async def test_email_timing_cap_counts_the_moved_send_not_the_reserved_slot(stac
 @pytest.fixture
 def postgres_deps(tmp_path: Path) -> Iterator[Deps]:
     try:
-        psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc})", pytrace=False)
-    schema = f"tp_timing_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    deps = Deps.from_settings(load_settings(home=tmp_path / "home", database_url=f"{PG_URL}?options=-csearch_path%3D{schema}"))
-    try:
-        yield deps
-    finally:
-        bind = deps.sessions.kw.get("bind")
-        if bind is not None:
-            bind.dispose()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        pg.check()
+    except pg.PostgresUnreachable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with pg.schema("tp_timing") as schema:
+        deps = Deps.from_settings(load_settings(home=tmp_path / "home", database_url=pg.schema_url(schema)))
+        try:
+            yield deps
+        finally:
+            bind = deps.sessions.kw.get("bind")
+            if bind is not None:
+                bind.dispose()
 
 
 async def test_email_timing_cap_holds_under_concurrency_on_postgresql(postgres_deps: Deps) -> None:

@@ -22,7 +22,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import Deps
-from tests.conftest import write_folder
+from tests.conftest import on_both_stores, write_folder
 from tests.hosts import stored_status
 from tests.servers.sendgrid_server import EventWebhookSigner, FakeSendGrid, run_sendgrid_server
 from touchpoint.api.app import create_app
@@ -106,13 +106,13 @@ def sendgrid() -> Iterator[FakeSendGrid]:
 
 
 @pytest.fixture
-async def hook(own_time_env: WorkflowEnvironment, tmp_path: Path, sendgrid: FakeSendGrid) -> AsyncIterator[Hook]:
+async def hook(own_time_env: WorkflowEnvironment, tmp_path: Path, sendgrid: FakeSendGrid, database_url: str) -> AsyncIterator[Hook]:
     # A server of its own: account workflows run local activities that must not strand on a shared one.
     time_env = own_time_env
     signer = EventWebhookSigner()
     settings = load_settings(
         home=tmp_path / "home",
-        database_url=f"sqlite:///{tmp_path}/store.db",
+        database_url=database_url,
         task_queue=f"hook-{uuid.uuid4().hex[:10]}",
         sendgrid_webhook_key=signer.public_key_b64,
         email_backend="sendgrid",
@@ -177,6 +177,7 @@ def event(kind: str, email: str, account: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+@on_both_stores()
 async def test_sendgrid_webhook_valid_batch_becomes_events_and_suppressions(hook: Hook) -> None:
     acct = hook.new_account()
     batch = [
@@ -256,6 +257,7 @@ async def test_sendgrid_webhook_forged_or_stale_signature_is_refused(hook: Hook)
     await eventually(lambda: len(hook.events(acct)) == 2, "the genuine batch's events")
 
 
+@on_both_stores()
 async def test_sendgrid_webhook_replayed_batch_records_nothing_twice(hook: Hook) -> None:
     acct = hook.new_account()
     batch = [event("open", "kim@acme.example", acct), event("click", "kim@acme.example", acct, url="https://x.example")]
@@ -312,6 +314,7 @@ def test_sendgrid_webhook_bad_key_fails_at_startup_with_a_fix() -> None:
         load_verifier("bm90IGEga2V5")
 
 
+@on_both_stores()
 async def test_sendgrid_webhook_click_moves_a_waiting_playbook_on(hook: Hook) -> None:
     acct = hook.new_account()
     doc = {"name": "Acme", "contacts": [{"email": "kim@acme.example", "name": "Kim", "role": "champion"}]}

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests import pg
 from touchpoint.store import (
     Base,
     Event,
@@ -63,8 +62,6 @@ from touchpoint.store import (
 )
 
 UTC = dt.UTC
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 T0 = dt.datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 WEEK = dt.timedelta(days=7)
 
@@ -75,13 +72,9 @@ WEEK = dt.timedelta(days=7)
 @pytest.fixture(scope="session")
 def postgres_reachable() -> None:
     try:
-        psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}). Start it with: "
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-            pytrace=False,
-        )
+        pg.check()
+    except pg.PostgresUnreachable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -92,14 +85,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path}/store/touchpoint.db"
         return
     request.getfixturevalue("postgres_reachable")
-    schema = f"tp_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with pg.schema("tp_test") as schema:
+        yield pg.schema_url(schema)
 
 
 @pytest.fixture

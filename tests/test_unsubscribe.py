@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import Stack, write_folder
+from tests.conftest import Stack, on_both_stores, write_folder
 from tests.hosts import stored_status
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
@@ -104,6 +104,7 @@ def test_unsubscribe_token_is_signed_and_carries_no_guessable_id() -> None:
     assert unsubscribe_url("https://cs.example.com/", "secret", "kim@acme.example") == f"https://cs.example.com/unsubscribe/{token}"
 
 
+@on_both_stores()
 async def test_unsubscribe_link_round_trip_through_the_api(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
     write_folder(folder, {"workspace.yaml": WORKSPACE, "tips.yaml": PLAYBOOK, **TEMPLATES})
     stack.deploy(folder)

@@ -12,6 +12,7 @@ and programmable trouble::
         company = hs.add_company("Acme", seats_licensed=400)
         hs.drop_next_response(match="POST /crm/v3/objects/tasks")  # write, then hang up
         hs.fail_next(429, headers={"Retry-After": "3"})
+        hs.rate_limit_every(3)  # or: every third request answers 429 (a storm of rate limits)
         ...
         assert len(hs.tasks) == 1
 
@@ -244,6 +245,9 @@ class FakeHubSpot:
         self._daily_used = 0
         self._window: list[float] = []
         self._next_id = 1_000_000
+        self._every: tuple[int, str] | None = None
+        self._calls = 0
+        self.rate_limited = 0
 
     # -- seeding and control --------------------------------------------------------------
 
@@ -323,6 +327,16 @@ class FakeHubSpot:
         with self._lock:
             self._trouble.append(_Trouble("slow", times, match, seconds=seconds))
 
+    def rate_limit_every(self, n: int, *, retry_after: str = "0.05") -> None:
+        """Answer every ``n``-th request (counting all, refused ones too) with 429
+        ``TEN_SECONDLY_ROLLING`` and ``Retry-After: retry_after``; 0 stops it.
+
+        `rate_limited` counts the requests refused this way.
+        """
+        with self._lock:
+            self._every = (n, retry_after) if n > 0 else None
+            self._calls = 0
+
     def exhaust_daily_limit(self) -> None:
         """Use up the daily allowance: every request answers 429 ``DAILY``."""
         with self._lock:
@@ -383,6 +397,10 @@ class FakeHubSpot:
             query = parse_qs(parts.query, keep_blank_values=True)
             self.requests.append(FakeRequest(method, path, query, dict(headers), body))
             failure = self._take("fail", where)
+            self._calls += 1
+            if failure is None and self._every is not None and self._calls % self._every[0] == 0:
+                self.rate_limited += 1
+                failure = _Trouble("fail", 1, None, 429, {"Retry-After": self._every[1]})
             if failure is not None:
                 reply = self._failure_reply(failure)
             else:

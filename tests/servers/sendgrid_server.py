@@ -7,6 +7,7 @@ programmable queue of failures and delays::
 
     with run_sendgrid_server("SG.test.key") as sg:
         sg.fail_next(429, headers={"Retry-After": "1"}, times=2)
+        sg.storm(0.3)  # or: refuse 30% of requests with 429 (Retry-After) and 5xx
         backend = SendGridBackend("SG.test.key", host=sg.url)
         ...
         assert sg.sent[0].body["subject"] == "Welcome"
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import random
 import secrets
 import sys
 import threading
@@ -380,6 +382,8 @@ class FakeSendGrid:
         self.requests = 0
         self._failures: deque[_Failure] = deque()
         self._delays: deque[float] = deque()
+        self._storm: tuple[float, tuple[int, ...], str, random.Random] | None = None
+        self.storm_failures: dict[int, int] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
@@ -442,6 +446,29 @@ class FakeSendGrid:
         with self._lock:
             self._failures.extend(_Failure(status, dict(headers or {}), payload, content_type) for _ in range(times))
 
+    def storm(self, rate: float, *, statuses: Sequence[int] = (429, 500, 502, 503), retry_after: str = "1", seed: int = 0) -> None:
+        """Refuse a share ``rate`` of authenticated requests (0 stops the storm) without sending them.
+
+        Each refused request gets one of ``statuses``, chosen at random like the share (a
+        seeded generator): 429 with ``Retry-After: retry_after``, a 5xx with SendGrid's body
+        (502: a proxy's HTML page). `storm_failures` counts them by status.
+        """
+        with self._lock:
+            self._storm = (rate, tuple(statuses), retry_after, random.Random(seed)) if rate > 0 else None
+
+    def _storm_failure(self) -> _Failure | None:
+        if self._storm is None:
+            return None
+        rate, statuses, retry_after, rng = self._storm
+        if rng.random() >= rate:
+            return None
+        status = rng.choice(statuses)
+        self.storm_failures[status] = self.storm_failures.get(status, 0) + 1
+        if status == 502:
+            return _Failure(status, {}, _BAD_GATEWAY_HTML, "text/html")
+        headers = {"Retry-After": retry_after} if status == 429 else {}
+        return _Failure(status, headers, _errors_body([_error(_DEFAULT_FAILURE_MESSAGES.get(status, "error"), None)]), "application/json")
+
     def delay_next(self, seconds: float, *, times: int = 1) -> None:
         """Wait ``seconds`` before answering each of the next ``times`` requests."""
         with self._lock:
@@ -463,7 +490,7 @@ class FakeSendGrid:
                 401, _errors_body([_error("The provided authorization grant is invalid, expired, or revoked", None)])
             )
         with self._lock:
-            failure = self._failures.popleft() if self._failures else None
+            failure = self._failures.popleft() if self._failures else self._storm_failure()
         if failure is not None:
             return _Response(failure.status, failure.body, dict(failure.headers), failure.content_type)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from touchpoint.config import ConfigError, load_settings
 
 @app.command()
 def dev(folder: Path = typer.Argument(Path("playbooks"), help="The playbooks folder to deploy.")) -> None:
-    """Run the local stack (Temporal dev server, worker, API) until Ctrl-C."""
+    """Run the local stack (Temporal dev server, worker, API) until Ctrl-C or SIGTERM."""
     from touchpoint.stack import local_stack
 
     try:
@@ -28,13 +29,18 @@ def dev(folder: Path = typer.Argument(Path("playbooks"), help="The playbooks fol
         raise typer.Exit(2) from None
 
     async def go() -> None:
+        # SIGTERM (docker stop, systemd, a test's teardown) stops the stack like Ctrl-C: without
+        # this the process died at once and left the Temporal dev server it started running.
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         async with local_stack(config, folder) as stack:
             for line in stack.report.lines():
                 console.print(f"  {line}", markup=False)
             console.print(f"API       {stack.api_url}  (OpenAPI at {stack.api_url}/docs)")
             console.print(f"Temporal  {config.temporal_address}" + (f"  (web UI {stack.ui_url})" if stack.ui_url else ""))
             console.print("Ctrl-C stops everything.")
-            await asyncio.Event().wait()
+            await stop.wait()
+        console.print("stopped")
 
     try:
         asyncio.run(go())
