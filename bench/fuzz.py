@@ -106,13 +106,14 @@ def _account_of(exchange: Exchange) -> str | None:
     return None
 
 
-async def _schemathesis(url: str, *, examples: int, seed: int) -> tuple[int, str]:
+async def _schemathesis(url: str, *, examples: int, seed: int, cwd: Path) -> tuple[int, str]:
     args = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--checks", "all",
         "--max-examples", str(examples), "--seed", str(seed), "--workers", "1", "--request-timeout", "60",
         "--header", f"Authorization: Bearer {TOKEN}", "--no-color",
     ]
-    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    # In a scratch folder: schemathesis keeps a Hypothesis example database in its working directory.
+    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd)
     output, _ = await process.communicate()
     return int(process.returncode or 0), output.decode(errors="replace")
 
@@ -217,7 +218,7 @@ async def run(cases: int, seed: int) -> dict[str, Any]:
             begin = time.monotonic()
             async with worker, serve(recorder) as url:  # type: ignore[arg-type]
                 # Each phase but coverage generates up to --max-examples per operation and mode.
-                code, output = await _schemathesis(url, examples=max(1, cases // (OPERATIONS * 2)), seed=seed)
+                code, output = await _schemathesis(url, examples=max(1, cases // (OPERATIONS * 2)), seed=seed, cwd=root)
                 fuzz_seconds = time.monotonic() - begin
                 findings = await half_applied(recorder.exchanges, server.env.client, deps.sessions, settle=120.0)
             await deps.close()

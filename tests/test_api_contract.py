@@ -92,7 +92,8 @@ async def run_schemathesis(
     if token:
         args += ["--header", f"Authorization: Bearer {token}"]
     args += extra
-    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    # In the report's folder: schemathesis keeps a Hypothesis example database in its working directory.
+    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=report.parent)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout=600)
     finally:

@@ -26,6 +26,7 @@ BOUNDED = settings(
     max_examples=int(os.environ.get("TOUCHPOINT_PROPERTY_EXAMPLES", "150")),
     deadline=2000,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
