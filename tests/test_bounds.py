@@ -15,7 +15,7 @@ from touchpoint.dsl.sandbox import expression_environment
 from touchpoint.dsl.validate import load_project
 from touchpoint.email.errors import TemplateRenderError
 from touchpoint.email.render import render_email
-from touchpoint.simulate import simulate
+from touchpoint.simulate import simulate, simulate_on_server
 
 from .test_validate import make_folder, problems_of
 
@@ -209,11 +209,15 @@ async def test_bounds_a_run_time_bomb_fails_its_step_and_the_run_goes_on(tmp_pat
         "  - note: {text: after}\n"
     )
     assert load_project(folder).problems == []
-    sim = await simulate(folder / "bomb.yaml", folder / "samples" / "digital.yaml", days=2)
-    failed = [r for r in sim.records if r.action == "if"]
-    assert failed and failed[0].detail.get("status") == "failed", sim.records
-    assert "would be" in str(failed[0].detail), failed[0].detail
-    assert [r.detail.get("text") for r in sim.records if r.action == "note"] == ["after"]
+    # The server-less interpreter, then the workflow itself on the time-skipping server.
+    for sim in (
+        simulate(folder / "bomb.yaml", folder / "samples" / "digital.yaml", days=2),
+        await simulate_on_server(folder / "bomb.yaml", folder / "samples" / "digital.yaml", days=2),
+    ):
+        failed = [r for r in sim.records if r.action == "if"]
+        assert failed and failed[0].detail.get("status") == "failed", sim.records
+        assert "would be" in str(failed[0].detail), failed[0].detail
+        assert [r.detail.get("text") for r in sim.records if r.action == "note"] == ["after"]
 
 
 def test_bounds_validate_and_simulate_commands_refuse_a_bomb_with_its_line(tmp_path: Path) -> None:
