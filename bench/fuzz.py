@@ -216,18 +216,34 @@ async def run(cases: int, seed: int) -> dict[str, Any]:
             recorder = Recorder(create_app(settings, server.env.client, deps.sessions))
             worker = build_worker(server.env.client, deps, task_queue=queue)
             begin = time.monotonic()
+            runs: list[dict[str, Any]] = []
+            failing: list[str] = []
+            code = 0
             async with worker, serve(recorder) as url:  # type: ignore[arg-type]
-                # Each phase but coverage generates up to --max-examples per operation and mode.
-                code, output = await _schemathesis(url, examples=max(1, cases // (OPERATIONS * 2)), seed=seed, cwd=root)
+                # Operations with few possible inputs run out of new cases early: run again with
+                # the next seed until `cases` were generated (at most five runs).
+                while sum(r["cases"] for r in runs) < cases and len(runs) < 5:
+                    remaining = cases - sum(r["cases"] for r in runs)
+                    exit_code, output = await _schemathesis(url, examples=max(50, remaining // OPERATIONS), seed=seed + len(runs), cwd=root)
+                    code = code or exit_code
+                    runs.append(summary(output))
+                    if exit_code:
+                        failing.append(output[-4000:])
                 fuzz_seconds = time.monotonic() - begin
                 findings = await half_applied(recorder.exchanges, server.env.client, deps.sessions, settle=120.0)
             await deps.close()
     statuses: dict[str, int] = {}
     for exchange in recorder.exchanges:
         statuses[str(exchange.status)] = statuses.get(str(exchange.status), 0) + 1
-    report = summary(output)
+    failures: dict[str, int] = {}
+    for one in runs:
+        for check, count in one["failures"].items():
+            failures[check] = failures.get(check, 0) + count
     return {
-        **report,
+        "cases": sum(r["cases"] for r in runs),
+        "passed": sum(r["passed"] for r in runs),
+        "failures": failures,
+        "runs": len(runs),
         "requests": len(recorder.exchanges),
         "statuses": dict(sorted(statuses.items())),
         "server_errors": sum(n for status, n in statuses.items() if status.startswith("5")),
@@ -235,7 +251,7 @@ async def run(cases: int, seed: int) -> dict[str, Any]:
         "schemathesis_exit": code,
         "seed": seed,
         "seconds": round(fuzz_seconds, 1),
-        "tail": output[-4000:],
+        "tail": "\n".join(failing),
     }
 
 
@@ -250,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = asyncio.run(run(args.cases, args.seed))
     bad = bool(report["failures"]) or report["server_errors"] > 0 or bool(report["half_applied"]) or report["schemathesis_exit"] != 0
     print(report["tail"] if bad else "")
-    print(f"cases: {report['cases']} generated, {report['passed']} passed ({report['requests']} requests in {report['seconds']} s, seed {report['seed']})")
+    print(f"cases: {report['cases']} generated, {report['passed']} passed ({report['requests']} requests in {report['seconds']} s; {report['runs']} schemathesis runs from seed {report['seed']})")
     print(f"statuses: {report['statuses']}")
     print(f"failures: {report['failures'] or 'none'}")
     print(f"server errors: {report['server_errors']}")
