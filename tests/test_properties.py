@@ -2,7 +2,8 @@
 
 Whatever the input, `load_yaml` and `load_project` answer with data and problems, `check_expression`
 and `check_text` with problems, and `evaluate` with a value or an `ExpressionError`: never another
-exception. Examples are bounded and derandomized (a fixed seed); each has a deadline.
+exception. Examples are bounded and derandomized (a fixed seed); each has a deadline. To explore
+further by hand: ``TOUCHPOINT_PROPERTY_EXAMPLES=3000 TOUCHPOINT_PROPERTY_RANDOM=1 pytest tests/test_properties.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .test_validate import WORKSPACE
 BOUNDED = settings(
     max_examples=int(os.environ.get("TOUCHPOINT_PROPERTY_EXAMPLES", "150")),
     deadline=2000,
-    derandomize=True,
+    derandomize=os.environ.get("TOUCHPOINT_PROPERTY_RANDOM") is None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
