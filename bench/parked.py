@@ -2,7 +2,7 @@
 
 Each side runs in its own OS process (``python -m bench.parked``) so that the worker's RSS is
 its own: the process holds one worker (workflow cache bounded) and the client that starts the
-runs. Touchpoint starts `PlaybookRun` directly (the enrollment path is scenario 1): a run is
+runs. Touchpoint starts each run in its account's workflow by a manual start (the enrollment path is scenario 1): a run is
 parked once its `running` row is projected, right before its timer. A second batch waits a few
 seconds and must all resume while the first stays parked.
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -57,16 +56,13 @@ async def test_crm_hubspot_iter_accounts_pages_ten_thousand_companies(
     for i in range(10_000):
         hubspot.add_company(f"Company {i}", seats_licensed=i)
 
-    started = time.monotonic()
-    pages = await _collect(crm)
-    elapsed = time.monotonic() - started
+    pages = await _collect(crm)  # its speed is `bench/crm.py`'s
 
     assert [len(page) for page in pages] == [100] * 100
     ids = [account.crm_id for page in pages for account in page]
     assert len(set(ids)) == 10_000 == len(hubspot.companies)
     assert sorted(a.fields["seats"]["licensed"] for page in pages for a in page) == list(range(10_000))  # type: ignore[index]
     assert _requests(hubspot, "GET", "/crm/v3/objects/companies") == 100
-    assert elapsed < 10
 
 
 async def test_crm_hubspot_iter_accounts_maps_fields_owner_and_contacts(hubspot: FakeHubSpot) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -57,16 +56,13 @@ async def test_crm_salesforce_iter_accounts_pages_ten_thousand_accounts(
     for i in range(10_000):
         salesforce.add_account(f"Account {i}", Seats_Licensed__c=i)
 
-    started = time.monotonic()
-    pages = await _collect(crm, page_size=2000)
-    elapsed = time.monotonic() - started
+    pages = await _collect(crm, page_size=2000)  # its speed is `bench/crm.py`'s
 
     assert [len(page) for page in pages] == [2000] * 5
     ids = [account.crm_id for page in pages for account in page]
     assert len(set(ids)) == 10_000
     assert sorted(a.fields["seats"]["licensed"] for page in pages for a in page) == list(range(10_000))  # type: ignore[index]
     assert _requests(salesforce, "GET", "/query/01g") == 4  # nextRecordsUrl pages after the first
-    assert elapsed < 10
 
 
 async def test_crm_salesforce_iter_accounts_maps_fields_owner_and_contacts(

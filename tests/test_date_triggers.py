@@ -250,17 +250,16 @@ def seed(deps: Deps, count: int, today: date) -> dict[str, tuple[date, str]]:
     return accounts
 
 
-async def sweep_pages(deps: Deps, now: datetime) -> tuple[SweepPageResult, float]:
-    """Every page of one sweep through the activity itself; the totals and the wall time."""
+async def sweep_pages(deps: Deps, now: datetime) -> SweepPageResult:
+    """Every page of one sweep through the activity itself; the totals (its speed is `bench/sweep.py`'s)."""
     activities, env = SweepActivities(deps), ActivityEnvironment()
     total, page = SweepPageResult(), None
-    begin = time.monotonic()
     while True:
         result = await env.run(activities.sweep_date_triggers, SweepInput(now=now, page=page, limit=500))
         total.scanned += result.scanned
         total.fired += result.fired
         if result.next is None:
-            return total, time.monotonic() - begin
+            return total
         page = result.next
 
 
@@ -281,14 +280,13 @@ async def test_date_triggers_sweep_of_20000_accounts_reads_only_the_candidates(s
     previous = deployed
     for now, label in ((hour, "first"), (hour + timedelta(hours=1), "hourly"), (hour + timedelta(hours=1), "repeat")):
         want = set() if label == "repeat" else expected(previous, now)
-        total, wall = await sweep_pages(deps, now)
+        total = await sweep_pages(deps, now)
         with deps.sessions() as s:
             fired = {a for a, _ in s.execute(select(DateTriggerFired.account_id, DateTriggerFired.date_value))}
         assert total.fired == len(want), label
         assert want <= fired, label
         # Only accounts renewing on the few dates the window can touch are read (~1/365 a day).
         assert total.scanned <= count * 0.03, (label, total.scanned)
-        assert wall < 10, (label, wall)
         previous = now
     assert len(fired) == len(expected(deployed, hour + timedelta(hours=1))) > 0
 

@@ -128,7 +128,7 @@ async def test_events_api_rejects_malformed_events_and_applies_nothing(stack: St
     body = {**body, "account_id": uid()} if "account_id" in body else body
     response = await api.post("/events", json=body)
     assert response.status_code == 422
-    assert any(field in [str(p) for p in error["loc"]] for error in response.json()["detail"]), response.json()
+    assert any(field in [str(p) for p in error["loc"]] for error in response.json()["errors"]), response.json()
     if "account_id" in body:
         with pytest.raises(RPCError):
             await stack.client.get_workflow_handle(f"account/{body['account_id']}").describe()
@@ -137,10 +137,10 @@ async def test_events_api_rejects_malformed_events_and_applies_nothing(stack: St
 async def test_events_account_upsert_rejects_bad_documents(stack: Stack, api: httpx.AsyncClient) -> None:
     acct = uid()
     response = await api.put(f"/accounts/{acct}", json={**account(acct), "id": "other"})
-    assert response.status_code == 422 and "differs" in str(response.json()["detail"])
+    assert response.status_code == 409 and "differs" in str(response.json()["detail"])
     response = await api.put(f"/accounts/{acct}", json={**account(acct), "contacts": [{"email": "not-an-address"}]})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["contacts", 0, "email"]
+    assert response.json()["errors"][0]["loc"] == ["body", "contacts", 0, "email"]
     assert (await api.get(f"/accounts/{acct}")).status_code == 404
 
 
@@ -224,7 +224,7 @@ async def test_events_manual_start_and_deploy_while_runs_are_in_flight(stack: St
     deploy(stack, folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - wait: 1d\n  - note: {text: v1}\n"})
     acct = uid()
     await api.put(f"/accounts/{acct}", json=account(acct))
-    assert (await api.post("/runs", json={"playbook": "nope", "account_id": acct})).status_code == 422
+    assert (await api.post("/runs", json={"playbook": "nope", "account_id": acct})).status_code == 404
     assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code == 202
     first = (await eventually(stack, lambda s: repo.list_runs(s, account_id=acct)))[0]
     write_folder(folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - note: {text: v2}\n"})

@@ -160,3 +160,26 @@ def test_validate_explains_step_keys_put_inside_the_action(tmp_path: Path) -> No
     root = make_folder(tmp_path, {"p.yaml": "playbook: p\ntrigger: manual\nsteps:\n  - note: {text: x, when: \"true\"}\n"})
     found = problems_of(root)
     assert any(p.startswith("p.yaml:4: steps[0].note: unknown key `when` inside `note`: `when` belongs on the step") for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # A misspelled action key on the 3rd line of a list item: its own line, not the item's.
+        ("  - id: later\n    when: \"true\"\n    wiat: 3d\n", "bad.yaml:7: steps[1]: unknown step `wiat` (did you mean `wait`?)"),
+        ("  - id: later\n    emial: {template: welcome}\n", "bad.yaml:6: steps[1]: unknown step `emial` (did you mean `email`?)"),
+        ("  - note:\n      text: hi\n\n      colour: red\n", "bad.yaml:8: steps[1].note: unknown key `colour`"),
+    ],
+)
+def test_validate_reports_a_misspelled_key_at_its_own_line(tmp_path: Path, body: str, expected: str) -> None:
+    text = "playbook: bad\ntrigger: manual\nsteps:\n  - wait: 1d\n" + body
+    root = make_folder(tmp_path, {"bad.yaml": text})
+    found = problems_of(root)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_validate_reports_a_misspelled_trigger_key_at_its_own_line(tmp_path: Path) -> None:
+    text = "playbook: bad\ntrigger:\n  when: \"true\"\n  evnt: account.created\nsteps:\n  - wait: 1d\n"
+    root = make_folder(tmp_path, {"bad.yaml": text})
+    found = problems_of(root)
+    assert any(p.startswith("bad.yaml:4: trigger: expected exactly one of") for p in found), found

@@ -1,8 +1,11 @@
 """FastAPI app: `POST /events`, `PUT/GET /accounts/{id}`, `GET/POST /runs`, tasks, unsubscribe.
 
-A malformed body gets 422 with the reason and nothing is applied; 202 means the event is durable
-in Temporal. With `TOUCHPOINT_API_TOKEN` set, every route but unsubscribe needs
-`Authorization: Bearer <token>`.
+The OpenAPI document (`/openapi.json`) describes every JSON route exactly: typed bodies
+(`touchpoint.api.models`), every status it answers, one error shape
+(`{"detail": "...", "errors": [{"loc", "msg", "type"}]}`) for every 4xx. A malformed request gets
+422 and nothing is applied; a request that conflicts with state gets 409, one naming something
+missing 404; 202 means the event is durable in Temporal. With `TOUCHPOINT_API_TOKEN` set, every
+route but unsubscribe and webhooks needs `Authorization: Bearer <token>` (401 otherwise).
 """
 
 from __future__ import annotations
@@ -11,120 +14,182 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from temporalio.client import Client
 
+from touchpoint.api.models import (
+    ID_PATTERN,
+    Accepted,
+    AccountBody,
+    AccountView,
+    ErrorBody,
+    ErrorItem,
+    EventBody,
+    RunView,
+    StartAccepted,
+    StartBody,
+    TaskCompleted,
+)
 from touchpoint.config import Settings
-from touchpoint.dsl.runtime import EventIn, RunStatus
-from touchpoint.dsl.schema import EVENT_TYPE_RE, AccountDoc
+from touchpoint.dsl.runtime import EventIn
+from touchpoint.dsl.schema import AccountDoc
 from touchpoint.ingest import put_account, send_event, start_run
 from touchpoint.store import repo
 from touchpoint.unsubscribe import read_token
 
-
-class EventBody(BaseModel):
-    """`POST /events`."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Annotated[str, Field(pattern=EVENT_TYPE_RE, max_length=100)]
-    account_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^/\s]+$")]
-    at: datetime | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-    id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+AccountId = Annotated[str, Path(min_length=1, max_length=200, pattern=ID_PATTERN, description="The account's id.")]
 
 
-class StartBody(BaseModel):
-    """`POST /runs`."""
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for these error statuses, all in the one `ErrorBody` shape."""
+    why = {
+        400: "The body is not what the route takes.",
+        401: "Missing or wrong bearer token.",
+        404: "No such resource.",
+        409: "The request conflicts with the resource's state.",
+        422: "The request does not match the schema; `errors` says where.",
+        503: "Temporal did not take the request; retry it.",
+    }
+    return {status: {"model": ErrorBody, "description": why[status]} for status in statuses}
 
-    model_config = ConfigDict(extra="forbid")
-    playbook: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
-    account_id: Annotated[str, Field(min_length=1)]
+
+def _error(status: int, detail: str, errors: list[ErrorItem] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(detail=detail, errors=errors or [])
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _items(errors: Any) -> list[ErrorItem]:
+    return [
+        ErrorItem(loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())], msg=str(e.get("msg", "")), type=str(e.get("type", "")))
+        for e in errors
+    ]
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route answers at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods - {"HEAD"})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """One error shape for every 4xx: FastAPI's own 422 and Starlette's 404/405 included."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            # Starlette lists the methods of one route; a path has one route per method.
+            headers["Allow"] = ", ".join(_methods_of(request))
+        detail = exc.detail
+        if isinstance(detail, str):
+            return _error(exc.status_code, detail, headers=headers or None)
+        return _error(exc.status_code, "the request is not valid", _items(detail), headers=headers or None)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        items = _items(exc.errors())
+        first = items[0] if items else None
+        where = ".".join(str(p) for p in first.loc) if first else "the request"
+        more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+        return _error(422, f"{where}: {first.msg if first else 'invalid'}{more}", items)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
 
 
 def create_app(settings: Settings, client: Client, sessions: sessionmaker[Session]) -> FastAPI:
     """The API bound to one Temporal client and one store."""
     app = FastAPI(title="Touchpoint", version="0.1.0", description=__doc__)
+    _install_error_handlers(app)
     queue = settings.task_queue
+    bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer $TOUCHPOINT_API_TOKEN`")
 
-    def auth(request: Request) -> None:
-        if settings.api_token is None:
-            return
-        header = request.headers.get("authorization", "")
-        expected = f"Bearer {settings.api_token.get_secret_value()}"
-        if not hmac.compare_digest(header.encode(), expected.encode()):
-            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer $TOUCHPOINT_API_TOKEN)")
+    def auth(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        assert settings.api_token is not None
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), settings.api_token.get_secret_value().encode()):
+            raise HTTPException(
+                401,
+                "missing or wrong bearer token (Authorization: Bearer $TOUCHPOINT_API_TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
-    guarded = [Depends(auth)]
+    # The document names the bearer scheme only when the API enforces it.
+    guarded = [Depends(auth)] if settings.api_token is not None else []
+    denied = (401,) if settings.api_token is not None else ()
 
-    @app.post("/events", status_code=202, dependencies=guarded)
-    async def post_event(body: EventBody) -> dict[str, str]:
+    @app.post("/events", status_code=202, dependencies=guarded, response_model=Accepted, responses=error_responses(400, *denied, 422))
+    async def post_event(body: EventBody) -> Accepted:
         """Accept one event; a repeated `id` is a no-op."""
-        at = body.at if body.at is None or body.at.tzinfo else body.at.replace(tzinfo=UTC)
-        event_id = await send_event(client, queue, sessions, body.account_id, EventIn(id=body.id, type=body.type, at=at, data=body.data))
-        return {"id": event_id, "status": "accepted"}
+        event_id = await send_event(client, queue, sessions, body.account_id, EventIn(id=body.id, type=body.type, at=body.at, data=body.data))
+        return Accepted(id=event_id)
 
-    @app.put("/accounts/{account_id}", status_code=202, dependencies=guarded)
-    async def put_account_doc(account_id: str, body: dict[str, Any]) -> dict[str, str]:
-        """Upsert an account document (contract section 9)."""
-        if body.setdefault("id", account_id) != account_id:
-            raise HTTPException(422, f"the body's id {body['id']!r} differs from the path's {account_id!r}")
+    @app.put(
+        "/accounts/{account_id}", status_code=202, dependencies=guarded, response_model=Accepted, responses=error_responses(400, *denied, 409, 422)
+    )
+    async def put_account_doc(account_id: AccountId, body: AccountBody) -> Accepted:
+        """Upsert an account document (contract section 9); the body's `id`, if given, must be the path's (else 409)."""
+        if body.id is not None and body.id != account_id:
+            raise HTTPException(409, f"the body's id {body.id!r} differs from the path's {account_id!r}")
         try:
-            doc = AccountDoc.model_validate(body)
-        except Exception as exc:  # pydantic's ValidationError: report its reasons
-            errors = getattr(exc, "errors", None)
-            detail = [{"loc": e["loc"], "msg": e["msg"]} for e in errors(include_url=False)] if errors else str(exc)
-            raise HTTPException(422, detail) from None
+            doc = AccountDoc.model_validate({**body.model_dump(mode="json"), "id": account_id})
+        except ValidationError as exc:  # the models agree; this guards a contract rule added later to one only
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
         event_id = await put_account(client, queue, sessions, doc)
-        return {"id": event_id, "status": "accepted"}
+        return Accepted(id=event_id)
 
-    @app.get("/accounts/{account_id}", dependencies=guarded)
-    def get_account(account_id: str) -> dict[str, Any]:
-        """The stored account document with its contacts."""
+    @app.get("/accounts/{account_id}", dependencies=guarded, response_model=AccountView, responses=error_responses(*denied, 404, 422))
+    def get_account(account_id: AccountId) -> AccountView:
+        """The stored account document with its contacts (404 until its first upsert is stored)."""
         with sessions() as s:
             found = repo.get_account(s, account_id)
         if found is None:
             raise HTTPException(404, f"no account {account_id!r}")
         doc, contacts = found
-        return {**doc, "contacts": contacts}
+        return AccountView.model_validate({**doc, "contacts": contacts})
 
-    @app.get("/runs", dependencies=guarded)
-    async def list_runs(account: str | None = Query(None), playbook: str | None = Query(None)) -> list[dict[str, Any]]:
-        """Runs with their status, current step and outcome (live from Temporal while running)."""
+    @app.get("/runs", dependencies=guarded, response_model=list[RunView], responses=error_responses(*denied, 422))
+    async def list_runs(
+        account: Annotated[str | None, Query(max_length=200)] = None,
+        playbook: Annotated[str | None, Query(max_length=100)] = None,
+    ) -> list[RunView]:
+        """Runs with their status, current step, what they wait for and outcome.
+
+        Read from the store, where the account workflows project every step of their runs.
+        """
         with sessions() as s:
             rows = repo.list_runs(s, account_id=account, playbook_id=playbook)
             runs = [
-                {"id": r.id, "workflow_id": r.workflow_id, "playbook": r.playbook_id, "version": r.version, "account_id": r.account_id, "status": r.status, "step": r.step, "outcome": r.outcome, "started_at": r.started_at.isoformat(), "paused_reason": r.paused_reason}
+                RunView(
+                    id=r.id, workflow_id=r.workflow_id, playbook=r.playbook_id, version=r.version, account_id=r.account_id, status=r.status,
+                    step=r.step, outcome=r.outcome, started_at=r.started_at, ended_at=r.ended_at, paused_reason=r.paused_reason, waiting=r.waiting or [],
+                )
                 for r in rows
             ]
-        live: dict[str, dict[str, RunStatus]] = {}
-        for run in runs:
-            if run["status"] != "ended":
-                workflow_id = str(run["workflow_id"])
-                if workflow_id not in live:
-                    try:
-                        found = await client.get_workflow_handle(workflow_id).query("runs", result_type=list[RunStatus])
-                    except Exception:
-                        found = []
-                    live[workflow_id] = {r.id: r for r in found}
-                current = live[workflow_id].get(str(run["id"]))
-                if current is not None:
-                    run.update(status=current.status, step=current.step, outcome=current.outcome, paused_reason=current.paused_reason)
         return runs
 
-    @app.post("/runs", status_code=202, dependencies=guarded)
-    async def post_run(body: StartBody) -> dict[str, str]:
-        """Start a playbook for an account (one run per account and playbook at a time)."""
+    @app.post("/runs", status_code=202, dependencies=guarded, response_model=StartAccepted, responses=error_responses(400, *denied, 404, 409, 422))
+    async def post_run(body: StartBody) -> StartAccepted:
+        """Start a playbook for an account (one run per account and playbook at a time); 404 if it is not deployed."""
         with sessions() as s:
             if repo.get_deployment(s, "playbook", body.playbook) is None:
-                raise HTTPException(422, f"playbook {body.playbook!r} is not deployed")
+                raise HTTPException(404, f"playbook {body.playbook!r} is not deployed")
         await start_run(client, queue, body.account_id, body.playbook)
-        return {"status": "accepted"}
+        return StartAccepted()
 
-    @app.post("/tasks/{task_id}/complete", dependencies=guarded)
-    async def complete_task(task_id: str) -> dict[str, str]:
+    @app.post("/tasks/{task_id}/complete", dependencies=guarded, response_model=TaskCompleted, responses=error_responses(*denied, 404, 422))
+    async def complete_task(task_id: Annotated[str, Path(min_length=1, max_length=200)]) -> TaskCompleted:
         """Mark a task done; a run awaiting it moves on."""
         with sessions.begin() as s:
             task = repo.complete_task(s, task_id, datetime.now(UTC))
@@ -132,9 +197,10 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
                 raise HTTPException(404, f"no task {task_id!r}")
             account_id, playbook, step = task.account_id, task.playbook_id, task.step
         await send_event(client, queue, sessions, account_id, EventIn(type="task.completed", data={"task_id": task_id, "playbook": playbook, "step": step}))
-        return {"id": task_id, "status": "completed"}
+        return TaskCompleted(id=task_id)
 
-    @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
+    # Pages for people, not for API clients: they stay out of the OpenAPI document.
+    @app.get("/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
     def unsubscribe_page(token: str) -> str:
         """A confirmation page (mail clients prefetch links: a GET never unsubscribes)."""
         email = read_token(settings.secret_key.get_secret_value(), token)
@@ -142,7 +208,7 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             raise HTTPException(404, "this unsubscribe link is not valid")
         return f"<html><body><form method='post'><p>Stop emails to {email}?</p><button>Unsubscribe</button></form></body></html>"
 
-    @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
+    @app.post("/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def unsubscribe(token: str) -> str:
         """Add the address to the suppression list and tell its account."""
         email = read_token(settings.secret_key.get_secret_value(), token)

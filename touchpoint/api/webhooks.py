@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from touchpoint.api.models import NOT_BLANK_PATTERN, ErrorBody, SendGridEvent, WebhookReceipt
 from touchpoint.config import Settings
 from touchpoint.dsl.runtime import EventIn
 from touchpoint.ingest import send_event
@@ -46,6 +48,9 @@ REPLAY_WINDOW = 600.0
 """Seconds a signed batch stays acceptable: SendGrid signs when it posts, retries re-sign."""
 MAX_EVENTS = 10_000
 """More than SendGrid's 768 KB batches ever hold; a bigger body is not from SendGrid."""
+MAX_TIMESTAMP = 253402300799
+"""The last second of year 9999: a later `timestamp` is not a time."""
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 CONCURRENT_ACCOUNTS = 16
 
 ENGAGEMENT = {"delivered": "email.delivered", "open": "email.opened", "click": "email.clicked"}
@@ -131,11 +136,11 @@ def parse_batch(raw: str) -> list[dict[str, Any]]:
             raise ValueError(f"[{i}]: expected an event object, found {type(item).__name__}")
         for name in ("event", "email", "sg_event_id"):
             value = item.get(name)
-            if not isinstance(value, str) or not value.strip() or len(value) > 500:
-                raise ValueError(f"[{i}].{name}: expected a non-empty string, found {value!r}")
+            if not isinstance(value, str) or not _NOT_BLANK.search(value) or len(value) > 500:
+                raise ValueError(f"[{i}].{name}: expected a non-blank string of at most 500 characters, found {value!r:.80}")
         stamp = item.get("timestamp")
-        if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, (int, float))):
-            raise ValueError(f"[{i}].timestamp: expected Unix seconds, found {stamp!r}")
+        if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not 0 <= stamp <= MAX_TIMESTAMP):
+            raise ValueError(f"[{i}].timestamp: expected Unix seconds between 0 and {MAX_TIMESTAMP}, found {stamp!r:.40}")
     return data
 
 
@@ -256,8 +261,25 @@ def make_router(settings: Settings, client: Client, sessions: sessionmaker[Sessi
     verifier = load_verifier(settings.sendgrid_webhook_key) if settings.sendgrid_webhook_key else None
     queue = settings.task_queue
 
-    @router.post("/webhooks/sendgrid")
-    async def sendgrid_events(request: Request) -> dict[str, Any]:
+    # The body is read raw (its signature covers the exact bytes), so the document states its schema.
+    batch_schema = {"type": "array", "maxItems": MAX_EVENTS, "items": SendGridEvent.model_json_schema()}
+    errors: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": why}
+        for status, why in (
+            (400, "Not a SendGrid event batch; nothing was recorded."),
+            (401, "A bad or missing signature, or a stale timestamp (only with TOUCHPOINT_SENDGRID_WEBHOOK_KEY set)."),
+            (503, "Temporal did not take some events; SendGrid retries the batch."),
+        )
+        if status != 401 or verifier is not None
+    }
+
+    @router.post(
+        "/webhooks/sendgrid",
+        response_model=WebhookReceipt,
+        responses=errors,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": batch_schema}}}},
+    )
+    async def sendgrid_events(request: Request) -> WebhookReceipt:
         """SendGrid's Event Webhook: a JSON array of events, signed when a key is configured."""
         raw = await request.body()
         try:
@@ -310,6 +332,6 @@ def make_router(settings: Settings, client: Client, sessions: sessionmaker[Sessi
             raise HTTPException(
                 503, f"could not hand events of {len(failed)} account(s) to Temporal; SendGrid will retry them"
             )
-        return {"received": len(batch), "processed": len(outcomes), "duplicates": len(batch) - len(outcomes)}
+        return WebhookReceipt(received=len(batch), processed=len(outcomes), duplicates=len(batch) - len(outcomes))
 
     return router

@@ -22,8 +22,15 @@ def parse_duration(value: Any) -> timedelta:
     ``Nd`` is exactly N x 24 hours, also across DST changes.
 
     Raises:
-        ValueError: with the value found and the forms expected.
+        ValueError: with the value found and the forms expected (or the longest one allowed).
     """
+    try:
+        return _parse(value)
+    except OverflowError:
+        raise ValueError(f"the duration {value!r} is too long: at most 999999999 days") from None
+
+
+def _parse(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):

@@ -14,9 +14,10 @@ from functools import lru_cache
 from typing import Any, Union
 
 from jinja2 import Template, TemplateSyntaxError, nodes
-from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.exceptions import TemplateError
 from jinja2.parser import Parser
 
+from touchpoint.dsl import bounds
 from touchpoint.dsl.sandbox import expression_environment
 
 # ---------------------------------------------------------------------------- the names of section 2
@@ -100,7 +101,13 @@ class NameProblem:
 
 
 class ExpressionError(ValueError):
-    """An expression or template that does not compile or does not run."""
+    """An expression or template that does not compile or does not run (or passes a bound)."""
+
+
+# What a failing expression or template raises: Jinja2's errors, the bounds' `LimitExceeded`, a
+# filter given a value of the wrong type (TypeError, AttributeError, ...), RecursionError for a
+# source nested too deeply or includes that recurse. Any of them is the expression's failure.
+_RUN_ERRORS = (Exception,)
 
 
 # ---------------------------------------------------------------------------- compile / evaluate
@@ -138,9 +145,10 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
         ExpressionError: naming the expression and what went wrong.
     """
     try:
-        result = _compiled_expression(source)(**context)
-    except (UndefinedError, SecurityError, TemplateError, TypeError, ValueError, ArithmeticError) as exc:
-        raise ExpressionError(f"expression `{source}` failed: {exc}") from None
+        with bounds.budget():
+            result = _compiled_expression(source)(**context)
+    except _RUN_ERRORS as exc:
+        raise ExpressionError(f"expression `{source}` failed: {_reason(exc)}") from None
     # Jinja returns StrictUndefined unevaluated when an expression is a bare unknown name.
     if type(result).__name__ == "StrictUndefined":
         raise ExpressionError(f"expression `{source}` failed: {result._undefined_message}")
@@ -158,8 +166,14 @@ def render_text(source: str, context: Mapping[str, Any]) -> str:
         return source
     try:
         return _compiled_text(source).render(**context)
-    except (UndefinedError, SecurityError, TemplateError, TypeError, ValueError, ArithmeticError) as exc:
-        raise ExpressionError(f"template `{source}` failed: {exc}") from None
+    except _RUN_ERRORS as exc:
+        raise ExpressionError(f"template `{source}` failed: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it nests too deeply (a template that includes or extends itself?)"
+    return str(exc)
 
 
 # ---------------------------------------------------------------------------- static checks
@@ -194,6 +208,8 @@ def _parsed_expression(source: str) -> nodes.Template | NameProblem:
         return NameProblem(f"invalid expression `{source}`: {exc.message}", exc.lineno or 1)
     except TemplateError as exc:  # e.g. an unknown filter
         return NameProblem(f"invalid expression `{source}`: {exc}")
+    except (ValueError, OverflowError, RecursionError) as exc:  # a number literal past Python's limit, deep nesting
+        return NameProblem(f"invalid expression `{source}`: {_reason(exc)}")
     return nodes.Template([nodes.Output([ast])])
 
 
@@ -206,11 +222,15 @@ def _parsed_text(source: str) -> nodes.Template | NameProblem:
         return NameProblem(f"invalid template `{source}`: {exc.message}", exc.lineno or 1)
     except TemplateError as exc:
         return NameProblem(f"invalid template `{source}`: {exc}")
+    except (ValueError, OverflowError, RecursionError) as exc:
+        return NameProblem(f"invalid template `{source}`: {_reason(exc)}")
     return ast
 
 
 def check_ast(ast: nodes.Template, names: Mapping[str, Shape], *, kind: str, source: str | None = None) -> list[NameProblem]:
-    """Check names, fields and unsafe attributes in a parsed template or expression."""
+    """Check names, fields, unsafe attributes and bounds in a parsed template or expression."""
+    from touchpoint.dsl.static_bounds import find_bombs
+
     problems: list[NameProblem] = []
     local = _locally_defined(ast) | (set(TEMPLATE_LOCALS) if kind == "template" else set())
     available = sorted(set(names) | set(JINJA_GLOBALS) | local)
@@ -242,6 +262,8 @@ def check_ast(ast: nodes.Template, names: Mapping[str, Shape], *, kind: str, sou
         problem = _check_chain(chain, names[root])
         if problem:
             problems.append(NameProblem(problem + quoted, line))
+    for line, message in find_bombs(ast):
+        problems.append(NameProblem(f"{message}{quoted}", line))
     return problems
 
 

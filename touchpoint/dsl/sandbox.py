@@ -12,6 +12,10 @@ Expressions (`when:`, `goal`, ...) and templates (email files, task titles, ...)
 - Dates subtract to a number of days (`account.renewal_date - today` is an int).
 - One filter beyond Jinja2's: `rollup(key, weight='arr')` groups events or accounts by a key and
   ranks the groups by the ARR of their distinct accounts (schedule playbooks' reviews).
+- Bounded (`touchpoint.dsl.bounds`): arithmetic, filters, method calls, `~`, loops, includes and
+  output count their work and refuse results past the limits. Jinja2 folds constant
+  sub-expressions while compiling; here no operator or filter is folded (operators are
+  intercepted, filters take the context), so compiling costs what the source's size does.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from jinja2 import StrictUndefined, Undefined
+from jinja2 import StrictUndefined, Template, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import pass_context
+from jinja2.visitor import NodeTransformer
+
+from touchpoint.dsl import bounds
 
 
 class Day(date):
@@ -128,17 +136,129 @@ def rollup(items: Iterable[Any], key: str, weight: str = "arr") -> list[dict[str
 
 
 
+# Filters the compiled code calls in place of what Jinja2 would run unchecked (see `_Bounded`).
+_LOOP, _JOIN, _COST = "tp_loop", "tp_join", "tp_cost"
+INTERNAL_FILTERS = (_LOOP, _JOIN, _COST)
+
+
+@pass_context
+def _loop_filter(context: Any, items: Any) -> Any:
+    return bounds.bounded_iteration(items)
+
+
+@pass_context
+def _join_filter(context: Any, parts: Any) -> str:
+    return bounds.bounded_join(bool(context.eval_ctx.autoescape), parts)
+
+
+@pass_context
+def _cost_filter(context: Any, value: Any) -> Any:
+    bounds.spend(1 + bounds.cost(value))
+    return value
+
+
+def _internal(node: nodes.Node, name: str) -> nodes.Filter:
+    return nodes.Filter(node, name, [], [], None, None, lineno=node.lineno)
+
+
+def is_internal(node: nodes.Node, name: str | None = None) -> bool:
+    """Whether ``node`` is one of the filters `TouchpointEnvironment` puts into compiled templates."""
+    return isinstance(node, nodes.Filter) and node.name in ((name,) if name else INTERNAL_FILTERS)
+
+
+class _Bounded(NodeTransformer):
+    """Routes loops, ``~`` and ``in`` through counting filters (idempotent)."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        if not is_internal(node.iter, _LOOP):
+            node.iter = _internal(node.iter, _LOOP)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return _internal(nodes.List(list(node.nodes), lineno=node.lineno), _JOIN)
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Node:
+        # `loop(children)` of a recursive loop iterates like a loop.
+        self.generic_visit(node)
+        if isinstance(node.node, nodes.Name) and node.node.name == "loop" and node.args and not is_internal(node.args[0], _LOOP):
+            node.args[0] = _internal(node.args[0], _LOOP)
+        return node
+
+    def visit_Operand(self, node: nodes.Operand) -> nodes.Node:
+        self.generic_visit(node)
+        if node.op in ("in", "notin") and not is_internal(node.expr, _COST):
+            node.expr = _internal(node.expr, _COST)
+        return node
+
+
+class BoundedTemplate(Template):
+    """A template whose render spends one budget, shared with the templates it includes."""
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        """Render as Jinja2 does, within `touchpoint.dsl.bounds`' limits."""
+        with bounds.budget():
+            return super().render(*args, **kwargs)
+
+
 class TouchpointEnvironment(ImmutableSandboxedEnvironment):
-    """Sandboxed Jinja2 environment with Touchpoint's mapping rules (see module docs).
+    """Sandboxed Jinja2 environment with Touchpoint's mapping rules and bounds (see module docs).
 
     Defaults to ``StrictUndefined``; any other ``Environment`` option can be passed through.
     """
+
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    concat = staticmethod(bounds.bounded_concat)  # type: ignore[assignment]
+    template_class = BoundedTemplate
 
     def __init__(self, **options: Any) -> None:
         options.setdefault("undefined", StrictUndefined)
         options.setdefault("finalize", _finalize)
         super().__init__(**options)
         self.filters["rollup"] = rollup
+        self.filters = {name: bounds.bounded_filter(name, func) for name, func in self.filters.items()}
+        self.filters.update({_LOOP: _loop_filter, _JOIN: _join_filter, _COST: _cost_filter})
+        self.globals["lipsum"] = bounds.bounded_lipsum
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None, defer_init: bool = False) -> str:
+        _Bounded().visit(source)
+        source.set_environment(self)
+        return super()._generate(source, name, filename, defer_init)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """Arithmetic, refused before it starts when its result would pass the bounds."""
+        return bounds.binop(operator, left, right, self.binop_table)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call from a template: one operation and one level of nesting; a too-big result is refused."""
+        bounds.check_str_method(__obj, args, kwargs)
+        with bounds.nested():
+            result = super().call(__context, __obj, *args, **kwargs)
+        return bounds.check_size(result)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """``str.format`` as Jinja2's sandbox runs it, refusing widths that would make a text too big."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        template = str(value.__self__)
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bounds.check_format_spec(template)
+            return bounds.check_size(wrapped(*args, **kwargs))
+
+        return checked
+
+    def get_template(self, name: Any, parent: str | None = None, globals: Any = None) -> Any:
+        """Load a template; during a render (an include, an import) that is one operation."""
+        bounds.spend()
+        return super().get_template(name, parent, globals)
+
+    def select_template(self, names: Any, parent: str | None = None, globals: Any = None) -> Any:
+        """Load the first existing template; during a render that is one operation."""
+        bounds.spend()
+        return super().select_template(names, parent, globals)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Look up ``obj.attribute``: a mapping's key first, then the sandboxed attribute."""

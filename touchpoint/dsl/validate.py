@@ -282,13 +282,16 @@ def _known_keys() -> set[str]:
     return _ALL_KEYS
 
 
+_TYPE_TAG = re.compile(r"^[\w-]+\[.*\]$", re.DOTALL)
+
+
 def _clean_loc(loc: Iterable[Any]) -> YPath:
     out: list[str | int] = []
     for part in loc:
         if isinstance(part, str) and part.startswith("step:"):
             continue
-        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
-            continue
+        if isinstance(part, str) and (_TYPE_TAG.match(part) or part.startswith("function-")):
+            continue  # a tag pydantic adds for a union member or a validator, not a key of the file
         out.append(part)
     # A trigger union adds its tag after `trigger`: drop it when the next part repeats the key.
     if len(out) >= 2 and out[0] == "trigger" and isinstance(out[1], str) and out[1] in ("event", "date", "schedule", "manual"):
@@ -305,7 +308,8 @@ def pydantic_problem(error: Mapping[str, Any], file: Path, positions: Positions,
     field_name = format_path(loc)
     message = str(error["msg"])
     ctx = error.get("ctx") or {}
-    if kind == "extra_forbidden":
+    line = positions.line_of(loc)
+    if kind == "extra_forbidden" and loc:
         key = str(loc[-1])
         parent = format_path(loc[:-1])
         message = f"unknown key `{key}`{_hint(key, _known_keys())}"
@@ -316,8 +320,14 @@ def pydantic_problem(error: Mapping[str, Any], file: Path, positions: Positions,
         field_name = parent if loc[:-1] else key
     elif kind == "step_kind":
         message = _step_kind_message(value)
+        line = _line_of_key(positions, loc, _step_kind_culprit(value), line)
     elif kind == "trigger_kind":
         message = f"expected exactly one of `event`, `date`, `schedule` or `manual`, found {_show(value)}"
+        if isinstance(value, dict):
+            kinds = [k for k in value if k in ("event", "date", "schedule", "manual")]
+            others = [k for k in value if k not in ("event", "date", "schedule", "manual", "when")]
+            culprit = kinds[1] if len(kinds) > 1 else others[0] if others and not kinds else None
+            line = _line_of_key(positions, loc, culprit, line)
     elif kind == "missing":
         message = f"`{loc[-1]}` is required" if loc else "required"
     elif kind in ("value_error", "assertion_error"):
@@ -331,7 +341,22 @@ def pydantic_problem(error: Mapping[str, Any], file: Path, positions: Positions,
         message = f"{_show(value)} is not a valid {loc[-1] if loc else 'value'}: expected {_pattern_words(str(ctx.get('pattern', '')))}"
     else:
         message = f"{message[:1].lower()}{message[1:]}, found {_show(value)}"
-    return Problem(_rel(file), positions.line_of(loc), field_name, message)
+    return Problem(_rel(file), line, field_name, message)
+
+
+def _line_of_key(positions: Positions, loc: YPath, key: Any, default: int) -> int:
+    """The line of ``key`` inside the mapping at ``loc``, when it was read from the file."""
+    if key is None:
+        return default
+    return positions.keys.get(tuple(loc) + (key,), default)
+
+
+def _step_kind_culprit(value: Any) -> Any:
+    """The key an unknown step is reported at: its first unknown key (a step with two actions stays at its item)."""
+    if not isinstance(value, dict) or any(k in STEP_KINDS for k in value):
+        return None
+    unknown = [k for k in value if k not in ("id", "when", "on_error", "then", "else")]
+    return unknown[0] if unknown else None
 
 
 def _show(value: Any) -> str:
@@ -597,7 +622,7 @@ class _TemplateCheck:
     existing files it extends, includes or imports."""
 
     problems: tuple[tuple[int, str], ...]
-    references: tuple[str, ...] = ()
+    references: tuple[tuple[str, int], ...] = ()
 
 
 class _Templates:
@@ -683,16 +708,18 @@ class _Templates:
             return _TemplateCheck(((exc.lineno or 1, f"{exc.message}"),))
         except TemplateError as exc:
             return _TemplateCheck(((1, f"{exc}"),))
+        except (ValueError, OverflowError, RecursionError):  # a number literal past Python's limit, deep nesting
+            return _TemplateCheck(((1, "the template nests too deeply or holds a number too long to read"),))
         names = ex.scope(schedule=schedule, email=True)
         problems = [(problem.line, problem.message) for problem in ex.check_ast(ast, names, kind="template")]
-        references: list[str] = []
+        references: list[tuple[str, int]] = []
         for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
             target = getattr(node, "template", None)
             if isinstance(target, nodes.Const) and isinstance(target.value, str):
                 if not (tdir / target.value).exists():
                     problems.append((node.lineno, f"`{target.value}` not found in {_rel(tdir)}"))
                 else:
-                    references.append(target.value)
+                    references.append((target.value, node.lineno))
         return _TemplateCheck(tuple(problems), tuple(references))
 
 
@@ -711,18 +738,25 @@ def _check_email_template(name: str, path: YPath, templates: _Templates, schedul
             _check_template_file(file.name, templates, schedule, check, path, seen)
 
 
-def _check_template_file(name: str, templates: _Templates, schedule: bool, check: _Checker, step_path: YPath, seen: set[str]) -> None:
+def _check_template_file(
+    name: str, templates: _Templates, schedule: bool, check: _Checker, step_path: YPath, seen: set[str], chain: tuple[str, ...] = ()
+) -> None:
     if name in seen:
         return
-    seen.add(name)
+    step_where = f"{_rel(check.file)}:{check.positions.line_of(step_path)}"
     result = templates.check(name, schedule=schedule)
-    if result.problems:
-        where = _rel(templates.folder / name)
-        step_where = f"{_rel(check.file)}:{check.positions.line_of(step_path)}"
-        for line, message in result.problems:
-            check.problems.append(Problem(where, line, "", f"{message} (used by the step at {step_where})"))
-    for target in result.references:
-        _check_template_file(target, templates, schedule, check, step_path, seen)
+    where = _rel(templates.folder / name)
+    for line, message in result.problems:
+        check.problems.append(Problem(where, line, "", f"{message} (used by the step at {step_where})"))
+    seen.add(name)
+    for target, line in result.references:
+        if target in chain or target == name:
+            loop = " -> ".join((*chain[chain.index(target):], name, target) if target in chain else (name, target))
+            check.problems.append(
+                Problem(_rel(templates.folder / name), line, "", f"the templates include or extend each other without end ({loop}) (used by the step at {step_where})")
+            )
+        elif target not in seen:
+            _check_template_file(target, templates, schedule, check, step_path, seen, (*chain, name))
 
 
 def summary(lp: LoadedPlaybook) -> str:

@@ -21,6 +21,9 @@ from touchpoint.dsl.validate import Project
 __all__ = ["check_templates", "sample_accounts"]
 
 _UNSUBSCRIBE = "https://touchpoint.invalid/unsubscribe/sample"
+# One sample render may take this long: a template too costly for the samples fails fast here
+# (it would fail at the full `RENDER_SECONDS` in a worker).
+_SAMPLE_SECONDS = 1.0
 _ACCOUNT_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -114,7 +117,7 @@ def check_templates(project: Project, samples_dir: Path) -> list[Problem]:
                         reader = contact if locale is None else contact.model_copy(update={"locale": locale})
                         context = preview_context(loaded, None, project.workspace, now=now, contact=reader, run_vars=run_vars, schedule=view)
                         try:
-                            render_email(templates_dir, template, context, locales=[locale] if locale else [], unsubscribe_url=_UNSUBSCRIBE)
+                            render_email(templates_dir, template, context, locales=[locale] if locale else [], unsubscribe_url=_UNSUBSCRIBE, seconds=_SAMPLE_SECONDS)
                         except TemplateNotFound:
                             break
                         except TemplateRenderError as exc:
@@ -141,6 +144,7 @@ def check_templates(project: Project, samples_dir: Path) -> list[Problem]:
                                 context,
                                 locales=[locale] if locale else [],
                                 unsubscribe_url=_UNSUBSCRIBE,
+                                seconds=_SAMPLE_SECONDS,
                             )
                         except TemplateNotFound:
                             break  # a missing template is `validate`'s own finding

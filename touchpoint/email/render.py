@@ -20,6 +20,7 @@ from jinja2.exceptions import SecurityError
 from markupsafe import escape
 from pydantic import BaseModel, ConfigDict
 
+from touchpoint.dsl import bounds
 from touchpoint.email.errors import TemplateNotFound, TemplateRenderError
 from touchpoint.email.html_text import html_to_text
 from touchpoint.email.jinja import TouchpointEnvironment
@@ -268,8 +269,12 @@ def _render_error(exc: Exception, root: Path, part_file: str, available: Sequenc
             template, lineno = f"{root.name}/{part_file}", None
         if isinstance(exc, jinja2.TemplateNotFound):
             detail = f"template {exc.name!r} does not exist in {root}"
+        elif isinstance(exc, bounds.LimitExceeded):
+            detail = f"the template is too costly: {str(exc).rstrip('.')}"
         elif isinstance(exc, SecurityError):
             detail = f"the sandbox refused it: {str(exc).rstrip('.')}"
+        elif isinstance(exc, RecursionError):
+            detail = "templates nest too deeply (a template that includes or extends itself?)"
         elif isinstance(exc, jinja2.UndefinedError):
             detail = str(exc)
         else:
@@ -286,7 +291,7 @@ def _render_error(exc: Exception, root: Path, part_file: str, available: Sequenc
 
 def _render_part(env: TouchpointEnvironment, root: Path, part_file: str, context: Mapping[str, object]) -> str:
     try:
-        return env.get_template(part_file).render(context)
+        return str(env.get_template(part_file).render(context))
     except Exception as exc:  # every template failure becomes one readable error
         raise _render_error(exc, root, part_file, list(context)) from None
 
@@ -325,6 +330,7 @@ def render_email(
     *,
     locales: Sequence[str],
     unsubscribe_url: str,
+    seconds: float = bounds.RENDER_SECONDS,
 ) -> RenderedEmail:
     """Render template ``name`` for one recipient.
 
@@ -336,17 +342,26 @@ def render_email(
         locales: Preferred locales, best first (the recipient's, then the account's).
         unsubscribe_url: The recipient's unsubscribe link; templates see it as
             ``unsubscribe_url``, and a footer with it is added to any part that leaves it out.
+        seconds: How long the render may take (wall clock; this runs in activities and CLI
+            commands, never in workflow code).
 
     Returns:
         The rendered email.
 
     Raises:
         TemplateNotFound: The subject or HTML part does not exist.
-        TemplateRenderError: A part failed to compile or render; the message names the
-            template ``file:line``.
+        TemplateRenderError: A part failed to compile or render, or passed a bound of
+            :mod:`touchpoint.dsl.bounds` (the three parts share one budget and ``seconds``);
+            the message names the template ``file:line``.
     """
     root = Path(templates_dir)
     resolved = resolve_parts(root, name, locales)
+    with bounds.budget(seconds=seconds):
+        return _render(root, resolved, context, unsubscribe_url)
+
+
+def _render(root: Path, resolved: ResolvedTemplate, context: Mapping[str, object], unsubscribe_url: str) -> RenderedEmail:
+    name = resolved.name
     env = get_environment(root)
     values: dict[str, object] = {**context, "unsubscribe_url": unsubscribe_url}
 
