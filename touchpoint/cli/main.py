@@ -91,6 +91,7 @@ from touchpoint.cli import health as _health  # noqa: E402,F401
 from touchpoint.cli import ops as _ops  # noqa: E402,F401
 from touchpoint.cli import preview as _preview  # noqa: E402,F401
 from touchpoint.cli import run as _run_commands  # noqa: E402,F401
+from touchpoint.cli import schema as _schema  # noqa: E402,F401
 from touchpoint.cli import sync as _sync  # noqa: E402,F401
 
 if __name__ == "__main__":
