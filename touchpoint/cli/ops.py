@@ -365,7 +365,7 @@ def outbox(
                 "template": m.template,
                 "locale": m.locale,
                 "error": m.error,
-                "file": str(path) if (path := folder / f"{m.id}.eml").exists() else None,
+                "file": str(path.resolve()) if (path := folder / f"{m.id}.eml").exists() else None,
             }
             for m in rows
         ]
