@@ -191,24 +191,16 @@ def event(
 
 
 @app.command()
-def status(
-    account: str | None = typer.Option(None, "--account"),
-    playbook: str | None = typer.Option(None, "--playbook"),
-    as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one run per line, with its whole timeline."),
-) -> None:
+def status(account: str | None = typer.Option(None, "--account"), playbook: str | None = typer.Option(None, "--playbook")) -> None:
     """Runs with their current step, vars, scorecard and recent steps."""
     from temporalio.client import Client
 
-    from touchpoint.cli.status_view import print_runs, record_json
     from touchpoint.store import repo
     from worker import connect
 
     with _sessions()() as s:
         rows = repo.list_runs(s, account_id=account, playbook_id=playbook)
-        runs: list[dict[str, Any]] = [
-            {"id": r.id, "workflow_id": r.workflow_id, "playbook": r.playbook_id, "account_id": r.account_id, "status": r.status, "step": r.step, "outcome": r.outcome, "paused_reason": r.paused_reason}
-            for r in rows
-        ]
+        runs = [(r.id, r.workflow_id, r.playbook_id, r.account_id, r.status, r.step, r.outcome, r.paused_reason) for r in rows]
 
     async def live(client: Client, workflow_id: str) -> RunStatus | None:
         try:
@@ -218,13 +210,21 @@ def status(
             return None
 
     async def go() -> None:
-        client = await connect(settings()) if any(r["status"] != "ended" for r in runs) else None
-        for run in runs:
-            info = await live(client, run["workflow_id"]) if client and run["status"] != "ended" else None
-            if info and info.id == run["id"]:
-                run.update(status=info.status, step=info.step, paused_reason=info.paused_reason)
-                run.update(vars=info.vars, scorecard=info.scorecard, history=[record_json(r) for r in info.history])
-        print_runs(console, runs, as_json=as_json)
+        client = await connect(settings()) if any(r[4] != "ended" for r in runs) else None
+        for run_id, workflow_id, pb, acct, state, step, outcome, reason in runs:
+            info = await live(client, workflow_id) if client and state != "ended" else None
+            if info and info.id == run_id:
+                state, step, reason = info.status, info.step, info.paused_reason
+            console.print(f"[bold]{pb}[/] {acct} {run_id}: {state}" + (f" at {step}" if step else "") + (f", outcome {outcome}" if outcome else "") + (f" [yellow](paused: {reason})[/]" if reason else ""))
+            if info:
+                if info.vars:
+                    console.print(f"  vars: {json.dumps(info.vars, default=str)}", markup=False)
+                if info.scorecard:
+                    console.print(f"  scorecard: {info.scorecard['score']}% (target {info.scorecard['target']} by day {info.scorecard['by_day']})", markup=False)
+                for record in info.history[-10:]:
+                    console.print(f"  {record.at:%Y-%m-%d %H:%M} day {record.day} {record.step} {record.action} {json.dumps(record.detail, default=str)}", markup=False)
+        if not runs:
+            console.print("no runs")
 
     _run(go())
 
