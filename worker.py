@@ -41,6 +41,7 @@ WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, AccountWorkflowV2, Si
 #: markupsafe must be here (imported inside the sandbox, Jinja2 fails or deadlocks).
 PASSTHROUGH = (
     "touchpoint.dsl",
+    "touchpoint.engine",
     "workflows.names",
     "workflows.options",
     "jinja2",

@@ -228,4 +228,4 @@ def test_cli_tables_fit_80_columns_and_print_whole_rows_in_a_pipe(live: dict[str
         ("settle_for_a_month", "wait"),
     ]
     assert "invite every administrator to the training" in " ".join(rows[1])
-    assert out.splitlines()[-1] == "outcome: completed"
+    assert out.splitlines()[-1].startswith("outcome: completed")

@@ -13,7 +13,6 @@ import yaml
 from touchpoint.cli.main import app, console, err, run_async
 from touchpoint.cli.tables import Cell, Column, plural, print_table
 from touchpoint.config import settings
-from touchpoint.dsl.errors import ContractError
 from touchpoint.dsl.runtime import EventIn, RunStatus
 
 runs_app = typer.Typer(help="Pause, resume or cancel runs.", no_args_is_help=True)
@@ -117,45 +116,6 @@ def _schedules(project: Any, *, quiet: bool = False) -> list[str]:
         for line in lines:
             console.print(line, markup=False, soft_wrap=True)
     return lines
-
-
-@app.command()
-def simulate(
-    playbook_file: Path = typer.Argument(..., help="The playbook YAML file."),
-    account: Path = typer.Option(..., "--account", help="An account document (YAML or JSON)."),
-    events: Path | None = typer.Option(None, "--events", help="A list of {after: 10d, type, data}."),
-    start: str | None = typer.Option(None, "--start", help="ISO date or time the run starts (past or future)."),
-    days: int = typer.Option(730, "--days", help="Stop after this many days."),
-    as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one per step."),
-    trigger_data: str | None = typer.Option(None, "--trigger-data", help="JSON object: `event.data` of the triggering event."),
-) -> None:
-    """Run one playbook for one account on the time-skipping server (90 days in about a second)."""
-    from touchpoint.simulate import parse_start, timeline_json
-    from touchpoint.simulate import simulate as run_simulation
-
-    try:
-        data = json.loads(trigger_data) if trigger_data else None
-        sim = _run(run_simulation(playbook_file, account, events_file=events, start=parse_start(start), days=days, trigger_data=data))
-    except ContractError as exc:
-        for problem in exc.problems:
-            err.print(str(problem), markup=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    tz = sim.account.timezone or "UTC"
-    lines = timeline_json(sim, tz)
-    if as_json:
-        for line in lines:
-            print(line, flush=True)
-        return
-    rows = []
-    for line in lines[:-1]:
-        item = json.loads(line)
-        detail = {k: v for k, v in item.items() if k not in ("at", "day", "step", "action")}
-        # The table's times are the account's (its zone is in the title): minutes are enough here.
-        at = item["at"][:16].replace("T", " ")
-        rows.append([at, str(item["day"]), item["step"], item["action"], ", ".join(f"{k}={v}" for k, v in detail.items())])
-    columns = [Column("at", key=True), Column("day", justify="right"), Column("step", key=True), Column("action"), Column("detail")]
-    print_table(console, columns, rows, title=f"{sim.account.id}, times in {tz}")
-    console.print(f"outcome: {sim.outcome}", markup=False)
 
 
 @app.command()
