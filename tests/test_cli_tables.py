@@ -229,3 +229,63 @@ def test_cli_tables_fit_80_columns_and_print_whole_rows_in_a_pipe(live: dict[str
     ]
     assert "invite every administrator to the training" in " ".join(rows[1])
     assert out.splitlines()[-1].startswith("outcome: completed")
+
+
+def test_cli_tables_accounts_sync_summary_at_80_columns_and_piped(tmp_path: Path) -> None:
+    from tests.servers.hubspot_server import run_hubspot_server
+
+    token = "pat-na1-tables-test"
+    with run_hubspot_server(token) as hubspot:
+        owner = hubspot.add_owner("dana@example.com", first_name="Dana", last_name="Lee")
+        for i in range(3):
+            company = hubspot.add_company(f"Company {i}", seats_licensed=100, seats_active=40, hubspot_owner_id=owner)
+            hubspot.add_contact(f"kim{i}@c{i}.example", company_id=company, firstname="Kim", touchpoint_role="champion")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "CWD": str(tmp_path),
+            "HUBSPOT_TOKEN": token,
+            "TOUCHPOINT_HUBSPOT_URL": hubspot.url,
+            "TOUCHPOINT_DATABASE_URL": f"sqlite:///{tmp_path}/store.db",
+        }
+        first = on_terminal(env, "accounts", "sync", "--from", "hubspot", "--backfill")
+        again = piped(env, "accounts", "sync", "--from", "hubspot", "--backfill")
+    assert_readable(first, ["hubspot sync (backfill: no events emitted)"])
+    assert [line.split() for line in first.splitlines() if line.startswith(("accounts read", "created"))] == [["accounts", "read", "3"], ["created", "3"]]
+    lines = again.splitlines()
+    assert lines[0] == "hubspot sync (backfill: no events emitted)"
+    assert [line.split() for line in lines if line.startswith(("accounts read", "created", "unchanged"))] == [
+        ["accounts", "read", "3"],
+        ["created", "0"],
+        ["unchanged", "3"],
+    ]
+
+
+def test_cli_tables_drop_low_value_columns_then_print_records_never_cutting_ids() -> None:
+    import io
+
+    from rich.console import Console
+
+    from touchpoint.cli.tables import Column, print_table
+
+    columns = [Column("id", key=True), Column("title"), Column("owner", key=True, drop=1), Column("status", drop=2)]
+    rows = [["task_aa6fe8c3d1b2e4f5", "Set up single sign-on for Acme Corporation", "dana.lee@example.com", "open"]]
+
+    def render(width: int) -> list[str]:
+        buffer = io.StringIO()
+        print_table(Console(file=buffer, width=width, force_terminal=True, color_system=None), columns, rows, title="Tasks")
+        return [line.rstrip() for line in buffer.getvalue().splitlines()]
+
+    wide = render(100)
+    assert wide[1].split() == ["id", "title", "owner", "status"] and "open" in wide[2]
+    narrow = render(60)  # status goes first, then (if needed) owner; the id stays whole
+    assert narrow[1].split() == ["id", "title", "owner"] and narrow[2].startswith("task_aa6fe8c3d1b2e4f5")
+    assert render(34)[2].split() == ["task_aa6fe8c3d1b2e4f5", "Set", "up"]  # the title wraps, the id does not
+    tiny = render(30)  # no table fits: one `name value` block per row
+    assert [line.split(maxsplit=1) for line in tiny[1:5]] == [
+        ["id", "task_aa6fe8c3d1b2e4f5"],
+        ["title", "Set up single sign-on"],
+        ["for", "Acme Corporation"],
+        ["owner", "dana.lee@example.com"],
+    ]
+    assert all(len(line) <= 30 for line in tiny) and all("…" not in line for line in wide + narrow + tiny)

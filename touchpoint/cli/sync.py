@@ -9,7 +9,7 @@ import typer
 
 from touchpoint.cli.main import console, err, run_async
 from touchpoint.cli.ops import _sessions, accounts_app
-from touchpoint.cli.tables import Cell, Column, print_table
+from touchpoint.cli.tables import Cell, Column, plural, print_table
 from touchpoint.config import settings
 from touchpoint.dsl.sync_models import AccountSyncInput, SyncTotals
 
@@ -94,7 +94,7 @@ async def _in_process(backend_name: Literal["hubspot", "salesforce"], *, backfil
             def progress(totals: SyncTotals) -> None:
                 status.update(
                     f"{backend_name}: {totals.read} read, {totals.created} created, {totals.updated} updated, "
-                    f"{totals.unchanged} unchanged ({totals.pages} pages)"
+                    f"{totals.unchanged} unchanged ({plural(totals.pages, 'page')})"
                 )
 
             return await run_sync(

@@ -55,9 +55,11 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequ
         return
     shown = list(range(len(columns)))
     while True:
-        table = _table([columns[i] for i in shown], [[row[i] for i in shown] for row in rows], title)
+        table = _table([columns[i] for i in shown], [[row[i] for i in shown] for row in rows])
         # Measured without the terminal's limit: Rich clamps a measurement to the width it is given.
         if Measurement.get(console, console.options.update_width(_UNLIMITED), table).minimum <= console.width:
+            if title:  # a line of its own: a table's title would wrap to the table's width
+                console.print(Text(title, style="italic"))
             console.print(table)
             return
         droppable = [i for i in shown if columns[i].drop > 0]
@@ -90,8 +92,8 @@ def _flat(cell: Cell) -> str:
     return " ".join(text.split("\n")).strip()
 
 
-def _table(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], title: str | None) -> Table:
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False, padding=(0, 1), header_style="bold")
+def _table(columns: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> Table:
+    table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
     for index, column in enumerate(columns):
         longest = max((len(_flat(row[index])) for row in rows), default=0)
         if column.key:
