@@ -89,7 +89,7 @@ async def _in_process(backend_name: Literal["hubspot", "salesforce"], *, backfil
     backend = make_backend(deps, backend_name)
     client = None if backfill else await connect(config)
     try:
-        with console.status(f"reading {backend_name}…") as status:
+        with console.status(f"reading {backend_name}") as status:
 
             def progress(totals: SyncTotals) -> None:
                 status.update(
@@ -119,7 +119,7 @@ async def _on_server(backend_name: Literal["hubspot", "salesforce"], *, backfill
 
     config = settings()
     client = await connect(config)
-    with console.status(f"AccountSync {backend_name} running on {config.temporal_address}…"):
+    with console.status(f"AccountSync {backend_name} running on {config.temporal_address}"):
         # One sync per CRM at a time: a sync already running (e.g. from the Schedule) is joined.
         result: SyncTotals = await client.execute_workflow(
             names.ACCOUNT_SYNC,
