@@ -36,7 +36,7 @@ from workflows.sync import AccountSync
 WORKFLOWS: Sequence[type] = (AccountWorkflow, PlaybookRun, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
 
 #: Deterministic modules shared by every workflow run: imported once, not per run. Jinja2 and
-#: markupsafe must be here (inside the sandbox Jinja2 fails or deadlocks, TEMPORAL-NOTES.md).
+#: markupsafe must be here (imported inside the sandbox, Jinja2 fails or deadlocks).
 PASSTHROUGH = (
     "touchpoint.dsl",
     "touchpoint.engine",

@@ -145,7 +145,7 @@ def wait_for_output(env: dict[str, str], args: tuple[str, ...], text: str, timeo
 
 def test_cli_stack_operates_runs_tasks_and_outbox(dev_stack: tuple[dict[str, str], str]) -> None:
     env, url = dev_stack
-    assert "accepted 1 account(s)" in cli(env, "accounts", "put", "acme.yaml")
+    assert "accepted 1 account" in cli(env, "accounts", "put", "acme.yaml").splitlines()
     wait_for_output(env, ("accounts", "list"), "acme")
     cli(env, "start", "setup", "--account", "acme")
     out = wait_for_output(env, ("status", "--account", "acme"), "at sso")

@@ -103,27 +103,51 @@ def test_preview_renders_every_branch_and_locale(tmp_path: Path) -> None:
     assert got[("long_mail", "default")]["subject"] == "Long (long)"
     assert got[("sso_chase", "default")]["recipient"] == "dana@example.com"
     assert got[("sso_chase", "default")]["line"] == 21
+    # Each variant names who gets it when a run sends it: Kim reads English, Lee German.
+    assert got[("welcome", "default")]["receives"] == ["kim@acme.example"]
+    assert got[("welcome", "de")]["receives"] == ["lee@acme.example"]
+    assert got[("nudge_admins", "de")]["receives"] == ["lee@acme.example"]
+    assert got[("nudge_admins", "default")]["receives"] == []
+    assert got[("sso_chase", "default")]["receives"] == ["dana@example.com"]
     for row in rows:
         html, text = Path(row["html"]), Path(row["text"])
-        assert html.parent == out and text.parent == out
+        assert html.parent == out / "acme" and text.parent == out / "acme"
         assert html.name == f"{html.name.rsplit('.', 2)[0]}.{row['locale']}.html"
         assert "/unsubscribe/" in html.read_text() and "/unsubscribe/" in text.read_text()
-    assert "Hallo Lee" in (out / "welcome.de.html").read_text()
-    assert "Hello Kim &amp; team" in (out / "welcome.default.html").read_text()
-    assert "Hello Kim & team" in (out / "welcome.default.txt").read_text()
+    assert "Hallo Lee" in (out / "acme" / "welcome.de.html").read_text()
+    assert "Hello Kim &amp; team" in (out / "acme" / "welcome.default.html").read_text()
+    assert "Hello Kim & team" in (out / "acme" / "welcome.default.txt").read_text()
 
 
-def test_preview_prints_a_table_of_paths_and_subjects(tmp_path: Path) -> None:
+def test_preview_of_a_second_account_keeps_the_first_ones_files(tmp_path: Path) -> None:
+    playbook, account = make_project(tmp_path)
+    other = tmp_path / "globex.yaml"
+    other.write_text(ACCOUNT.replace("id: acme", "id: globex").replace("name: Acme", "name: Globex").replace("name: Kim", "name: Kira"))
+    out = tmp_path / "out"
+    for doc in (account, other):
+        result = invoke(["preview", str(playbook), "--account", str(doc), "--out", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+    assert "Hallo Lee" in (out / "acme" / "welcome.de.html").read_text()
+    assert "Hello Kim" in (out / "acme" / "welcome.default.html").read_text()
+    assert "Hello Kira" in (out / "globex" / "welcome.default.html").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["acme", "globex"]
+
+
+def test_preview_prints_plain_rows_when_piped(tmp_path: Path) -> None:
     playbook, account = make_project(tmp_path)
     out = tmp_path / "o"
     result = invoke(["preview", str(playbook), "--account", str(account), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "8 emails" in result.output
-    for fragment in ("Step", "Subject", "Files", "welcome", "Great adoption", "sso_chase", "Willkommen"):
-        assert fragment in result.output
-    # Paths wrap inside their cell: compare without the table's borders and padding.
-    flat = "".join(line.split("│")[-2].strip() for line in result.output.splitlines() if line.count("│") == 6)
-    assert str(out / "welcome.de.html") in flat and str(out / "welcome.de.txt") in flat
+    title, header, *rows = result.output.splitlines()
+    assert title == f"branches for acme: 8 emails in {out / 'acme'}"
+    assert header.split() == ["step", "locale", "receives", "subject", "files"]
+    assert len(rows) == 8
+    # One line per email, whole: the German welcome, who gets it, its subject and its files.
+    (german,) = [row for row in rows if row.startswith("welcome ") and " de " in row]
+    assert german.split()[:3] == ["welcome", "de", "lee@acme.example"]
+    assert "Willkommen bei Acme, Lee" in german and german.endswith("welcome.de.html welcome.de.txt")
+    (english,) = [row for row in rows if row.startswith("nudge_admins ") and " default " in row]
+    assert "(no contact)" in english
 
 
 def test_preview_send_to_sends_each_email_to_only_that_address(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def test_schedules_deploy_without_a_server_says_so_and_keeps_the_store(tmp_path:
 
     env = {**os.environ, "TOUCHPOINT_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "PYTHONPATH": str(PLAYBOOKS.parent)}
     done = subprocess.run(
-        [sys.executable, "-m", "touchpoint.cli.main", "deploy", str(PLAYBOOKS)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "touchpoint.cli.main", "deploy", str(PLAYBOOKS), "--create"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1, done.stderr  # not 134: the CLI leaves cleanly after a failed connect
     assert "Schedules not updated" in done.stderr and "run `touchpoint deploy` again" in done.stderr

@@ -7,6 +7,7 @@ unchanged file deploys as a no-op, and a run keeps rendering the templates it st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -40,6 +41,17 @@ class DeployReport:
         out += [f"unchanged {name} ({self.versions[name]})" for name in self.unchanged]
         out += [f"removed   {name}" for name in self.removed]
         return out + self.schedules
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data: one entry per playbook, in the order `lines` prints them."""
+        playbooks: list[dict[str, Any]] = [{"playbook": n, "change": "added", "version": self.versions[n]} for n in self.added]
+        playbooks += [
+            {"playbook": n, "change": "changed", "version": self.versions[n], "runs_on_older_versions": self.in_flight_on_older.get(n, 0)}
+            for n in self.changed
+        ]
+        playbooks += [{"playbook": n, "change": "unchanged", "version": self.versions[n]} for n in self.unchanged]
+        playbooks += [{"playbook": n, "change": "removed", "version": None} for n in self.removed]
+        return {"playbooks": playbooks, "schedules": list(self.schedules)}
 
 
 def playbook_content(project: Project, playbook_id: str) -> dict[str, Any]:
@@ -103,3 +115,51 @@ def _restart_cursors(s: Session, playbook_id: str) -> None:
     if repo.get_cursor(s, sweep_cursor_name(playbook_id)) is not None:
         repo.set_cursor(s, sweep_cursor_name(playbook_id), at=utcnow())
     repo.delete_cursor(s, schedule_cursor_name(playbook_id))
+
+
+class StoreNotFound(Exception):
+    """`touchpoint deploy` found no store where the settings point, and was not told to create one."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if not database or database == ":memory:" or database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def store_label(url: str) -> str:
+    """The store's URL as it may be printed: the password hidden, a SQLite file as an absolute path."""
+    from sqlalchemy.engine import make_url
+
+    path = sqlite_file(url)
+    if path is not None:
+        return f"{path.resolve()} (SQLite)"
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def check_store(url: str, *, create: bool) -> None:
+    """Refuse to deploy into a SQLite file that does not exist unless ``create`` is set.
+
+    A deploy from the wrong folder would otherwise create a fresh, empty store there, report
+    every playbook as added, and still update the running server's Schedules. A database URL
+    (PostgreSQL) is migrated as usual: its database exists, or the connection fails.
+
+    Raises:
+        StoreNotFound: saying where the store was looked for and how to point at the right one.
+    """
+    path = sqlite_file(url)
+    if path is None or create or path.exists():
+        return
+    raise StoreNotFound(
+        f"no Touchpoint store at {path.resolve()}. `touchpoint deploy` publishes to the store your "
+        "worker and API read: run it from the folder where you run `touchpoint dev` (the store is "
+        ".touchpoint/touchpoint.db there), or set TOUCHPOINT_DATABASE_URL (or TOUCHPOINT_HOME) to that "
+        "store. To start a new, empty store here, run `touchpoint deploy --create`."
+    )

@@ -43,6 +43,7 @@ __all__ = [
     "preview_context",
     "preview_playbook",
     "preview_vars",
+    "received_locale",
     "sample_changes",
     "schedule_targets",
     "step_recipients",
@@ -73,6 +74,9 @@ class PreviewEmail:
         error: Why rendering or the test send failed, else None.
         sent_to: The test address it was sent to, else None.
         provider_message_id: The backend's id for the test send, when it gave one.
+        receives: The account's recipients of the step who get this locale variant when a run
+            sends it (their locale, else the account's, picks the variant); empty when nobody
+            does.
     """
 
     step: str
@@ -86,11 +90,12 @@ class PreviewEmail:
     error: str | None = None
     sent_to: str | None = None
     provider_message_id: str | None = None
+    receives: tuple[str, ...] = ()
 
 
 @dataclass
 class PreviewResult:
-    """Everything a preview produced, in playbook order."""
+    """Everything a preview produced, in playbook order; ``out_dir`` is the account's folder."""
 
     playbook: str
     out_dir: Path
@@ -125,6 +130,23 @@ def template_locales(templates_dir: Path, name: str) -> list[str | None]:
                 if locale not in locales:
                     locales.append(locale)
     return [None, *sorted(loc for loc in locales if loc is not None)]
+
+
+def received_locale(templates_dir: Path, name: str, locales: Sequence[str]) -> str | None:
+    """The locale variant of template ``name`` a recipient with these preferred locales gets.
+
+    The same choice a run makes (`touchpoint.email.render.resolve_parts`): the variant of the
+    first part that has one, else None for the plain parts (also when the template is missing).
+    """
+    from touchpoint.email.errors import TemplateError
+    from touchpoint.email.render import resolve_parts
+
+    try:
+        resolved = resolve_parts(templates_dir, name, locales)
+    except TemplateError:
+        return None
+    parts = (resolved.html, resolved.subject, resolved.text)
+    return next((part.locale for part in parts if part is not None and part.locale), None)
 
 
 def _contact(contact: Any) -> Recipient:
@@ -336,16 +358,17 @@ def preview_playbook(
     A schedule playbook renders for the CSM of ``account`` over ``book`` (default: the account
     alone) and the sample ``changes``; its `to:` addresses see the whole book.
 
-    Writes ``<step>.<locale>.html`` and ``<step>.<locale>.txt`` per email step and locale
-    (``default`` for the plain parts). A render failure is recorded on that email and the
-    others still render.
+    Writes ``<out_dir>/<account id>/<step>.<locale>.html`` and ``.txt`` per email step and
+    locale (``default`` for the plain parts), so previews of several accounts sit side by side.
+    Each email lists the recipients who get that variant. A render failure is recorded on that
+    email and the others still render.
 
     Args:
         loaded: The validated playbook.
         account: The account, with workspace defaults applied.
         workspace: The playbook's workspace settings (sender, roles, time zone).
         templates_dir: The ``templates/`` folder beside the playbook.
-        out_dir: Where to write the files (created).
+        out_dir: The folder under which the account's folder is written (both created).
         unsubscribe_base: The public URL the unsubscribe links point to.
         secret_key: The key that signs unsubscribe links.
         send_to: Also send each email to this address only, subject prefixed ``[TEST] ``.
@@ -366,6 +389,7 @@ def preview_playbook(
     if send_to and backend is None:
         raise ValueError("send_to needs a backend: pass the one make_backend() builds from the settings")
     moment = now or datetime.now(UTC)
+    out_dir = out_dir / (_UNSAFE.sub("_", account.id).strip("._") or "account")
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PreviewResult(playbook=loaded.playbook.playbook, out_dir=out_dir)
     scheduled = loaded.playbook.trigger_kind == "schedule"
@@ -386,9 +410,11 @@ def preview_playbook(
         else:
             recipients = step_recipients(step, loaded.playbook, account, workspace, base_context)
         run_vars = preview_vars(loaded, None if scheduled else account, workspace, now=moment, path=path, schedule=whole)
+        receivers = _receivers(step, recipients, None if scheduled else account, templates_dir, base_context)
         for locale in template_locales(templates_dir, template):
             label = locale or DEFAULT_LOCALE
-            contact = _pick(recipients, locale, account)
+            receives = tuple(r.email for r in receivers.get(locale, []))
+            contact = (receivers.get(locale) or [_pick(recipients, locale, account)])[0]
             shown = contact if locale is None else contact.model_copy(update={"locale": locale})
             context = preview_context(
                 loaded, None if scheduled else account, workspace, now=moment, contact=shown, run_vars=run_vars, schedule=view
@@ -399,13 +425,13 @@ def preview_playbook(
             try:
                 rendered = render_email(templates_dir, template, context, locales=locales, unsubscribe_url=link)
             except TemplateError as exc:
-                result.emails.append(PreviewEmail(name, line, template, label, contact.email, error=str(exc)))
+                result.emails.append(PreviewEmail(name, line, template, label, contact.email, error=str(exc), receives=receives))
                 continue
             stem = _file_stem(name, label)
             html_path, text_path = out_dir / f"{stem}.html", out_dir / f"{stem}.txt"
             html_path.write_text(rendered.html, encoding="utf-8")
             text_path.write_text(rendered.text, encoding="utf-8")
-            email = PreviewEmail(name, line, template, label, contact.email, rendered.subject, html_path, text_path)
+            email = PreviewEmail(name, line, template, label, contact.email, rendered.subject, html_path, text_path, receives=receives)
             if send_to:
                 message = EmailMessage(
                     message_id=new_message_id(),
@@ -431,6 +457,29 @@ def preview_playbook(
                     email = _replace(email, sent_to=send_to, provider_message_id=sent.provider_message_id)
             result.emails.append(email)
     return result
+
+
+def _receivers(
+    step: EmailStep, recipients: Sequence[Recipient], account: AccountDoc | None, templates_dir: Path, context: dict[str, Any]
+) -> dict[str | None, list[Recipient]]:
+    """The step's real recipients by the locale variant each gets (None: the plain parts).
+
+    As a run chooses: the step's `locale` expression, else the recipient's locale, else the
+    account's. The stand-in recipient of a step that finds nobody receives nothing.
+    """
+    override: str | None = None
+    if step.email.locale:
+        try:
+            override = str(ex.evaluate(step.email.locale, context))
+        except ex.ExpressionError:
+            override = None
+    out: dict[str | None, list[Recipient]] = {}
+    for r in recipients:
+        if r is PLACEHOLDER:
+            continue
+        locales = [x for x in (override, r.locale, account.locale if account else None) if x]
+        out.setdefault(received_locale(templates_dir, step.email.template, locales), []).append(r)
+    return out
 
 
 def _replace(email: PreviewEmail, **changes: Any) -> PreviewEmail:

@@ -8,9 +8,10 @@ import uuid
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from touchpoint.cli.main import app, console, err, run_async
+from touchpoint.cli.tables import Cell, Column, plural, print_table
 from touchpoint.config import settings
 
 health_app = typer.Typer(help="Health scores (health.yaml): history and recompute.", no_args_is_help=True)
@@ -63,19 +64,29 @@ def show(
         console.print(f"no health scores for {account} yet (run `touchpoint health recompute {account}`)")
         return
     colours = {"green": "green", "yellow": "yellow", "red": "red"}
-    table = Table("at", "score", "change", "tier", "moved by (points)", "missing", title=f"Health of {account}")
+    table_rows: list[list[Cell]] = []
     for line in lines:
         change = "" if line["previous_score"] is None else f"{line['score'] - line['previous_score']:+d}"
         tier = line["tier"]
-        table.add_row(
-            line["at"][:16].replace("T", " "),
-            str(line["score"]),
-            change,
-            f"[{colours.get(tier, 'white')}]{tier}[/]",
-            _moved_text(line["moved"]),
-            ", ".join(line["missing"]),
+        table_rows.append(
+            [
+                line["at"][:16].replace("T", " "),
+                str(line["score"]),
+                change,
+                Text(tier, style=colours.get(tier, "")),
+                _moved_text(line["moved"]),
+                ", ".join(line["missing"]),
+            ]
         )
-    console.print(table)
+    columns = [
+        Column("at (UTC)", key=True),
+        Column("score", justify="right"),
+        Column("change", justify="right"),
+        Column("tier"),
+        Column("moved by (points)"),
+        Column("missing", drop=1),
+    ]
+    print_table(console, columns, table_rows, title=f"Health of {account}")
 
 
 @health_app.command("recompute")
@@ -123,10 +134,10 @@ def recompute(
         err.print(f"no account {account!r} (see `touchpoint accounts list`)")
         raise typer.Exit(1)
     console.print(
-        f"scored {counts.scored} account{'s' if counts.scored != 1 else ''}, {counts.changed} changed, "
+        f"scored {plural(counts.scored, 'account')}, {counts.changed} changed, "
         f"{counts.emitted} health.changed emitted"
         + (f", {counts.missing} with missing metrics" if counts.missing else "")
         + (f", {counts.failed} skipped (invalid documents)" if counts.failed else "")
-        + f" (health.yaml {result.model_version}, {result.batches} batch{'es' if result.batches != 1 else ''})",
+        + f" (health.yaml {result.model_version}, {plural(result.batches, 'batch', 'batches')})",
         markup=False,
     )

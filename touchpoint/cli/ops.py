@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 import yaml
-from rich.table import Table
 
 from touchpoint.cli.main import app, console, err, run_async
+from touchpoint.cli.tables import Cell, Column, plural, print_table
 from touchpoint.config import settings
 from touchpoint.dsl.runtime import EventIn, RunStatus
 
@@ -36,25 +36,62 @@ def _run(coro: Any) -> Any:
 
 
 @app.command()
-def deploy(folder: Path = typer.Argument(Path("playbooks"), help="The playbooks folder.")) -> None:
-    """Validate and publish a folder's playbooks as content-hashed versions."""
-    from touchpoint.deploy import deploy_project
+def deploy(
+    folder: Path = typer.Argument(Path("playbooks"), help="The playbooks folder."),
+    create: bool = typer.Option(False, "--create", help="Create a new SQLite store if there is none yet."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: store, Temporal address, playbooks, schedules."),
+) -> None:
+    """Validate and publish a folder's playbooks as content-hashed versions.
+
+    Deploys to the store of TOUCHPOINT_DATABASE_URL (default .touchpoint/touchpoint.db under the
+    working directory) and syncs the Schedules on TOUCHPOINT_TEMPORAL_ADDRESS; both are printed
+    first. A SQLite store that does not exist yet is created only with --create.
+    """
+    from touchpoint.deploy import StoreNotFound, check_store, deploy_project, store_label
     from touchpoint.dsl.validate import load_project
 
+    config = settings()
     project = load_project(folder)
     if project.problems:
         for problem in project.problems:
             console.print(str(problem), markup=False, soft_wrap=True)
         raise typer.Exit(1)
+    try:
+        check_store(config.db_url, create=create)
+    except StoreNotFound as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    where = {"store": store_label(config.db_url), "temporal": config.temporal_address, "namespace": config.temporal_namespace, "task_queue": config.task_queue}
+    if not as_json:
+        console.print(f"store     {where['store']}", markup=False, soft_wrap=True)
+        console.print(f"temporal  {config.temporal_address} (namespace {config.temporal_namespace}, task queue {config.task_queue})", markup=False, soft_wrap=True)
     with _sessions().begin() as s:
         report = deploy_project(s, project)
-    for line in report.lines():
-        console.print(line, markup=False)
-    _schedules(project)
+    if not as_json:
+        _print_deploy(report)
+    report.schedules = _schedules(project, quiet=as_json)
+    if as_json:
+        print(json.dumps({**where, **report.as_dict()}), flush=True)
 
 
-def _schedules(project: Any) -> None:
-    """Bring the Temporal Schedules in line with the folder just deployed."""
+def _print_deploy(report: Any) -> None:
+    if not console.is_terminal:
+        for line in report.lines():
+            console.print(line, markup=False, soft_wrap=True)
+        return
+    rows = [
+        [item["change"], item["playbook"], item.get("version") or "", _older_note(item.get("runs_on_older_versions", 0))]
+        for item in report.as_dict()["playbooks"]
+    ]
+    print_table(console, [Column("change"), Column("playbook", key=True), Column("version", key=True), Column("note")], rows)
+
+
+def _older_note(count: int) -> str:
+    return f"{plural(count, 'run')} in flight stay on older versions" if count else ""
+
+
+def _schedules(project: Any, *, quiet: bool = False) -> list[str]:
+    """Bring the Temporal Schedules in line with the folder just deployed; returns their lines."""
     from touchpoint.schedules import planned_schedules, sync_schedules
     from worker import connect
 
@@ -65,18 +102,20 @@ def _schedules(project: Any) -> None:
         return await sync_schedules(client, project, task_queue=config.task_queue, crm_backend=config.crm_backend)
 
     try:
-        lines = _run(update())
+        lines: list[str] = _run(update())
     except RuntimeError as exc:  # the server is unreachable
         if not planned_schedules(project, task_queue=config.task_queue, crm_backend=config.crm_backend):
-            return  # nothing to schedule, nothing to tidy on a server that is not there
+            return []  # nothing to schedule, nothing to tidy on a server that is not there
         err.print(
             f"[red]Schedules not updated:[/] cannot reach Temporal at {config.temporal_address} ({exc}). "
             "Schedule playbooks, date triggers and health scores need them: run `touchpoint deploy` again once it is up.",
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
-    for line in lines:
-        console.print(line, markup=False)
+    if not quiet:
+        for line in lines:
+            console.print(line, markup=False, soft_wrap=True)
+    return lines
 
 
 @app.command()
@@ -191,18 +230,51 @@ def cancel(run: str) -> None:
 
 
 @tasks_app.callback()
-def tasks(ctx: typer.Context, status_filter: str | None = typer.Option("open", "--status")) -> None:
-    """List tasks (open by default)."""
+def tasks(
+    ctx: typer.Context,
+    status_filter: str | None = typer.Option("open", "--status", help="open, completed or all."),
+    as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one per task."),
+) -> None:
+    """List tasks (open by default); `touchpoint tasks complete ID` completes one."""
     if ctx.invoked_subcommand:
         return
     from touchpoint.store import repo
 
     with _sessions()() as s:
         rows = repo.list_tasks(s, status=None if status_filter == "all" else status_filter)
-        table = Table("id", "account", "title", "owner", "due", "status")
-        for t in rows:
-            table.add_row(t.id, t.account_id, t.title, t.owner, f"{t.due_at:%Y-%m-%d}" if t.due_at else "", t.status)
-    console.print(table)
+        items: list[dict[str, Any]] = [
+            {
+                "id": t.id,
+                "account_id": t.account_id,
+                "playbook": t.playbook_id,
+                "step": t.step,
+                "title": t.title,
+                "owner": t.owner,
+                "due_at": t.due_at.isoformat() if t.due_at else None,
+                "priority": t.priority,
+                "status": t.status,
+                "created_at": t.created_at.isoformat(),
+                "completed_at": t.completed_at.isoformat() if t.completed_at else None,
+            }
+            for t in rows
+        ]
+    if as_json:
+        for item in items:
+            print(json.dumps(item), flush=True)
+        return
+    if not items:
+        console.print(f"no {'' if status_filter == 'all' else f'{status_filter} '}tasks", markup=False)
+        return
+    columns = [
+        Column("id", key=True),
+        Column("account", key=True),
+        Column("title"),
+        Column("owner", key=True, drop=2),
+        Column("due", key=True, drop=3),
+        Column("status", drop=4 if status_filter != "all" else 1),
+    ]
+    table_rows = [[i["id"], i["account_id"], i["title"], i["owner"], (i["due_at"] or "")[:10], i["status"]] for i in items]
+    print_table(console, columns, table_rows)
 
 
 @tasks_app.command("complete")
@@ -231,15 +303,51 @@ def complete(task_id: str) -> None:
 
 
 @app.command()
-def outbox(limit: int = typer.Option(20, "--limit")) -> None:
-    """Emails sent by the outbox backend (newest first)."""
+def outbox(
+    limit: int = typer.Option(20, "--limit", help="Show the newest N emails."),
+    as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one per email, newest first."),
+) -> None:
+    """Emails sent by the outbox backend (newest first); each is also a .eml file."""
     from touchpoint.store import repo
 
+    folder = settings().outbox_dir
     with _sessions()() as s:
         rows = sorted(repo.list_messages(s, limit=10_000), key=lambda m: m.sent_at, reverse=True)[:limit]
-        for m in rows:
-            path = settings().outbox_dir / f"{m.id}.eml"
-            console.print(f"{m.sent_at:%Y-%m-%d %H:%M} {m.status:10} {m.to_email:30} {m.subject}  [dim]{path if path.exists() else ''}[/]", soft_wrap=True)
+        items: list[dict[str, Any]] = [
+            {
+                "id": m.id,
+                "sent_at": m.sent_at.isoformat(),
+                "status": m.status,
+                "to": m.to_email,
+                "subject": m.subject,
+                "account_id": m.account_id,
+                "playbook": m.playbook_id,
+                "step": m.step,
+                "template": m.template,
+                "locale": m.locale,
+                "error": m.error,
+                "file": str(path.resolve()) if (path := folder / f"{m.id}.eml").exists() else None,
+            }
+            for m in rows
+        ]
+    if as_json:
+        for item in items:
+            print(json.dumps(item, ensure_ascii=False), flush=True)
+        return
+    if not items:
+        console.print("no emails yet", markup=False)
+        return
+    columns = [
+        Column("sent (UTC)", key=True, drop=2),
+        Column("status", drop=1),
+        Column("to", key=True),
+        Column("subject"),
+        Column("id", key=True, drop=3),
+    ]
+    table_rows = [[i["sent_at"][:16].replace("T", " "), i["status"], i["to"], i["subject"], i["id"]] for i in items]
+    print_table(console, columns, table_rows)
+    if any(i["file"] for i in items):
+        console.print(f"each email is also <id>.eml in {folder.resolve()}", markup=False, soft_wrap=True, style="dim")
 
 
 @accounts_app.command("put")
@@ -258,7 +366,7 @@ def accounts_put(file: Path) -> None:
             await put_account(client, settings().task_queue, _sessions(), doc)
 
     _run(go())
-    console.print(f"accepted {len(docs)} account(s)")
+    console.print(f"accepted {plural(len(docs), 'account')}")
 
 
 @accounts_app.command("import")
@@ -272,7 +380,7 @@ def accounts_import(file: Path) -> None:
     if problems:
         for problem in problems:
             console.print(str(problem), markup=False, soft_wrap=True)
-        err.print(f"{len(problems)} problem(s): nothing was imported")
+        err.print(f"{plural(len(problems), 'problem')}: nothing was imported")
         raise typer.Exit(1)
 
     async def go() -> None:
@@ -282,15 +390,16 @@ def accounts_import(file: Path) -> None:
             await put_account(client, settings().task_queue, sessions, doc)
 
     _run(go())
-    console.print(f"accepted {len(docs)} account(s)")
+    console.print(f"accepted {plural(len(docs), 'account')}")
 
 
 @accounts_app.command("list")
-def accounts_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Accounts in the store (one document per line with --json)."""
+def accounts_list(as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one account document per line.")) -> None:
+    """Accounts in the store, in id order."""
     from touchpoint.store import repo
 
     after = None
+    rows: list[list[Cell]] = []
     with _sessions()() as s:
         while True:
             page = repo.list_accounts(s, after=after, limit=500)
@@ -298,7 +407,15 @@ def accounts_list(as_json: bool = typer.Option(False, "--json")) -> None:
                 break
             for doc, contacts in page:
                 if as_json:
-                    print(json.dumps({**doc, "contacts": contacts}, default=str))
+                    print(json.dumps({**doc, "contacts": contacts}, default=str), flush=True)
                 else:
-                    console.print(f"{doc['id']:20} {doc.get('name', ''):30} {doc.get('segment') or '':12} {len(contacts)} contacts", markup=False)
+                    csm = (doc.get("csm") or {}).get("email") or ""
+                    rows.append([doc["id"], doc.get("name", ""), doc.get("segment") or "", csm, str(len(contacts))])
             after = page[-1][0]["id"]
+    if as_json:
+        return
+    if not rows:
+        console.print("no accounts (add some with `touchpoint accounts put FILE`)", markup=False)
+        return
+    columns = [Column("id", key=True), Column("name"), Column("segment", drop=2), Column("csm", key=True, drop=1), Column("contacts", justify="right", drop=3)]
+    print_table(console, columns, rows)

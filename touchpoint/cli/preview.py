@@ -7,23 +7,29 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from touchpoint.cli.main import app, console, err
+from touchpoint.cli.tables import Cell, Column, plural, print_table
 
 
 @app.command()
 def preview(
     playbook_file: Path = typer.Argument(..., help="The playbook file (its workspace.yaml and templates/ are used)."),
     account: Path = typer.Option(..., "--account", help="An account document (YAML or JSON)."),
-    out: Path = typer.Option(Path(".touchpoint/preview"), "--out", help="Folder for the .html and .txt files."),
+    out: Path = typer.Option(
+        Path(".touchpoint/preview"), "--out", help="Folder for the files: each account gets its own folder inside it."
+    ),
     send_to: str | None = typer.Option(
         None, "--send-to", help="Also send each email to this one address, subject prefixed [TEST]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per email instead of a table."),
 ) -> None:
-    """Render every email of a playbook (each branch and locale) for one account."""
+    """Render every email of a playbook (each branch and locale) for one account.
+
+    Files go to OUT/<account id>/<step>.<locale>.html and .txt; each row names the contacts who
+    receive that locale variant.
+    """
     from touchpoint.config import ConfigError, load_settings
     from touchpoint.dsl.errors import ContractError
     from touchpoint.dsl.validate import load_project
@@ -107,6 +113,7 @@ def preview(
                 "line": email.step_line,
                 "template": email.template,
                 "locale": email.locale,
+                "receives": list(email.receives),
                 "recipient": email.recipient,
                 "subject": email.subject,
                 "html": str(email.html_path) if email.html_path else None,
@@ -116,23 +123,24 @@ def preview(
             }
             typer.echo(json.dumps(item, ensure_ascii=False))
     else:
-        table = Table(title=f"{result.playbook} for {doc.id}: {len(result.emails)} emails in {out}")
-        for column in ("Step", "Locale", "Recipient", "Subject", "Files"):
-            table.add_column(column, overflow="fold")
+        title = f"{result.playbook} for {doc.id}: {plural(len(result.emails), 'email')} in {result.out_dir}"
+        columns = [Column("step", key=True), Column("locale"), Column("receives"), Column("subject"), Column("files", drop=1)]
         if send_to:
-            table.add_column("Test send", overflow="fold")
+            columns.append(Column("test send"))
+        rows: list[list[Cell]] = []
         for email in result.emails:
             # Text cells: subjects and errors may contain brackets that Rich would read as markup.
-            files = Text(f"{email.html_path}\n{email.text_path}" if email.html_path else "")
+            files = f"{email.html_path.name} {email.text_path.name}" if email.html_path and email.text_path else ""
             subject = Text(email.subject) if email.subject else Text(email.error or "", style="red")
-            row = [Text(email.step), Text(email.locale), Text(email.recipient), subject, files]
+            receives = Text(", ".join(email.receives)) if email.receives else Text("(no contact)", style="dim")
+            row: list[Cell] = [email.step, email.locale, receives, subject, files]
             if send_to:
                 sent = f"sent to {email.sent_to}" if email.sent_to else (email.error or "" if email.subject else "")
                 row.append(Text(sent, style="" if email.sent_to else "red"))
-            table.add_row(*row)
-        console.print(table)
+            rows.append(row)
+        print_table(console, columns, rows, title=title)
     if not result.emails:
         err.print(f"{playbook_file} has no email steps: nothing to preview")
     if result.failed:
-        err.print(f"[red]{len(result.failed)} of {len(result.emails)} emails failed[/]")
+        err.print(f"[red]{len(result.failed)} of {plural(len(result.emails), 'email')} failed[/]")
         raise typer.Exit(1)

@@ -69,14 +69,17 @@ def simulate(
         sys.stdout.write(outcome_line(sim, tz) + "\n")
         sys.stdout.flush()
         return
-    from rich.table import Table
+    from touchpoint.cli.tables import Cell, Column, print_table
 
-    table = Table("at", "day", "step", "action", "detail")
+    rows: list[list[Cell]] = []
     for line in timeline_json(sim, tz)[:-1]:
         item = json.loads(line)
         detail = {k: v for k, v in item.items() if k not in ("at", "day", "step", "action")}
-        table.add_row(item["at"], str(item["day"]), item["step"], item["action"], ", ".join(f"{k}={v}" for k, v in detail.items()))
-    console.print(table)
+        # The account's local time to the minute (its zone is in the title); --json has seconds.
+        at = item["at"][:16].replace("T", " ")
+        rows.append([at, str(item["day"]), item["step"], item["action"], ", ".join(f"{k}={v}" for k, v in detail.items())])
+    columns = [Column("at", key=True), Column("day", justify="right"), Column("step", key=True), Column("action"), Column("detail")]
+    print_table(console, columns, rows, title=f"{sim.account.id}, times in {tz}")
     console.print(f"outcome: [bold]{sim.outcome}[/] on day {sim.day} ({sim.because})")
 
 

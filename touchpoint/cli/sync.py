@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import typer
-from rich.table import Table
 
 from touchpoint.cli.main import console, err, run_async
 from touchpoint.cli.ops import _sessions, accounts_app
+from touchpoint.cli.tables import Cell, Column, plural, print_table
 from touchpoint.config import settings
 from touchpoint.dsl.sync_models import AccountSyncInput, SyncTotals
 
@@ -60,22 +60,23 @@ def accounts_sync(
         else:
             err.print(f"[red]{source} sync failed:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(summary(source, totals, backfill=backfill))
+    title, rows = summary(source, totals, backfill=backfill)
+    print_table(console, [Column(""), Column("count", justify="right")], rows, title=title)
 
 
-def summary(source: str, totals: SyncTotals, *, backfill: bool) -> Table:
-    """The Rich table printed after a sync."""
+def summary(source: str, totals: SyncTotals, *, backfill: bool) -> tuple[str, list[list[Cell]]]:
+    """The title and rows of the table printed after a sync."""
     title = f"{source} sync" + (" (backfill: no events emitted)" if backfill else "")
-    table = Table("", "count", title=title, title_justify="left", min_width=len(title) + 4)
-    table.add_row("accounts read", str(totals.read))
-    table.add_row("created", str(totals.created))
-    table.add_row("updated", str(totals.updated))
-    table.add_row("unchanged", str(totals.unchanged))
+    rows: list[list[Cell]] = [
+        ["accounts read", str(totals.read)],
+        ["created", str(totals.created)],
+        ["updated", str(totals.updated)],
+        ["unchanged", str(totals.unchanged)],
+    ]
     if totals.skipped:
-        table.add_row("skipped (invalid, see log)", str(totals.skipped))
-    table.add_row("tasks completed", str(totals.tasks_completed))
-    table.add_row("pages", str(totals.pages))
-    return table
+        rows.append(["skipped (invalid, see log)", str(totals.skipped)])
+    rows += [["tasks completed", str(totals.tasks_completed)], ["pages", str(totals.pages)]]
+    return title, rows
 
 
 async def _in_process(backend_name: Literal["hubspot", "salesforce"], *, backfill: bool, page_size: int) -> SyncTotals:
@@ -88,12 +89,12 @@ async def _in_process(backend_name: Literal["hubspot", "salesforce"], *, backfil
     backend = make_backend(deps, backend_name)
     client = None if backfill else await connect(config)
     try:
-        with console.status(f"reading {backend_name}…") as status:
+        with console.status(f"reading {backend_name}") as status:
 
             def progress(totals: SyncTotals) -> None:
                 status.update(
                     f"{backend_name}: {totals.read} read, {totals.created} created, {totals.updated} updated, "
-                    f"{totals.unchanged} unchanged ({totals.pages} pages)"
+                    f"{totals.unchanged} unchanged ({plural(totals.pages, 'page')})"
                 )
 
             return await run_sync(
@@ -118,7 +119,7 @@ async def _on_server(backend_name: Literal["hubspot", "salesforce"], *, backfill
 
     config = settings()
     client = await connect(config)
-    with console.status(f"AccountSync {backend_name} running on {config.temporal_address}…"):
+    with console.status(f"AccountSync {backend_name} running on {config.temporal_address}"):
         # One sync per CRM at a time: a sync already running (e.g. from the Schedule) is joined.
         result: SyncTotals = await client.execute_workflow(
             names.ACCOUNT_SYNC,
