@@ -184,6 +184,13 @@ def test_cli_tables_fit_80_columns_and_print_whole_rows_in_a_pipe(live: dict[str
     line = row_with(piped(env, "tasks"), task["id"])
     assert line.split()[:2] == [task["id"], ACCOUNT_ID] and "invite every administrator to the training" in line and line.endswith("open")
 
+    # status: the run id `runs pause|resume|cancel` take, whole
+    (run,) = [json.loads(line) for line in piped(env, "status", "--json").splitlines()]
+    assert (run["playbook"], run["account_id"], run["status"], run["step"]) == ("enterprise-sso-onboarding", ACCOUNT_ID, "running", "single_sign_on_setup_task")
+    assert [item["step"] for item in run["history"]] == ["welcome_the_champion_email", "single_sign_on_setup_task"]
+    assert_readable(on_terminal(env, "status"), [run["id"], ACCOUNT_ID, task["id"], "single_sign_on_setup_task"])
+    assert f"  run {run['id']}" in piped(env, "status").splitlines()
+
     # outbox
     (email,) = [json.loads(line) for line in piped(env, "outbox", "--json").splitlines()]
     assert (email["to"], email["step"], email["status"]) == ("kim.park@acme-corporation-emea.example", "welcome_the_champion_email", "sent")

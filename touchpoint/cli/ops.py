@@ -13,7 +13,7 @@ import yaml
 from touchpoint.cli.main import app, console, err, run_async
 from touchpoint.cli.tables import Cell, Column, plural, print_table
 from touchpoint.config import settings
-from touchpoint.dsl.runtime import EventIn, RunStatus
+from touchpoint.dsl.runtime import EventIn
 
 runs_app = typer.Typer(help="Pause, resume or cancel runs.", no_args_is_help=True)
 tasks_app = typer.Typer(help="CRM tasks created by playbooks (local backend).", invoke_without_command=True)
@@ -151,42 +151,45 @@ def event(
 
 
 @app.command()
-def status(account: str | None = typer.Option(None, "--account"), playbook: str | None = typer.Option(None, "--playbook")) -> None:
-    """Runs with their current step, vars, scorecard and recent steps."""
-    from temporalio.client import Client
+def status(
+    account: str | None = typer.Option(None, "--account"),
+    playbook: str | None = typer.Option(None, "--playbook"),
+    run_id: str | None = typer.Option(None, "--run", help="One run, ended or not, with its whole timeline."),
+    as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one run per line, with its whole timeline."),
+) -> None:
+    """Runs with their current step, what they wait for, vars, scorecard and recent steps.
 
+    Read from the store, where account workflows project every step of their runs: no server
+    is asked, and an ended run keeps its timeline.
+    """
+    from touchpoint.cli.status_view import print_runs, record_json, waiting_words
     from touchpoint.store import repo
-    from worker import connect
 
     with _sessions()() as s:
-        rows = repo.list_runs(s, account_id=account, playbook_id=playbook)
-        runs = [(r.id, r.workflow_id, r.playbook_id, r.account_id, r.status, r.step, r.outcome, r.paused_reason) for r in rows]
-
-    async def live(client: Client, workflow_id: str, run_id: str) -> RunStatus | None:
-        try:
-            found: list[RunStatus] = await client.get_workflow_handle(workflow_id).query("runs", result_type=list[RunStatus])
-        except Exception:
-            return None
-        return next((r for r in found if r.id == run_id), None)
-
-    async def go() -> None:
-        client = await connect(settings()) if any(r[4] != "ended" for r in runs) else None
-        for run_id, workflow_id, pb, acct, state, step, outcome, reason in runs:
-            info = await live(client, workflow_id, run_id) if client and state != "ended" else None
-            if info and info.id == run_id:
-                state, step, reason = info.status, info.step, info.paused_reason
-            console.print(f"[bold]{pb}[/] {acct} {run_id}: {state}" + (f" at {step}" if step else "") + (f", outcome {outcome}" if outcome else "") + (f" [yellow](paused: {reason})[/]" if reason else ""))
-            if info:
-                if info.vars:
-                    console.print(f"  vars: {json.dumps(info.vars, default=str)}", markup=False)
-                if info.scorecard:
-                    console.print(f"  scorecard: {info.scorecard['score']}% (target {info.scorecard['target']} by day {info.scorecard['by_day']})", markup=False)
-                for record in info.history[-10:]:
-                    console.print(f"  {record.at:%Y-%m-%d %H:%M} day {record.day} {record.step} {record.action} {json.dumps(record.detail, default=str)}", markup=False)
-        if not runs:
-            console.print("no runs")
-
-    _run(go())
+        if run_id is not None:
+            found = repo.get_run(s, run_id)
+            rows = [found] if found is not None else []
+        else:
+            rows = repo.list_runs(s, account_id=account, playbook_id=playbook)
+        zones = {}
+        for r in rows:
+            if r.account_id and r.account_id not in zones:
+                stored = repo.get_account(s, r.account_id)
+                zones[r.account_id] = (stored[0].get("timezone") if stored else None) or "UTC"
+        runs: list[dict[str, Any]] = [
+            {
+                "id": r.id, "workflow_id": r.workflow_id, "playbook": r.playbook_id, "version": r.version, "account_id": r.account_id,
+                "status": r.status, "step": r.step, "outcome": r.outcome, "paused_reason": r.paused_reason,
+                "waiting": waiting_words(r.waiting or [], zones.get(r.account_id or "", "UTC")) if r.status != "ended" else None,
+                "vars": dict(r.vars or {}), "scorecard": r.scorecard,
+                "history": [record_json(x) for x in repo.run_steps(s, r.id)],
+            }
+            for r in rows
+        ]
+    if run_id is not None and not runs:
+        err.print(f"no run {run_id!r}: `touchpoint status` lists the runs")
+        raise typer.Exit(1)
+    print_runs(console, runs, as_json=as_json)
 
 
 def _signal(run_id: str, name: str) -> None:

@@ -25,6 +25,33 @@ HISTORY_SHOWN = 10
 """Recent steps shown per run (`--json` carries the whole timeline the run reports)."""
 
 
+def waiting_words(entries: Sequence[dict[str, Any]], tz: str) -> str | None:
+    """What a run waits for, in the account's zone: "held until Mon 09:00 Europe/Berlin: send_window"."""
+    from zoneinfo import ZoneInfo
+
+    words = []
+    for entry in entries:
+        until = entry.get("until")
+        when = ""
+        if until:
+            moment = datetime.fromisoformat(str(until)).astimezone(ZoneInfo(tz))
+            when = f" until {moment:%a %d %b %H:%M} {tz}"
+        kind, detail = entry.get("kind"), entry.get("detail")
+        if kind == "email":
+            words.append(f"email held{when}" + (f": {detail}" if detail else ""))
+        elif kind == "event":
+            words.append(f"waiting for {detail or 'an event'}{when}")
+        elif kind == "task":
+            words.append(f"waiting for its task to be completed{when}")
+        elif kind == "paused":
+            words.append("paused" + (f": {detail}" if detail else ""))
+        elif kind == "effect":
+            words.append("calling a provider")
+        else:
+            words.append(f"{'scorecard ' if entry.get('step') == 'scorecard' else ''}waiting{when}")
+    return "; ".join(words) or None
+
+
 def record_json(record: Any) -> dict[str, Any]:
     """A history record (`StepRecord`-like: at, day, step, action, detail) as JSON-ready data."""
     at = record.at.astimezone(UTC).isoformat(timespec="seconds") if isinstance(record.at, datetime) else str(record.at)

@@ -72,6 +72,8 @@ class Wait(Data):
     kind: Literal["time", "date", "event", "task", "effect", "email", "paused"]
     until: datetime | None = None
     matched: EventIn | None = None
+    detail: str | None = None
+    """What is awaited, in words (the event types of a `wait_for`)."""
     ready: bool = False
     """The awaited thing happened; the thread resumes at the next drive."""
 
@@ -152,6 +154,8 @@ def waiting_of(state: RunState) -> list[Waiting]:
             detail = ", ".join(reasons) or None
         elif wait.kind == "paused":
             detail = state.paused_reason
+        else:
+            detail = wait.detail
         step = state.step if thread.name == "main" else "scorecard"
         found.append(Waiting(step=step, kind=wait.kind, until=until, detail=detail))
     return found

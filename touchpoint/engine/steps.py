@@ -253,7 +253,7 @@ class Steps(Emailing):
                 if event.type in spec.event and self._safe(spec.when, event):
                     thread.wait = Wait(kind="event", matched=event, ready=True)
                     return
-        self._set_wait(thread, "event", self.now + spec.timeout)
+        thread.wait = Wait(kind="event", until=self.now + spec.timeout, detail=" or ".join(spec.event))
 
 
 
