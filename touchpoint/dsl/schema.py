@@ -355,9 +355,29 @@ Step = Annotated[
 # --------------------------------------------------------------------------- playbook
 
 
+def _event_types(value: Any) -> Any:
+    # `event: [a]` is the same trigger as `event: a`; every type is checked like `EventType`.
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError("expected an event type, or a list of them")
+    for item in items:
+        if not isinstance(item, str) or not re.match(EVENT_TYPE_RE, item):
+            raise ValueError(f"{item!r} is not a valid event type: expected a lowercase dotted event type (e.g. account.created)")
+    return value
+
+
 class EventTrigger(Model):
-    event: EventType
+    """Starts a run on an event of this type (or of any of these types: `[trial.started, ...]`)."""
+
+    event: Annotated[str | list[str], BeforeValidator(_event_types)]
     when: Expr | None = None
+
+    @property
+    def events(self) -> list[str]:
+        """The event types that start it."""
+        return [self.event] if isinstance(self.event, str) else list(self.event)
 
 
 class DateTrigger(Model):

@@ -35,6 +35,7 @@ from touchpoint.dsl.schema import (
     STEP_KINDS,
     DateTrigger,
     EmailStep,
+    EventTrigger,
     HealthModel,
     IfStep,
     NoteStep,
@@ -764,7 +765,7 @@ def summary(lp: LoadedPlaybook) -> str:
     pb = lp.playbook
     trigger = pb.trigger
     what = {
-        "event": f"on {getattr(trigger, 'event', '')}",
+        "event": "on " + " or ".join(trigger.events) if isinstance(trigger, EventTrigger) else "",
         "date": f"on {getattr(trigger, 'date', '')} {format_duration(getattr(trigger, 'offset', timedelta(0)))}",
         "schedule": f"on schedule '{getattr(trigger, 'schedule', '')}'",
         "manual": "started manually",
