@@ -1,7 +1,7 @@
 """`touchpoint`: validate, simulate, run and inspect playbooks.
 
 Commands that talk to Temporal connect to `TOUCHPOINT_TEMPORAL_ADDRESS`; `dev` and `demo` start
-an embedded Temporal dev server first.
+an embedded Temporal dev server first; `worker` and `api` are the production processes.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ from touchpoint.cli import health as _health  # noqa: E402,F401
 from touchpoint.cli import ops as _ops  # noqa: E402,F401
 from touchpoint.cli import preview as _preview  # noqa: E402,F401
 from touchpoint.cli import run as _run_commands  # noqa: E402,F401
+from touchpoint.cli import serve as _serve  # noqa: E402,F401
 from touchpoint.cli import sync as _sync  # noqa: E402,F401
 
 if __name__ == "__main__":
