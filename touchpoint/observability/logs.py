@@ -128,6 +128,6 @@ def configure_logging(config: Settings, *, default_format: str, stream: Any = No
     root.addHandler(handler)
     root.setLevel(config.log_level)
     # Their access and request lines repeat what our own records say; keep warnings.
-    for noisy in ("uvicorn.access", "httpx", "httpcore"):
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler
