@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import Deps
 from activities.render import context_of
 from touchpoint.dsl.runtime import Recipient, ReserveSlotInput, SendEmailInput, SendEmailResult
+from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, write_tx
 from touchpoint.unsubscribe import unsubscribe_url
 from workflows import names
@@ -219,6 +220,7 @@ class EmailActivities:
             sent_at=input.now,
         )
         detail = {"to": result.to, "template": input.template, "status": result.status}
+        email_outcome(input.run.playbook, input.step, result.status)
         repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "email", detail)
 
 

@@ -139,8 +139,7 @@ async def serve_worker(config: Settings, options: WorkerOptions) -> int:
             )
             running = asyncio.create_task(worker.run())
             stopping = asyncio.create_task(stop.wait())
-            if ops is not None:
-                ops.ready = True
+            watching = asyncio.create_task(_watch_server(client, config, ops))
             log.info(
                 "worker polling task queue %r on %s namespace %r (cache %d workflows, %d activities at once)",
                 options.task_queue,
@@ -150,6 +149,7 @@ async def serve_worker(config: Settings, options: WorkerOptions) -> int:
                 options.max_concurrent_activities,
             )
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            watching.cancel()
             if ops is not None:
                 ops.ready = False
             if running.done():
@@ -167,3 +167,26 @@ async def serve_worker(config: Settings, options: WorkerOptions) -> int:
             ops.stop()
     return 0
 
+
+
+async def _watch_server(client: Any, config: Settings, ops: OpsServer | None, every: float = 5.0) -> None:
+    """Say when Temporal stops answering and when it is back (the worker keeps polling and
+    resumes by itself); `/readyz` follows."""
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+    reachable = True
+    while True:
+        try:
+            await client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=timedelta(seconds=2))
+            ok = True
+        except Exception:
+            ok = False
+        if ok != reachable:
+            if ok:
+                log.info("Temporal at %s answers again; the worker resumes polling", config.temporal_address)
+            else:
+                log.warning("Temporal at %s does not answer; the worker keeps retrying until it is back", config.temporal_address)
+            reachable = ok
+        if ops is not None:
+            ops.ready = ok
+        await asyncio.sleep(every)

@@ -77,6 +77,9 @@ def api(
         config.require_safe_bind(insecure=insecure)
     except ConfigError as exc:
         raise _refuse(exc) from None
+    from touchpoint.observability.logs import configure_logging
+
+    configure_logging(config, default_format="json")  # uvicorn's supervisor logs here too
     host, port = config.api_host_port()
     os.environ["TOUCHPOINT_HARD_EXIT"] = "1"  # the SDK's runtime can abort at interpreter exit
     uvicorn.run(

@@ -15,6 +15,7 @@ time by `StoreMetrics`, which only the API registers: every API answers the same
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -32,10 +33,13 @@ from temporalio.runtime import (
     BUFFERED_METRIC_KIND_COUNTER,
     BUFFERED_METRIC_KIND_HISTOGRAM,
     BufferedMetricUpdate,
+    LogForwardingConfig,
+    LoggingConfig,
     MetricBuffer,
     MetricBufferDurationFormat,
     Runtime,
     TelemetryConfig,
+    TelemetryFilter,
 )
 
 EVENTS_ACCEPTED = Counter(
@@ -205,13 +209,19 @@ _installed: TemporalMetrics | None = None
 
 
 def temporal_runtime() -> tuple[Runtime, TemporalMetrics]:
-    """A runtime whose SDK metrics land in the default Prometheus registry (once per process).
+    """A runtime whose SDK metrics land in the default Prometheus registry and whose core
+    warnings go to the `temporalio.core` logger (once per process).
 
     Set it with `Runtime.set_default` before the first client connects.
     """
     global _installed
     buffer = MetricBuffer(100_000, duration_format=MetricBufferDurationFormat.SECONDS)
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    # The SDK core's own warnings go through Python logging too (JSON lines like the rest).
+    core_logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, logging=core_logs))
     bridge = TemporalMetrics(buffer)
     if _installed is not None:
         REGISTRY.unregister(_installed)
