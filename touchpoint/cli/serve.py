@@ -8,6 +8,7 @@ unless `--insecure`. Both log JSON lines (`TOUCHPOINT_LOG_FORMAT=human` for plai
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ def api(
     configure_logging(config, default_format="json")  # uvicorn's supervisor logs here too
     host, port = config.api_host_port()
     os.environ["TOUCHPOINT_HARD_EXIT"] = "1"  # the SDK's runtime can abort at interpreter exit
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler it
+    # found: make that a no-op, so a graceful stop exits 0 rather than "killed by SIGTERM".
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     uvicorn.run(
         "touchpoint.api.process:create_process_app",
         factory=True,
