@@ -128,3 +128,16 @@ def test_docker_compose_config_accepts_the_file_and_requires_the_secrets(tmp_pat
     (tmp_path / ".env").write_text("POSTGRES_PASSWORD=p\nTOUCHPOINT_SECRET_KEY=" + "k" * 40 + "\nTOUCHPOINT_API_TOKEN=t\n")
     result = subprocess.run([*command, "config", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_grafana_dashboard_charts_metrics_the_processes_export() -> None:
+    import json
+
+    from touchpoint.observability import metrics
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    ours = {m._name for m in (metrics.EVENTS_ACCEPTED, metrics.EMAILS, metrics.PROVIDER_CALLS, metrics.PROVIDER_LATENCY)}
+    for name in [*ours, "touchpoint_enrollments", "touchpoint_run_outcomes", "touchpoint_approvals_pending", metrics.SCHEDULE_TICK_LAG]:
+        assert name in exprs, f"the dashboard has no panel for {name}"
+    assert "temporal_" in exprs
