@@ -42,6 +42,7 @@ WORKFLOWS: Sequence[type] = (PlaybookRun, AccountWorkflow, AccountWorkflowV2, Si
 #: markupsafe must be here (inside the sandbox Jinja2 fails or deadlocks, TEMPORAL-NOTES.md).
 PASSTHROUGH = (
     "touchpoint.dsl",
+    "touchpoint.engine",
     "workflows.names",
     "workflows.options",
     "jinja2",

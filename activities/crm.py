@@ -6,23 +6,18 @@ The local store always records them (for `touchpoint tasks` and status); with a 
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
-
 from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.render import context_of, render
+from touchpoint.dsl.expressions import ExpressionError
 from touchpoint.dsl.runtime import EffectInput, EffectResult, NoteInput, TaskInput, TaskResult, UpdateInput
+from touchpoint.engine.effects import task_result, update_values
+from touchpoint.engine.people import stable_id, with_note
 from touchpoint.store import repo
 from workflows import names
-
-
-def stable_id(prefix: str, key: str) -> str:
-    """An id derived from a ledger key: the same side effect always gets the same id."""
-    return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def _remote_error(exc: Exception) -> Exception:
@@ -46,22 +41,6 @@ class CrmActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    def _owner(self, input: TaskInput) -> tuple[str, str | None]:
-        """The task's owner email and, when it is the fallback owner, the line saying why."""
-        account = input.account
-        spec = input.owner
-        person = None
-        if spec in ("csm", "owner") and account is not None:
-            who = getattr(account, spec)
-            person = who.email if who else None
-        elif "@" in spec:
-            person = spec
-        if person:
-            return person, None
-        fallback = input.fallback_owner or "unassigned"
-        who = "CSM" if spec == "csm" else spec
-        return fallback, f"No {who} on this account: assigned to the fallback owner {fallback} (crm.fallback_owner)."
-
     @activity.defn(name=names.CREATE_TASK)
     async def create_task(self, input: TaskInput) -> TaskResult:
         """Create a CRM task once per ledger key.
@@ -71,11 +50,15 @@ class CrmActivities:
         owner's email, the task is created again for the fallback owner (or unassigned
         without one), and its notes say so.
         """
+        try:
+            planned, _ = task_result(input)
+        except ExpressionError as exc:
+            raise ApplicationError(str(exc), type="Rejected", non_retryable=True) from None
         context = context_of(input)
-        title = render(input.title, context)
+        title = planned.title
         notes = render(input.notes, context) if input.notes else None
-        owner, owner_note = self._owner(input)
-        task_id = stable_id("task", input.key)
+        owner, owner_note = planned.owner, planned.owner_note
+        task_id = planned.task_id
         crm_id = None
         if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
             from touchpoint.crm.errors import CrmError, CrmUnknownOwner
@@ -88,7 +71,7 @@ class CrmActivities:
             try:
                 for candidate in candidates:
                     try:
-                        crm_id = await self._create_remote(input, task_id, title, _with_note(notes, owner_note), candidate)
+                        crm_id = await self._create_remote(input, task_id, title, with_note(notes, owner_note), candidate)
                         break
                     except CrmUnknownOwner as exc:
                         if candidate is None:
@@ -102,7 +85,7 @@ class CrmActivities:
                         owner = nxt or owner
             except CrmError as exc:
                 raise _remote_error(exc) from None
-        notes = _with_note(notes, owner_note)
+        notes = with_note(notes, owner_note)
 
         def work(s: Session) -> None:
             repo.add_task(
@@ -167,15 +150,10 @@ class CrmActivities:
     @activity.defn(name=names.UPDATE_FIELDS)
     async def update_fields(self, input: UpdateInput) -> EffectResult:
         """Write account fields (mapped through `crm.fields`) once per ledger key."""
-        context = context_of(input)
-        fields: dict[str, Any] = {}
-        for name, value in input.fields.items():
-            if isinstance(value, str):
-                fields[name] = render(value, context)
-            elif isinstance(value, dict) and set(value) == {"value"}:
-                fields[name] = value["value"]
-            else:
-                fields[name] = value
+        try:
+            fields = update_values(input.fields, context_of(input))
+        except ExpressionError as exc:
+            raise ApplicationError(str(exc), type="Rejected", non_retryable=True) from None
         if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
             from touchpoint.crm.errors import CrmError
 
@@ -194,13 +172,6 @@ class CrmActivities:
 
         await self.deps.db(work)
         return EffectResult(detail={"fields": fields})
-
-
-def _with_note(notes: str | None, line: str | None) -> str | None:
-    """The task's notes with the owner line (why the fallback owner has it) at the end."""
-    if not line:
-        return notes
-    return f"{notes}\n\n{line}" if notes else line
 
 
 def effect_account_id(input: EffectInput) -> str:

@@ -9,16 +9,12 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from touchpoint.dsl import expressions as ex
-from touchpoint.dsl.runtime import EffectInput, build_context
+from touchpoint.engine.effects import context_of
 from workflows import names
 
+__all__ = ["context_of", "render", "render_tree", "resolve_secrets"]
+
 _SECRET = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
-
-
-def context_of(input: EffectInput, workspace_tz: str = "UTC", **extra: Any) -> dict[str, Any]:
-    """The names a template sees for this step, on the run's clock."""
-    tz = (input.account.timezone if input.account else None) or workspace_tz
-    return build_context(account=input.account, event=input.event, run=input.run, now=input.now, tz=tz, extra=extra or None)
 
 
 def render(source: str, context: dict[str, Any]) -> str:

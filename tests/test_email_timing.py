@@ -22,6 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.deps import Deps
 from activities.email import EmailActivities
 from tests.conftest import Stack, write_folder
+from tests.hosts import assert_same_timeline, run_without_server
 from touchpoint.config import load_settings
 from touchpoint.dsl.runtime import EventIn, ReserveSlotInput, RunInput, RunResult, StepRecord
 from touchpoint.dsl.schema import AccountDoc, SendWindow
@@ -69,6 +70,8 @@ async def simulate(stack: Stack, folder: Path, files: dict[str, str], doc: Accou
     write_folder(folder, {**TEMPLATES, **files})
     project = stack.deploy(folder)
     offset = (start - await stack.env.get_current_time()).total_seconds()
+    with stack.deps.sessions() as s:
+        fresh = not repo.list_messages(s)  # no earlier send counts against the cap
     sims = []
     for name in playbooks:
         loaded = project.playbooks[name]
@@ -84,7 +87,18 @@ async def simulate(stack: Stack, folder: Path, files: dict[str, str], doc: Accou
         )
         sim = SimInput(run=run, horizon=days * 86400)
         sims.append(stack.client.execute_workflow("Simulation", sim, id=f"sim-{run.run_id}", task_queue=stack.task_queue, result_type=RunResult))
-    return list(await asyncio.gather(*sims))
+    results = list(await asyncio.gather(*sims))
+    if fresh and len(playbooks) == 1:
+        # The same run on the server-less host `touchpoint simulate` uses: the same timeline.
+        (result,) = results
+        loaded = project.playbooks[playbooks[0]]
+        assert result.started_at is not None
+        _, records = run_without_server(
+            loaded.playbook, project.workspace, loaded.version, doc, folder / "templates",
+            start=result.started_at, events=[], days=days, run_id=result.run_id,
+        )
+        assert_same_timeline(result.history, records)
+    return results
 
 
 def emails(result: RunResult) -> list[StepRecord]:

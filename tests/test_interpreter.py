@@ -1,4 +1,9 @@
-"""The interpreter on a real time-skipping Temporal server: every step, waits, errors, outcomes."""
+"""The interpreter through both of its hosts: every step, waits, errors, outcomes.
+
+Each scenario runs as a `PlaybookRun` on a real time-skipping Temporal server (with the real
+activities, store and outbox) and again on the server-less host `simulate` uses; the two
+timelines must match line for line (`tests.hosts.assert_same_timeline`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Stack, write_folder
+from tests.hosts import assert_same_timeline, run_without_server
 from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.store import repo
@@ -53,7 +59,15 @@ async def run_playbook(stack: Stack, folder: Path, body: str, events: list[tuple
         simulation=True,
     )
     sim = SimInput(run=run, events=[SimEvent(after=a * 86400, type=t, data=d) for a, t, d in events or []], horizon=days * 86400)
-    return await stack.client.execute_workflow("Simulation", sim, id=f"sim-{run.run_id}", task_queue=stack.task_queue, result_type=RunResult)
+    result: RunResult = await stack.client.execute_workflow("Simulation", sim, id=f"sim-{run.run_id}", task_queue=stack.task_queue, result_type=RunResult)
+    assert result.started_at is not None
+    local, records = run_without_server(
+        loaded.playbook, project.workspace, loaded.version, account, folder / "templates",
+        start=result.started_at, events=events or [], days=days, run_id=run.run_id,
+    )
+    assert_same_timeline(result.history, records)
+    assert (local.outcome, local.state.vars, local.state.scorecard) == (result.outcome, result.vars, result.scorecard)
+    return result
 
 
 def steps(result: RunResult) -> list[tuple[int, str, str]]:

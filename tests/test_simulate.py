@@ -31,7 +31,7 @@ def lines_of(sim: Simulated, tz: str) -> list[dict[str, Any]]:
     for item in items[:-1]:
         assert {"at", "day", "step", "action"} <= set(item), item
         assert datetime.fromisoformat(item["at"]).utcoffset() is not None
-    assert items[-1] == {"outcome": sim.outcome}
+    assert items[-1]["outcome"] == sim.outcome and {"at", "day", "because"} <= set(items[-1])
     return items[:-1]
 
 
@@ -53,7 +53,7 @@ def near(moment: datetime, expected: datetime) -> bool:
 
 
 async def test_onboarding_scale_with_sample_events_converts() -> None:
-    sim = await simulate(
+    sim = simulate(
         PLAYBOOKS / "onboarding-scale.yaml",
         SAMPLES / "scale.yaml",
         events_file=SAMPLES / "scale-events.yaml",
@@ -105,9 +105,9 @@ async def test_onboarding_scale_with_sample_events_converts() -> None:
     assert {i["to"] for i in by_step(items, "training_invite")} == {"kim@northwind.example", "it@northwind.example"}
     assert by_step(items, "day30_check")[0]["branch"] == "then"  # 60 of 200 seats active
     assert by_step(items, "day30_low")[0]["title"] == "Low activation at day 30: 60/200 seats"
-    assert sim.result.scorecard is not None
-    assert sim.result.scorecard["score"] == 80
-    assert {k: v["day"] for k, v in sim.result.scorecard["milestones"].items()} == {
+    assert sim.scorecard is not None
+    assert sim.scorecard["score"] == 80
+    assert {k: v["day"] for k, v in sim.scorecard["milestones"].items()} == {
         "sso_configured": 5,
         "first_use_case": 12,
         "admins_trained": 45,
@@ -116,7 +116,7 @@ async def test_onboarding_scale_with_sample_events_converts() -> None:
 
 
 async def test_onboarding_scale_without_events_misses_the_card() -> None:
-    sim = await simulate(PLAYBOOKS / "onboarding-scale.yaml", SAMPLES / "scale.yaml", start=MONDAY, days=120)
+    sim = simulate(PLAYBOOKS / "onboarding-scale.yaml", SAMPLES / "scale.yaml", start=MONDAY, days=120)
     items = lines_of(sim, "America/Chicago")
     assert sim.outcome == "completed"
     main = [t for t in tuples(items) if t[1] not in CARD_STEPS]
@@ -162,12 +162,12 @@ async def test_onboarding_scale_without_events_misses_the_card() -> None:
     assert by_step(items, "missed_task")[0]["title"] == "Onboarding missed 80 by 90 for Northwind Traders (0%)"
     assert by_step(items, "missed_note")[0]["text"] == "Onboarding report card missed: 0% on day 90 (target 80.0)."
     assert by_step(items, "stage_final")[0]["fields"] == {"onboarding_stage": "adopting"}
-    assert sim.result.scorecard is not None and sim.result.scorecard["met"] is False
+    assert sim.scorecard is not None and sim.scorecard["met"] is False
 
 
 async def test_onboarding_scale_german_account_gets_the_german_welcome() -> None:
     berlin = ZoneInfo("Europe/Berlin")
-    sim = await simulate(
+    sim = simulate(
         PLAYBOOKS / "onboarding-scale.yaml",
         SAMPLES / "scale-de.yaml",
         start=datetime(2026, 3, 2, 10, 0, tzinfo=berlin),
@@ -187,7 +187,7 @@ async def test_onboarding_scale_german_account_gets_the_german_welcome() -> None
 
 async def test_health_drop_escalates_a_red_account_to_the_fallback_owner() -> None:
     start = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("America/New_York"))
-    sim = await simulate(PLAYBOOKS / "health-drop.yaml", SAMPLES / "digital.yaml", start=start)
+    sim = simulate(PLAYBOOKS / "health-drop.yaml", SAMPLES / "digital.yaml", start=start)
     items = lines_of(sim, "America/New_York")
     assert sim.outcome == "completed"
     assert tuples(items) == [
@@ -208,7 +208,7 @@ async def test_renewal_kickoff_quotes_the_captured_objective(tmp_path: Path) -> 
     events = tmp_path / "events.yaml"
     events.write_text("- {after: 3d, type: objective.captured, data: {objective: Halve onboarding time}}\n")
     start = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("America/New_York"))
-    sim = await simulate(
+    sim = simulate(
         PLAYBOOKS / "renewal-kickoff.yaml", SAMPLES / "enterprise.yaml", events_file=events, start=start
     )
     items = lines_of(sim, "America/New_York")
@@ -281,7 +281,7 @@ async def test_a_saturday_start_before_the_dst_change_sends_on_monday_at_nine(tm
     la = ZoneInfo("America/Los_Angeles")
     # Saturday 2027-03-13 12:00 PST; clocks go forward on Sunday 2027-03-14.
     start = datetime(2027, 3, 13, 12, 0, tzinfo=la)
-    sim = await simulate(folder / "window.yaml", folder / "samples/pacific.yaml", start=start)
+    sim = simulate(folder / "window.yaml", folder / "samples/pacific.yaml", start=start)
     items = lines_of(sim, "America/Los_Angeles")
     assert sim.outcome == "completed"
     assert tuples(items) == [(1, "hello", "email"), (1, "pause", "wait"), (2, "follow_up", "note")]
@@ -295,7 +295,7 @@ async def test_a_saturday_start_before_the_dst_change_sends_on_monday_at_nine(tm
 async def test_a_start_in_the_past_stamps_the_first_step_then(tmp_path: Path) -> None:
     folder = window_folder(tmp_path / "playbooks")
     start = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
-    sim = await simulate(folder / "past.yaml", folder / "samples/pacific.yaml", start=start)
+    sim = simulate(folder / "past.yaml", folder / "samples/pacific.yaml", start=start)
     items = lines_of(sim, "UTC")
     assert sim.outcome == "completed"
     assert items == [

@@ -1,37 +1,40 @@
-"""`touchpoint simulate`: one playbook for one account on the time-skipping server.
+"""`touchpoint simulate`: one playbook for one account, on a simulated clock.
 
-The same workflows and activities as production, with the outbox backend and a temporary SQLite
-store; the run's clock is shifted so the simulation starts at `--start`, past or future.
+By default the run is hosted without a server (`touchpoint.engine.local`): the same interpreter
+the workflows host, effects performed in memory, a 90-day onboarding in milliseconds, and the
+timeline streamed as it happens (an endless `repeat` simulated for years needs no more memory
+than one round). `simulate_on_server` runs the same scenario on the time-skipping Temporal server
+with the real workflows and activities; the suite checks that both print the same timeline.
 
-Wall time is most of what a user waits for here (goal: under 2 s for a 90-day onboarding, server
-start included), so the test server is started as soon as the inputs are valid and comes up
-while the worker's modules load, and the throwaway store lives in memory-backed `/dev/shm`.
+This module imports neither Temporal nor SQLAlchemy on the server-less path: a simulation is a
+command people run while they write a playbook, and its start-up time is most of what they wait.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import tempfile
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from touchpoint.dsl.durations import parse_duration
 from touchpoint.dsl.errors import ContractError, Problem
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult, StepRecord, segment_of
-from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
-from touchpoint.dsl.timing import zone
+from touchpoint.dsl.runtime import EventIn, StepRecord, segment_of
+from touchpoint.dsl.schema import EVENT_TYPE_RE, AccountDoc, Playbook, Workspace
+from touchpoint.dsl.timing import run_day, zone
 from touchpoint.dsl.validate import Project, load_project
 from touchpoint.dsl.yamlpos import load_yaml
+from touchpoint.engine.local import Scripted, run_local
+from touchpoint.engine.program import Program
 
 if TYPE_CHECKING:
     from temporalio.testing import WorkflowEnvironment
+
+HIDDEN_ACTIONS = ("milestone", "repeat", "warning")
+"""Timeline lines that are not steps: kept in the run's history, not printed by `simulate`."""
 
 
 @dataclass
@@ -39,9 +42,14 @@ class Simulated:
     """The outcome and timeline of a simulation."""
 
     outcome: str
+    because: str
+    at: datetime
+    day: int
     records: list[StepRecord]
     account: AccountDoc
-    result: RunResult
+    warnings: list[str] = field(default_factory=list)
+    scorecard: dict[str, Any] | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
 
 
 def load_account(path: Path, workspace: Workspace) -> AccountDoc:
@@ -72,27 +80,140 @@ def apply_workspace_defaults(account: AccountDoc, workspace: Workspace) -> Accou
     return account.model_copy(update=update) if update else account
 
 
-def load_events(path: Path) -> list[dict[str, Any]]:
-    """A list of ``{after: 10d, type, data}``; ``after`` becomes seconds.
+def load_events(path: Path) -> list[Scripted]:
+    """The events file: a list of ``{after: 10d, type, data}`` or ``{after: 6d, account: {...}}``.
 
     Raises:
-        ContractError: for entries without `after` or `type`.
+        ContractError: each bad entry with its line, the field and what was expected.
     """
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    items = data.get("events", []) if isinstance(data, dict) else data
-    out, problems = [], []
+    import re
+
+    data, positions, yaml_problems = load_yaml(path.read_text(encoding="utf-8"))
+    problems = [Problem(str(path), p.line, "", p.message) for p in yaml_problems]
+    items = data.get("events", []) if isinstance(data, dict) else (data or [])
+    prefix: tuple[str | int, ...] = ("events",) if isinstance(data, dict) else ()
+    out: list[Scripted] = []
+    if not isinstance(items, list):
+        problems.append(Problem(str(path), 1, "", "expected a list of {after: 10d, type: ..., data: {...}}"))
+        items = []
     for i, item in enumerate(items):
+        where = (*prefix, i)
+
+        def bad(key: str, message: str, item_path: tuple[str | int, ...] = where, index: int = i) -> None:
+            line = positions.line_of((*item_path, key) if key else item_path)
+            problems.append(Problem(str(path), line, f"[{index}]" + (f".{key}" if key else ""), message))
+
+        if not isinstance(item, dict):
+            bad("", f"expected {{after: 10d, type: ..., data: {{...}}}}, found {item!r}")
+            continue
+        unknown = sorted(set(item) - {"after", "type", "data", "account"})
+        for key in unknown:
+            bad(key, "unknown key (expected after, type, data or account)")
         try:
-            after = parse_duration(item["after"]).total_seconds()
-            out.append({"after": after, "type": str(item["type"]), "data": dict(item.get("data") or {})})
-        except (KeyError, TypeError, ValueError) as exc:
-            problems.append(Problem(str(path), 1, f"[{i}]", f"expected {{after: 10d, type: ..., data: {{...}}}}: {exc}"))
+            after = parse_duration(item.get("after"))
+        except (TypeError, ValueError) as exc:
+            bad("after", f"expected a duration such as 10d: {exc}")
+            continue
+        if "account" in item:
+            if not isinstance(item["account"], dict) or "type" in item:
+                bad("account", "expected {after: 6d, account: {field: value, ...}} (no type)")
+                continue
+            out.append(Scripted(after=after, account=dict(item["account"])))
+            continue
+        kind = item.get("type")
+        if not isinstance(kind, str) or not re.match(EVENT_TYPE_RE, kind):
+            bad("type", f"expected an event type such as integration.connected, found {kind!r}")
+            continue
+        payload = item.get("data") or {}
+        if not isinstance(payload, dict):
+            bad("data", "expected a mapping")
+            continue
+        out.append(Scripted(after=after, type=kind, data=dict(payload)))
     if problems:
         raise ContractError(problems)
     return out
 
 
-async def simulate(
+def listens(playbook: Playbook, event_type: str) -> bool:
+    """Whether an event of this type can reach a run of ``playbook`` (contract section 9).
+
+    A type is listened to when the trigger, a `wait_for` or a milestone names it, when it is one
+    of the engine's and the account's own types, or when an `exit_when`, `goal` or milestone
+    `when` reads `event`; a simulated event of any other type would be quiet.
+    """
+    from touchpoint.dsl.walk import event_types_named, reads_event
+
+    engine_types = ("seats.changed", "usage.reported", "health.changed", "task.completed")
+    if event_type.startswith(("account.", "approval.", "email.", "run.")) or event_type in engine_types:
+        return True
+    return event_type in event_types_named(playbook) or reads_event(playbook)
+
+
+def simulate(
+    playbook_file: Path,
+    account_file: Path,
+    *,
+    events_file: Path | None = None,
+    start: datetime | None = None,
+    days: int = 730,
+    trigger_data: dict[str, Any] | None = None,
+    sink: Callable[[StepRecord], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Simulated:
+    """Run one playbook for one account until it ends or ``days`` have passed, without a server.
+
+    ``trigger_data`` (extension, `--trigger-data`) fills `event.data` of the triggering event,
+    e.g. the `delta` of a `seats.changed`; the contract's default is `{}`. ``sink`` receives each
+    timeline line as it happens (then `Simulated.records` stays empty: nothing is kept).
+
+    Raises:
+        ContractError: the playbook, the account or the events file is not valid.
+    """
+    project, playbook, version, account, events = _inputs(playbook_file, account_file, events_file)
+    warnings: list[str] = []
+
+    def note(text: str) -> None:
+        warnings.append(text)
+        if warn is not None:
+            warn(text)
+
+    for entry in events:
+        if entry.type is not None and not listens(playbook, entry.type):
+            note(f"{events_file}: no part of {playbook.playbook} listens to `{entry.type}`: it would be quiet and reach no run")
+    records: list[StepRecord] = []
+    at = start or datetime.now(UTC)
+    result = run_local(
+        Program(playbook, project.workspace, version),
+        account,
+        templates=project.root / "templates",
+        start=at,
+        horizon=timedelta(days=days),
+        trigger=EventIn(type=_trigger_type(playbook), at=at, data=dict(trigger_data or {})),
+        events=events,
+        run_id=f"sim-{uuid.uuid4().hex[:12]}",
+        sink=sink or records.append,
+        warn=note,
+    )
+    return Simulated(outcome=result.outcome, because=result.because, at=result.at, day=result.day, records=records, account=result.account, warnings=warnings, scorecard=result.state.scorecard, vars=result.state.vars)
+
+
+def _inputs(playbook_file: Path, account_file: Path, events_file: Path | None) -> tuple[Project, Playbook, str, AccountDoc, list[Scripted]]:
+    project = load_project(playbook_file)
+    project.raise_for_problems()
+    (loaded,) = project.playbooks.values()
+    account = load_account(account_file, project.workspace)
+    events = load_events(events_file) if events_file else []
+    return project, loaded.playbook, loaded.version, account, events
+
+
+def _trigger_type(playbook: Playbook) -> str:
+    event = getattr(playbook.trigger, "event", None)
+    if isinstance(event, list):
+        return str(event[0])
+    return str(event or "manual")
+
+
+async def simulate_on_server(
     playbook_file: Path,
     account_file: Path,
     *,
@@ -101,124 +222,111 @@ async def simulate(
     days: int = 730,
     trigger_data: dict[str, Any] | None = None,
 ) -> Simulated:
-    """Run one playbook for one account until it ends or `days` have passed.
+    """The same simulation on the time-skipping server, with the real workflows and activities.
 
-    ``trigger_data`` (extension, `--trigger-data`) fills `event.data` of the triggering event,
-    e.g. the `delta` of a `seats.changed`; the contract's default is `{}`.
+    A run that Temporal failed or terminated says so (outcome ``failed`` or ``terminated`` with
+    the reason), never ``running``.
     """
+    import asyncio
+
     from touchpoint.temporal_server import start_time_skipping
 
-    project = load_project(playbook_file)
-    project.raise_for_problems()
-    (loaded,) = project.playbooks.values()
-    account = load_account(account_file, project.workspace)
-    events = load_events(events_file) if events_file else []
-    # The inputs are valid: start the test server now and let it come up (~0.1 s, another
-    # process) while this one imports the worker's modules and migrates the temporary store.
+    project, playbook, version, account, events = _inputs(playbook_file, account_file, events_file)
     server = asyncio.create_task(start_time_skipping())
-    await asyncio.sleep(0)  # run the task up to the server's spawn before the blocking work
+    await asyncio.sleep(0)
     try:
-        return await _run(server, project, loaded.playbook, loaded.version, account, events, start=start, days=days, trigger_data=trigger_data)
+        env = await server
+        return await _on_server(env, project, playbook, version, account, events, start=start, days=days, trigger_data=trigger_data)
     finally:
-        await _shutdown(server)
+        try:
+            env = await server
+        except Exception:
+            pass
+        else:
+            await env.shutdown()
 
 
-async def _run(
-    server: asyncio.Task[WorkflowEnvironment],
+async def _on_server(
+    env: WorkflowEnvironment,
     project: Project,
     playbook: Playbook,
     version: str,
     account: AccountDoc,
-    events: list[dict[str, Any]],
+    events: list[Scripted],
     *,
     start: datetime | None,
     days: int,
     trigger_data: dict[str, Any] | None,
 ) -> Simulated:
-    from temporalio.worker import Worker
+    import tempfile
+
+    from temporalio.client import WorkflowFailureError
 
     from activities.deps import Deps
     from touchpoint.config import load_settings
     from touchpoint.deploy import deploy_project
+    from touchpoint.dsl.runtime import RunInput, RunResult
     from worker import build_worker
     from workflows.simulation import SimEvent, SimInput
 
-    with tempfile.TemporaryDirectory(prefix="touchpoint-sim-", dir=_scratch_dir()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="touchpoint-sim-") as tmp:
         settings = load_settings(home=Path(tmp), database_url=f"sqlite:///{tmp}/sim.db", email_backend="outbox", crm_backend="local")
         deps = Deps.from_settings(settings)
         try:
             with deps.sessions.begin() as s:
                 deploy_project(s, project)
-            env = await server
             queue = f"sim-{uuid.uuid4().hex[:8]}"
-            worker: Worker = build_worker(env.client, deps, task_queue=queue, build_id="touchpoint-simulation")
-            async with worker:
-                offset = ((start or datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
-                trigger_type = getattr(playbook.trigger, "event", None) or "manual"
-                run = RunInput(
-                    run_id=f"sim-{uuid.uuid4().hex[:12]}",
-                    playbook=playbook,
-                    version=version,
-                    account=account,
-                    workspace=project.workspace,
-                    event=EventIn(type=trigger_type, data=dict(trigger_data or {})),
-                    clock_offset=offset,
-                    simulation=True,
-                )
-                sim = SimInput(run=run, events=[SimEvent(**e) for e in events], horizon=days * 86400.0)
-                result: RunResult = await env.client.execute_workflow(
-                    "Simulation", sim, id=f"simulation/{run.run_id}", task_queue=queue, result_type=RunResult
-                )
+            offset = ((start or datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
+            run = RunInput(
+                run_id=f"sim-{uuid.uuid4().hex[:12]}",
+                playbook=playbook,
+                version=version,
+                account=account,
+                workspace=project.workspace,
+                event=EventIn(type=_trigger_type(playbook), data=dict(trigger_data or {})),
+                clock_offset=offset,
+                simulation=True,
+            )
+            scripted = [SimEvent(after=e.after.total_seconds(), type=e.type, data=e.data, account=e.account) for e in events]
+            sim = SimInput(run=run, events=scripted, horizon=days * 86400.0)
+            async with build_worker(env.client, deps, task_queue=queue, build_id="touchpoint-simulation"):
+                try:
+                    result: RunResult = await env.client.execute_workflow("Simulation", sim, id=f"simulation/{run.run_id}", task_queue=queue, result_type=RunResult)
+                except WorkflowFailureError as exc:
+                    cause = exc.cause
+                    outcome = "terminated" if type(cause).__name__ == "TerminatedError" else "failed"
+                    now = datetime.now(UTC) + timedelta(seconds=offset)
+                    return Simulated(outcome=outcome, because=str(getattr(cause, "message", cause)), at=now, day=-1, records=[], account=account)
         finally:
             await deps.close()
-    records = [r for r in result.history if r.action not in ("milestone", "repeat")]
-    return Simulated(outcome=result.outcome, records=records, account=account, result=result)
+    at = result.ended_at or datetime.now(UTC)
+    started = start or at
+    return Simulated(outcome=result.outcome, because=result.because or "", at=at, day=run_day(started, at), records=list(result.history), account=account, scorecard=result.scorecard, vars=result.vars)
 
 
-async def _shutdown(server: asyncio.Task[WorkflowEnvironment]) -> None:
-    # Wait for a start still under way rather than cancel it, so that no server process is left
-    # behind. A start that failed has nothing to stop: `_run` raised its error when it awaited
-    # the server, or is raising an earlier error of its own that this one must not hide.
-    try:
-        env = await server
-    except Exception:
-        return
-    await env.shutdown()
-
-
-_SHM = "/dev/shm"
-_SHM_FREE = 32 * 1024 * 1024
-
-
-def _scratch_dir() -> str | None:
-    """Where the throwaway store and outbox go: `/dev/shm` when usable, else the default.
-
-    Every activity commits to the store, and on a disk each commit waits for an fsync (~0.1 s
-    over a 90-day onboarding here) that nobody needs for files deleted when the simulation ends.
-    `/dev/shm` is memory-backed on Linux; it is used only when writable with room to spare.
-    """
-    try:
-        if not os.access(_SHM, os.W_OK | os.X_OK):
-            return None
-        stat = os.statvfs(_SHM)
-    except OSError:
+def record_line(record: StepRecord, tz: str) -> str | None:
+    """One `--json` line for a timeline record (None for lines that are not steps)."""
+    if record.action in HIDDEN_ACTIONS:
         return None
-    return _SHM if stat.f_bavail * stat.f_frsize >= _SHM_FREE else None
+    item: dict[str, Any] = {
+        "at": record.at.astimezone(zone(tz)).isoformat(timespec="seconds"),
+        "day": record.day,
+        "step": record.step,
+        "action": record.action,
+    }
+    item.update({k: v for k, v in record.detail.items() if k not in item})
+    return json.dumps(item, ensure_ascii=False, default=str)
+
+
+def outcome_line(sim: Simulated, tz: str) -> str:
+    """The last `--json` line: ``{"outcome", "at", "day", "because"}``."""
+    return json.dumps({"outcome": sim.outcome, "at": sim.at.astimezone(zone(tz)).isoformat(timespec="seconds"), "day": sim.day, "because": sim.because}, ensure_ascii=False)
 
 
 def timeline_json(sim: Simulated, tz: str) -> list[str]:
     """The `--json` lines: one object per step that ran, then the outcome."""
-    lines = []
-    for record in sim.records:
-        item: dict[str, Any] = {
-            "at": record.at.astimezone(zone(tz)).isoformat(timespec="seconds"),
-            "day": record.day,
-            "step": record.step,
-            "action": record.action,
-        }
-        item.update({k: v for k, v in record.detail.items() if k not in item})
-        lines.append(json.dumps(item, ensure_ascii=False, default=str))
-    lines.append(json.dumps({"outcome": sim.outcome}))
+    lines = [line for record in sim.records if (line := record_line(record, tz)) is not None]
+    lines.append(outcome_line(sim, tz))
     return lines
 
 
@@ -228,5 +336,3 @@ def parse_start(value: str | None) -> datetime | None:
         return None
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-

@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import Field
 
     from touchpoint.dsl.runtime import Data, EventIn, RunInput, RunResult
+    from touchpoint.engine.accounts import changes, patched
     from workflows import names
 
 
@@ -24,8 +25,10 @@ class SimEvent(Data):
 
     after: float
     """Seconds after the start."""
-    type: str
+    type: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    account: dict[str, Any] | None = None
+    """Fields merged into the account instead of an event (with the events an upsert emits)."""
 
 
 class SimInput(Data):
@@ -51,15 +54,21 @@ class Simulation:
         )
         start = workflow.now()
         offset = timedelta(seconds=input.run.clock_offset)
-        for index, event in enumerate(sorted(input.events, key=lambda e: e.after)):
+        account = input.run.account
+        for index, event in sorted(enumerate(input.events), key=lambda item: (item[1].after, item[0])):
             due = start + timedelta(seconds=event.after)
             if await self._ended_before(child, due):
                 return _result(child)
+            at = workflow.now() + offset
+            if event.account is not None and account is not None:
+                previous, account = account, patched(account, event.account)
+                signals: list[tuple[str, Any]] = [("account", account)]
+                signals += [("event", e) for e in changes(previous, account, at, f"sim-{index}")]
+            else:
+                signals = [("event", EventIn(id=f"sim-{index}", type=str(event.type), data=event.data, at=at))]
             try:
-                await child.signal(
-                    "event",
-                    EventIn(id=f"sim-{index}", type=event.type, data=event.data, at=workflow.now() + offset),
-                )
+                for name, arg in signals:
+                    await child.signal(name, arg)
             except Exception:  # the run ended between the timer and the signal
                 return _result(await child)
         if await self._ended_before(child, start + timedelta(seconds=input.horizon)):

@@ -75,6 +75,11 @@ def run_async(coro: Any) -> Any:
 
 def main() -> None:
     """Console-script entry point; leaves with `os._exit` after commands that ran a worker."""
+    if sys.argv[1:2] == ["simulate"]:
+        # Start-up time is most of what a simulation costs: load only its command's module.
+        from touchpoint.cli import simulate as _simulate  # noqa: F401
+    else:
+        load_commands()
     try:
         app()
     except SystemExit as exc:
@@ -86,13 +91,15 @@ def main() -> None:
         raise
 
 
-# Register the commands defined in other modules (they import `app` from here).
-from touchpoint.cli import health as _health  # noqa: E402,F401
-from touchpoint.cli import ops as _ops  # noqa: E402,F401
-from touchpoint.cli import preview as _preview  # noqa: E402,F401
-from touchpoint.cli import run as _run_commands  # noqa: E402,F401
-from touchpoint.cli import serve as _serve  # noqa: E402,F401
-from touchpoint.cli import sync as _sync  # noqa: E402,F401
+def load_commands() -> None:
+    """Register the commands defined in other modules (they import `app` from here)."""
+    from touchpoint.cli import health, ops, preview, run, serve, simulate, sync  # noqa: F401
+
+
+if not getattr(sys.modules["touchpoint.cli"], "LAZY", False):
+    # Importers of `app` (tests, `python -m touchpoint.cli.main`) see every command; the
+    # console script (`touchpoint.cli.entry`) loads only what its command line needs.
+    load_commands()
 
 if __name__ == "__main__":
     # Run through the imported module so the commands registered on its `app` are found.

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from touchpoint.cli.main import app, console, err, run_async
 from touchpoint.config import settings
-from touchpoint.dsl.errors import ContractError
 from touchpoint.dsl.runtime import EventIn, RunStatus
 
 runs_app = typer.Typer(help="Pause, resume or cancel runs.", no_args_is_help=True)
@@ -78,42 +77,6 @@ def _schedules(project: Any) -> None:
         raise typer.Exit(1) from None
     for line in lines:
         console.print(line, markup=False)
-
-
-@app.command()
-def simulate(
-    playbook_file: Path = typer.Argument(..., help="The playbook YAML file."),
-    account: Path = typer.Option(..., "--account", help="An account document (YAML or JSON)."),
-    events: Path | None = typer.Option(None, "--events", help="A list of {after: 10d, type, data}."),
-    start: str | None = typer.Option(None, "--start", help="ISO date or time the run starts (past or future)."),
-    days: int = typer.Option(730, "--days", help="Stop after this many days."),
-    as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one per step."),
-    trigger_data: str | None = typer.Option(None, "--trigger-data", help="JSON object: `event.data` of the triggering event."),
-) -> None:
-    """Run one playbook for one account on the time-skipping server (90 days in about a second)."""
-    from touchpoint.simulate import parse_start, timeline_json
-    from touchpoint.simulate import simulate as run_simulation
-
-    try:
-        data = json.loads(trigger_data) if trigger_data else None
-        sim = _run(run_simulation(playbook_file, account, events_file=events, start=parse_start(start), days=days, trigger_data=data))
-    except ContractError as exc:
-        for problem in exc.problems:
-            err.print(str(problem), markup=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    tz = sim.account.timezone or "UTC"
-    lines = timeline_json(sim, tz)
-    if as_json:
-        for line in lines:
-            print(line, flush=True)
-        return
-    table = Table("at", "day", "step", "action", "detail")
-    for line in lines[:-1]:
-        item = json.loads(line)
-        detail = {k: v for k, v in item.items() if k not in ("at", "day", "step", "action")}
-        table.add_row(item["at"], str(item["day"]), item["step"], item["action"], ", ".join(f"{k}={v}" for k, v in detail.items()))
-    console.print(table)
-    console.print(f"outcome: [bold]{sim.outcome}[/]")
 
 
 @app.command()

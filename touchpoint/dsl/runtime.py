@@ -77,6 +77,8 @@ class RunInput(Data):
     report_end: bool = True
     """Whether a projected run's end projection signals `run_ended` to the account workflow;
     `AccountWorkflowV2` learns of ends from the store instead."""
+    state: Any = None
+    """The run's state (`touchpoint.engine.state.RunState`, as JSON) when it continues as new."""
 
 
 class StepRecord(Data):
@@ -100,10 +102,13 @@ class RunStatus(Data):
     status: Literal["running", "paused", "ended"]
     step: str | None = None
     outcome: str | None = None
+    because: str | None = None
     paused_reason: str | None = None
     started_at: datetime
     vars: dict[str, Any] = Field(default_factory=dict)
     scorecard: dict[str, Any] | None = None
+    waiting: list[dict[str, Any]] = Field(default_factory=list)
+    """What the run waits for: ``{step, kind, until, detail}`` per thread (`RunState` waits)."""
     history: list[StepRecord] = Field(default_factory=list)
 
 
@@ -112,6 +117,9 @@ class RunResult(Data):
 
     run_id: str
     outcome: str
+    because: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
     history: list[StepRecord] = Field(default_factory=list)
     vars: dict[str, Any] = Field(default_factory=dict)
     scorecard: dict[str, Any] | None = None

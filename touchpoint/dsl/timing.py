@@ -5,6 +5,7 @@ Workflows call these with the run's clock, so they must stay deterministic: no I
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -70,3 +71,42 @@ def local_midnight(day: date, tz: str) -> datetime:
 def run_day(started_at: datetime, now: datetime) -> int:
     """Whole 24-hour periods since the run started."""
     return max(0, int((now - started_at).total_seconds() // 86400))
+
+
+def earliest_free_slot(
+    slots: Sequence[datetime], desired_at: datetime, cap: int, period: timedelta
+) -> datetime:
+    """The earliest time ``t >= desired_at`` that keeps every rolling window within the cap.
+
+    A window is ``(w - period, w]``; two slots share one when they are less than ``period``
+    apart. Adding ``t`` is allowed when no ``cap`` existing slots fit in one window together
+    with ``t``, which checks the windows after ``t`` too (already-reserved future slots keep
+    their guarantee).
+
+    Args:
+        slots: The contact's reserved slots (any order; those before ``desired_at - period``
+            do not matter).
+        desired_at: The earliest acceptable time.
+        cap: The number of slots allowed per window (at least 1).
+        period: The window length.
+    """
+    if cap < 1:
+        raise ValueError(f"a frequency cap must allow at least 1 send per period, got {cap}")
+    if period <= timedelta(0):
+        raise ValueError(f"a frequency cap period must be positive, got {period}")
+    ordered = sorted(slots)
+    # Each run of `cap` consecutive slots spanning less than `period` forbids the open
+    # interval of times that would land in one window with all of them.
+    blocked = [
+        (ordered[i + cap - 1] - period, ordered[i] + period)
+        for i in range(len(ordered) - cap + 1)
+        if ordered[i + cap - 1] - ordered[i] < period
+    ]
+    t = desired_at
+    moved = True
+    while moved:
+        moved = False
+        for start, end in blocked:
+            if start < t < end:
+                t, moved = end, True
+    return t

@@ -64,3 +64,40 @@ def step_name(step: StepBase, path: Path) -> str:
 def count_steps(playbook: Playbook) -> int:
     """How many steps a playbook has, nested ones included."""
     return sum(1 for _ in all_steps(playbook))
+
+
+def event_types_named(playbook: Playbook) -> set[str]:
+    """The event types a playbook names: its trigger, every `wait_for` and milestone `event`."""
+    named: set[str] = set()
+    trigger_event = getattr(playbook.trigger, "event", None)
+    if isinstance(trigger_event, str):
+        named.add(trigger_event)
+    elif isinstance(trigger_event, (list, tuple)):
+        named.update(str(t) for t in trigger_event)
+    for _, step in all_steps(playbook):
+        if isinstance(step, WaitForStep):
+            named.update(step.wait_for.event)
+    if playbook.scorecard:
+        named.update(m.event for m in playbook.scorecard.milestones if m.event)
+    return named
+
+
+def reads_event(playbook: Playbook) -> bool:
+    """Whether `exit_when`, `goal` or a milestone's `when` reads `event` (any event may then matter)."""
+    from jinja2 import nodes
+
+    from touchpoint.dsl import expressions as ex
+
+    sources = [playbook.exit_when, playbook.goal]
+    if playbook.scorecard:
+        sources.extend(m.when for m in playbook.scorecard.milestones)
+    for source in sources:
+        if not source:
+            continue
+        try:
+            tree = ex.parse_expression(source)
+        except Exception:  # a syntax error: validation reports it; assume it may read `event`
+            return True
+        if any(node.name == "event" for node in tree.find_all(nodes.Name)):
+            return True
+    return False

@@ -42,7 +42,8 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
-disable_created_metrics()  # `*_created` samples double every counter's lines for no use here
+# `*_created` samples double every counter's lines for no use here.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 EVENTS_ACCEPTED = Counter(
     "touchpoint_events_accepted", "Events the API accepted (2xx), by event type and route.", ["type", "path"]

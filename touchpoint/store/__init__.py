@@ -13,6 +13,8 @@ Typical use::
 
 from __future__ import annotations
 
+from touchpoint.dsl.timing import earliest_free_slot
+
 from .columns import UTCDateTime, jsonable
 from .db import make_engine, migrate, session_factory, write_tx
 from .models import (
@@ -52,7 +54,6 @@ from .repo import (
     count_runs_on_older_versions,
     current_deployments,
     deploy,
-    earliest_free_slot,
     get_account,
     get_deployment,
     get_message,

@@ -17,6 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from touchpoint.dsl.timing import earliest_free_slot
+
 from .columns import UTC, jsonable
 from .models import (
     Account,
@@ -686,45 +688,6 @@ def list_suppressions(s: Session) -> list[Suppression]:
 
 
 # --- frequency caps ------------------------------------------------------------------------
-
-
-def earliest_free_slot(
-    slots: Sequence[dt.datetime], desired_at: dt.datetime, cap: int, period: dt.timedelta
-) -> dt.datetime:
-    """The earliest time ``t >= desired_at`` that keeps every rolling window within the cap.
-
-    A window is ``(w - period, w]``; two slots share one when they are less than ``period``
-    apart. Adding ``t`` is allowed when no ``cap`` existing slots fit in one window together
-    with ``t``, which checks the windows after ``t`` too (already-reserved future slots keep
-    their guarantee).
-
-    Args:
-        slots: The contact's reserved slots (any order; those before ``desired_at - period``
-            do not matter).
-        desired_at: The earliest acceptable time.
-        cap: The number of slots allowed per window (at least 1).
-        period: The window length.
-    """
-    if cap < 1:
-        raise ValueError(f"a frequency cap must allow at least 1 send per period, got {cap}")
-    if period <= dt.timedelta(0):
-        raise ValueError(f"a frequency cap period must be positive, got {period}")
-    ordered = sorted(slots)
-    # Each run of `cap` consecutive slots spanning less than `period` forbids the open
-    # interval of times that would land in one window with all of them.
-    blocked = [
-        (ordered[i + cap - 1] - period, ordered[i] + period)
-        for i in range(len(ordered) - cap + 1)
-        if ordered[i + cap - 1] - ordered[i] < period
-    ]
-    t = desired_at
-    moved = True
-    while moved:
-        moved = False
-        for start, end in blocked:
-            if start < t < end:
-                t, moved = end, True
-    return t
 
 
 def _lock_contact(s: Session, email: str) -> None:

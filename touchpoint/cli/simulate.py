@@ -1,0 +1,97 @@
+"""`touchpoint simulate`: one playbook for one account on a simulated clock, without a server.
+
+With `--json` stdout carries plain JSON lines only, streamed as the run goes (warnings and logs
+go to stderr); `--on-server` runs the same simulation on the time-skipping Temporal server.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from touchpoint.cli.main import app, console, err, run_async
+from touchpoint.dsl.errors import ContractError
+
+
+@app.command()
+def simulate(
+    playbook_file: Path = typer.Argument(..., help="The playbook YAML file."),
+    account: Path = typer.Option(..., "--account", help="An account document (YAML or JSON)."),
+    events: Path | None = typer.Option(None, "--events", help="A list of {after: 10d, type, data} or {after: 6d, account: {...}}."),
+    start: str | None = typer.Option(None, "--start", help="ISO date or time the run starts (past or future)."),
+    days: int = typer.Option(730, "--days", help="Stop after this many days."),
+    as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one per step, then the outcome."),
+    trigger_data: str | None = typer.Option(None, "--trigger-data", help="JSON object: `event.data` of the triggering event."),
+    on_server: bool = typer.Option(False, "--on-server", help="Run on the time-skipping Temporal server with the real workflows."),
+) -> None:
+    """Run one playbook for one account until it ends or --days pass (90 days in milliseconds)."""
+    from touchpoint.dsl.runtime import StepRecord
+    from touchpoint.simulate import outcome_line, parse_start, record_line, simulate_on_server, timeline_json
+    from touchpoint.simulate import simulate as run_simulation
+
+    def warn(text: str) -> None:
+        err.print(f"warning: {text}", markup=False, soft_wrap=True)
+
+    tz = "UTC"
+
+    def stream(record: StepRecord) -> None:
+        line = record_line(record, tz)
+        if line is not None:
+            sys.stdout.write(line + "\n")
+
+    try:
+        data = json.loads(trigger_data) if trigger_data else None
+        if not isinstance(data, (dict, type(None))):
+            raise typer.BadParameter("expected a JSON object", param_hint="--trigger-data")
+        begin = parse_start(start)
+        if on_server:
+            sim = run_async(simulate_on_server(playbook_file, account, events_file=events, start=begin, days=days, trigger_data=data))
+            for text in sim.warnings:
+                warn(text)
+        else:
+            tz = _zone_of(playbook_file, account)
+            sim = run_simulation(playbook_file, account, events_file=events, start=begin, days=days, trigger_data=data, sink=stream if as_json else None, warn=warn)
+    except ContractError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:  # --start or --trigger-data
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    tz = sim.account.timezone or "UTC"
+    if as_json:
+        if on_server:
+            for line in timeline_json(sim, tz)[:-1]:
+                sys.stdout.write(line + "\n")
+        sys.stdout.write(outcome_line(sim, tz) + "\n")
+        sys.stdout.flush()
+        return
+    from rich.table import Table
+
+    table = Table("at", "day", "step", "action", "detail")
+    for line in timeline_json(sim, tz)[:-1]:
+        item = json.loads(line)
+        detail = {k: v for k, v in item.items() if k not in ("at", "day", "step", "action")}
+        table.add_row(item["at"], str(item["day"]), item["step"], item["action"], ", ".join(f"{k}={v}" for k, v in detail.items()))
+    console.print(table)
+    console.print(f"outcome: [bold]{sim.outcome}[/] on day {sim.day} ({sim.because})")
+
+
+def _zone_of(playbook_file: Path, account_file: Path) -> str:
+    """The account's time zone, for streamed lines (the account file, else the workspace's)."""
+    from touchpoint.dsl.yamlpos import load_yaml
+
+    try:
+        data, _, _ = load_yaml(account_file.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("timezone"), str):
+            return str(data["timezone"])
+        folder = playbook_file.parent if playbook_file.is_file() else playbook_file
+        workspace, _, _ = load_yaml((folder / "workspace.yaml").read_text(encoding="utf-8"))
+        if isinstance(workspace, dict) and isinstance(workspace.get("timezone"), str):
+            return str(workspace["timezone"])
+    except OSError:
+        pass
+    return "UTC"
