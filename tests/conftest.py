@@ -24,6 +24,9 @@ from touchpoint.temporal_server import start_time_skipping
 from worker import build_worker
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+# Worker and API processes that tests start (`python worker.py`, `touchpoint worker`) need a
+# secret key, as in production; tests of the refusal remove it from their process's environment.
+os.environ.setdefault("TOUCHPOINT_SECRET_KEY", "test-only-" + uuid.uuid4().hex + uuid.uuid4().hex)
 
 
 @pytest.fixture(scope="session")
