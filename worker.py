@@ -1,17 +1,18 @@
 """Wiring only: the client, the data converter, the sandbox's pass-through list, workflows, activities.
 
-Run a worker against any Temporal cluster with ``python worker.py`` (settings from the
-environment); `touchpoint dev` runs the same worker in-process beside the embedded server.
+Run a worker against any Temporal cluster with ``python worker.py`` (or ``python -m worker``),
+which is `touchpoint worker` with its defaults; `touchpoint dev` runs the same worker in-process
+beside the embedded server.
 """
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.workflow import SandboxImportNotificationPolicy
@@ -25,7 +26,7 @@ from activities.store import AccountActivities, StoreActivities
 from activities.sweep import SweepActivities
 from activities.sync import SyncActivities
 from activities.webhook import WebhookActivities
-from touchpoint.config import Settings, settings
+from touchpoint.config import Settings
 from workflows.account import AccountWorkflow
 from workflows.health import HealthRecompute
 from workflows.playbook_run import PlaybookRun
@@ -94,10 +95,11 @@ def activities_for(deps: Deps) -> list[Any]:
 
 
 async def connect(config: Settings) -> Client:
-    """A client with the pydantic data converter (the same on every client and worker)."""
-    return await Client.connect(
-        config.temporal_address, namespace=config.temporal_namespace, data_converter=pydantic_data_converter
-    )
+    """A client with the pydantic data converter (the same on every client and worker), the
+    settings' TLS or API key and this process's interceptors (`touchpoint.connection`)."""
+    from touchpoint import connection
+
+    return await connection.connect(config)
 
 
 def build_worker(
@@ -109,6 +111,8 @@ def build_worker(
     max_cached_workflows: int = 1000,
     fail_fast: bool = False,
     build_id: str | None = None,
+    max_concurrent_activities: int = 200,
+    graceful_shutdown_timeout: timedelta = timedelta(),
 ) -> Worker:
     """A worker for every Touchpoint workflow and activity on ``task_queue``.
 
@@ -121,6 +125,9 @@ def build_worker(
         fail_fast: Fail workflows on unexpected exceptions instead of retrying the task (tests).
         build_id: Skips the SDK's hashing of every loaded module (0.2 s) where no versioning
             is used: `touchpoint simulate` passes a fixed one.
+        max_concurrent_activities: Activities this worker runs at once.
+        graceful_shutdown_timeout: On shutdown, how long running activities may finish before
+            they are cancelled (`touchpoint worker` drains for `TOUCHPOINT_SHUTDOWN_GRACE`).
     """
     if deps.client is None:
         deps.client = client
@@ -132,23 +139,21 @@ def build_worker(
         activities=activities_for(deps),
         workflow_runner=runner,
         max_cached_workflows=max_cached_workflows,
-        max_concurrent_activities=200,
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=graceful_shutdown_timeout,
         # In tests a bug in workflow code fails the workflow at once instead of retrying its task.
         workflow_failure_exception_types=[Exception] if fail_fast else [],
         build_id=build_id,
     )
 
 
-async def main() -> None:
-    """Run a worker until interrupted."""
-    config = settings()
-    client = await connect(config)
-    deps = Deps.from_settings(config)
-    try:
-        await build_worker(client, deps, task_queue=config.task_queue, max_cached_workflows=config.worker_cache).run()
-    finally:
-        await deps.close()
+def main() -> None:
+    """`touchpoint worker` with its defaults: settings from the environment, until SIGTERM."""
+    from touchpoint.cli.main import main as cli
+
+    sys.argv = [sys.argv[0], "worker", *sys.argv[1:]]
+    cli()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import Deps
 from activities.render import context_of
 from touchpoint.dsl.runtime import Recipient, ReserveSlotInput, SendEmailInput, SendEmailResult
+from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, write_tx
 from touchpoint.unsubscribe import unsubscribe_url
 from workflows import names
@@ -218,6 +219,7 @@ class EmailActivities:
             error=result.error,
             sent_at=input.now,
         )
+        email_outcome(input.run.playbook, input.step, result.status)
         if input.writes_timeline:
             detail = {"to": result.to, "template": input.template, "status": result.status}
             repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "email", detail)

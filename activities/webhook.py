@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import Deps
 from activities.render import context_of, render, render_tree, resolve_secrets
 from touchpoint.dsl.runtime import EffectResult, WebhookInput
+from touchpoint.observability.metrics import provider_call
 from touchpoint.store import repo
 from workflows import names
 
@@ -49,12 +50,14 @@ class WebhookActivities:
             detail: dict[str, object] = {"url": url_template, "status": None, "simulated": True}
             return EffectResult(detail=detail)
         try:
-            response = await self.client.request(
-                input.method,
-                resolve_secrets(url_template),
-                json=resolve_secrets(body),
-                headers={**resolve_secrets(headers), "Idempotency-Key": input.key},
-            )
+            with provider_call("webhook") as call:
+                response = await self.client.request(
+                    input.method,
+                    resolve_secrets(url_template),
+                    json=resolve_secrets(body),
+                    headers={**resolve_secrets(headers), "Idempotency-Key": input.key},
+                )
+                call.status = response.status_code
         except httpx.TransportError as exc:
             raise ApplicationError(f"webhook {url_template} unreachable: {exc!r}", type="WebhookTransient") from None
         if response.status_code == 429 or response.status_code >= 500:

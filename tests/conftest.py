@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ from touchpoint.temporal_server import start_time_skipping
 from worker import build_worker
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+# Worker and API processes that tests start (`python worker.py`, `touchpoint worker`) need a
+# secret key, as in production; tests of the refusal remove it from their process's environment.
+os.environ.setdefault("TOUCHPOINT_SECRET_KEY", "test-only-" + uuid.uuid4().hex + uuid.uuid4().hex)
 
 
 @pytest.fixture(scope="session")
@@ -164,3 +169,99 @@ def folder(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "playbooks"
     (root / "templates").mkdir(parents=True)
     yield root
+
+
+# ---------------------------------------------------------------------------- leftover processes
+# The suite fails when a test leaves a process behind. pytest becomes a child subreaper, so a
+# grandchild orphaned by a killed child (a dev server whose `touchpoint dev` was killed) is
+# reparented to it and seen here; each new descendant is attributed to the test it appeared in.
+
+PR_SET_CHILD_SUBREAPER = 36
+LEFTOVER_GRACE = float(os.environ.get("TOUCHPOINT_LEFTOVER_GRACE", "10"))
+"""Seconds a descendant may take to exit after the last test before it counts as left behind."""
+_spawned_by: dict[int, str] = {}
+
+
+def descendants(root: int | None = None) -> dict[int, str]:
+    """Live (non-zombie) descendants of ``root`` (default: this process): pid -> command line."""
+    children: dict[int, list[int]] = {}
+    states: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        children.setdefault(int(ppid), []).append(int(entry.name))
+        states[int(entry.name)] = state
+    found: dict[int, str] = {}
+    stack = [root or os.getpid()]
+    while stack:
+        for pid in children.get(stack.pop(), []):
+            stack.append(pid)
+            if states.get(pid) != "Z":
+                try:
+                    found[pid] = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                except OSError:
+                    continue
+    return found
+
+
+def _reap_zombies() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    before = set(descendants())
+    yield
+    for pid in set(descendants()) - before:
+        _spawned_by.setdefault(pid, item.nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import signal
+    import time
+
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    left = descendants()
+    while left and time.monotonic() < deadline:
+        _reap_zombies()
+        time.sleep(0.2)
+        left = descendants()
+    if not left:
+        return
+    lines = [f"  pid {pid} (started during {_spawned_by.get(pid, 'an unknown test')}): {cmd[:200]}" for pid, cmd in sorted(left.items())]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _reap_zombies()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"\n{len(left)} process(es) left behind by the tests (now killed):\n" + "\n".join(lines)
+    if reporter is not None:
+        reporter.write_line(message, red=True, bold=True)
+    else:
+        print(message, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

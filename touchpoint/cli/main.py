@@ -1,7 +1,7 @@
 """`touchpoint`: validate, simulate, run and inspect playbooks.
 
 Commands that talk to Temporal connect to `TOUCHPOINT_TEMPORAL_ADDRESS`; `dev` and `demo` start
-an embedded Temporal dev server first.
+an embedded Temporal dev server first; `worker` and `api` are the production processes.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
 
 def load_commands() -> None:
     """Register the commands defined in other modules (they import `app` from here)."""
-    from touchpoint.cli import health, ops, preview, run, schema, simulate, sync  # noqa: F401
+    from touchpoint.cli import health, ops, preview, run, schema, serve, simulate, sync  # noqa: F401
 
 
 if not getattr(sys.modules["touchpoint.cli"], "LAZY", False):

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from touchpoint.crm.errors import CrmConfigurationError, CrmTransientError
+from touchpoint.observability.metrics import provider_call
 
 __all__ = ["build_client", "check_base_url", "parse_retry_after", "send"]
 
@@ -83,7 +84,10 @@ async def send(
     """
     where = f"{method} {url.split('?', 1)[0]}"
     try:
-        return await client.request(method, url, params=list(params) if params else None, json=json, headers=headers)
+        with provider_call(provider.lower()) as call:
+            response = await client.request(method, url, params=list(params) if params else None, json=json, headers=headers)
+            call.status = response.status_code
+        return response
     except httpx.TimeoutException as exc:
         raise CrmTransientError(
             f"{provider} did not answer {where} in time ({type(exc).__name__}); the call "

@@ -27,6 +27,7 @@ from touchpoint.email.errors import (
 )
 from touchpoint.email.message import EmailMessage
 from touchpoint.email.result import SendResult
+from touchpoint.observability.metrics import provider_call
 
 __all__ = [
     "DEFAULT_SENDGRID_HOST",
@@ -249,7 +250,9 @@ class SendGridBackend:
         try:
             # The same guard the package's Mail helpers apply: never mail out an API key.
             ValidateApiKey().validate_message_dict(body)
-            response = self._client.send(body)
+            with provider_call("sendgrid") as call:
+                response = self._client.send(body)
+                call.status = int(response.status_code)
         except ApiKeyIncludedException:
             raise PermanentEmailError(
                 f"the email to {msg.to_email} was not sent: its content looks like a SendGrid"

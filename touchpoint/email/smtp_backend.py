@@ -16,6 +16,7 @@ from touchpoint.email.errors import (
 )
 from touchpoint.email.message import EmailMessage, to_mime
 from touchpoint.email.result import SendResult
+from touchpoint.observability.metrics import provider_call
 
 __all__ = ["SmtpBackend", "SmtpSettings", "parse_smtp_url"]
 
@@ -109,7 +110,7 @@ class SmtpBackend:
         """Send ``msg``; see :class:`~touchpoint.email.backends.EmailBackend` for errors."""
         mime = to_mime(msg)
         try:
-            with self._connect() as smtp:
+            with provider_call("smtp"), self._connect() as smtp:
                 if self.settings.scheme == "smtp+starttls":
                     smtp.starttls(context=self._ssl_context)
                 if self.settings.username:
