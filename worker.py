@@ -22,19 +22,18 @@ from activities.deps import Deps
 from activities.email import EmailActivities
 from activities.health import HealthActivities
 from activities.schedule import ScheduleActivities
-from activities.store import AccountActivities, StoreActivities
+from activities.store import AccountActivities
 from activities.sweep import SweepActivities
 from activities.sync import SyncActivities
 from activities.webhook import WebhookActivities
 from touchpoint.config import Settings
 from workflows.account import AccountWorkflow
 from workflows.health import HealthRecompute
-from workflows.playbook_run import PlaybookRun
 from workflows.schedule_run import ScheduleRun
 from workflows.sweep import DateSweep
 from workflows.sync import AccountSync
 
-WORKFLOWS: Sequence[type] = (AccountWorkflow, PlaybookRun, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
+WORKFLOWS: Sequence[type] = (AccountWorkflow, ScheduleRun, HealthRecompute, DateSweep, AccountSync)
 
 #: Deterministic modules shared by every workflow run: imported once, not per run. Jinja2 and
 #: markupsafe must be here (imported inside the sandbox, Jinja2 fails or deadlocks).
@@ -65,7 +64,7 @@ def sandbox_runner(*, strict_imports: bool = False) -> SandboxedWorkflowRunner:
 
 def activities_for(deps: Deps) -> list[Any]:
     """Every activity, bound to one set of dependencies."""
-    email, crm, store, hook = EmailActivities(deps), CrmActivities(deps), StoreActivities(deps), WebhookActivities(deps)
+    email, crm, hook = EmailActivities(deps), CrmActivities(deps), WebhookActivities(deps)
     accounts = AccountActivities(deps)
     schedule = ScheduleActivities(deps, email, hook)
     sync = SyncActivities(deps)
@@ -82,7 +81,6 @@ def activities_for(deps: Deps) -> list[Any]:
         sync.sync_accounts_page,
         sync.sync_completed_tasks,
         hook.call_webhook,
-        store.project_run,
         HealthActivities(deps).recompute_health_batch,
         SweepActivities(deps).sweep_date_triggers,
         schedule.begin_schedule_tick,

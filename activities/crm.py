@@ -51,12 +51,10 @@ class CrmActivities:
         without one), and its notes say so.
         """
         try:
-            planned, _ = task_result(input)
+            planned, notes = task_result(input)
         except ExpressionError as exc:
             raise ApplicationError(str(exc), type="Rejected", non_retryable=True) from None
-        context = context_of(input)
         title = planned.title
-        notes = render(input.notes, context) if input.notes else None
         owner, owner_note = planned.owner, planned.owner_note
         task_id = planned.task_id
         crm_id = None

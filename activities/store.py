@@ -1,4 +1,4 @@
-"""The store's projection of runs: status, step, vars, scorecard, outcome and recent steps."""
+"""The account workflow's store steps: what it reads, the events it applies, the runs it projects."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 from temporalio import activity
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.deps import Deps
-from touchpoint.dsl.runtime import EventIn, ProjectRunInput, initial_scorecard
+from touchpoint.dsl.runtime import EventIn, initial_scorecard
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.store import Event, repo, utcnow
 from workflows import names
@@ -26,59 +25,6 @@ from workflows.messages import (
     StoreStep,
     TriggerEntry,
 )
-
-CLOSING_WAIT = 5.0
-"""Seconds a start waits for an earlier run that has projected its end to close."""
-DESCRIBE_EVERY = 300.0
-"""Seconds between two checks of the same blocked run's workflow (`_unblock`): a trigger that
-fires on every event while a long run is active costs one describe call per run per interval."""
-
-
-class StoreActivities:
-    """Keeps `runs` and `run_steps` current for `touchpoint status` and `GET /runs`."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-
-    @activity.defn(name=names.PROJECT_RUN)
-    async def project_run(self, input: ProjectRunInput) -> None:
-        """Upsert the run's row (idempotent: the same input twice leaves the same row)."""
-
-        def work(s: Session) -> None:
-            repo.upsert_run(
-                s,
-                id=input.run_id,
-                workflow_id=input.workflow_id,
-                playbook_id=input.playbook,
-                version=input.version,
-                account_id=input.account_id,
-                status=input.status,
-                step=input.step,
-                outcome=input.outcome,
-                started_at=input.started_at,
-                ended_at=input.ended_at,
-                vars=input.vars,
-                scorecard=input.scorecard,
-                paused_reason=input.paused_reason,
-            )
-            if input.records and not repo.run_steps(s, input.run_id):
-                for record in input.records:
-                    repo.add_run_step(s, input.run_id, record.at, record.day, record.step, record.action, record.detail)
-
-        await self.deps.db(work)
-        if input.notify and input.status == "ended":
-            # The account workflow lets the playbook start again (its handler ignores a repeat).
-            try:
-                await self.deps.client.get_workflow_handle(input.notify).signal(
-                    "run_ended", {"playbook": input.playbook, "run_id": input.run_id, "outcome": input.outcome}
-                )
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-
-
-def _not_started(s: Session, *, run_id: str) -> None:
-    repo.upsert_run(s, id=run_id, status="ended", outcome="not_started", ended_at=utcnow())
 
 
 def deploy_generation(s: Session) -> str:
@@ -180,7 +126,7 @@ class AccountActivities:
                 repo.upsert_run(
                     s,
                     id=start.run_id,
-                    workflow_id=f"account/{account_id}",
+                    workflow_id=start.workflow_id,
                     playbook_id=start.playbook,
                     version=loaded.version,
                     account_id=account_id,

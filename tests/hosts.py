@@ -7,14 +7,20 @@ Timelines are compared line by line with times allowed to differ by `TOLERANCE`.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from touchpoint.dsl.runtime import EventIn, RunStatus, StepRecord
+from temporalio.client import Client, WorkflowHandle
+
+from touchpoint.dsl.runtime import EventIn, RunResult, RunStatus, StartRequest, StepRecord
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.engine.local import LocalResult, Scripted, run_local
 from touchpoint.engine.program import Program
+from workflows import names
+from workflows.messages import AccountState, RunControl
 
 TOLERANCE = timedelta(seconds=5)
 
@@ -92,3 +98,34 @@ def stored_status(sessions: Any, account_id: str, playbook: str) -> RunStatus | 
             status=row.status, step=row.step, outcome=row.outcome, paused_reason=row.paused_reason, started_at=row.started_at,
             vars=dict(row.vars or {}), scorecard=row.scorecard, waiting=list(row.waiting or []), history=history,
         )
+
+
+@dataclass
+class OneRun:
+    """One run in an account workflow that ends with it (`AccountState.finish_after_run`)."""
+
+    handle: WorkflowHandle[Any, RunResult]
+    run_id: str
+
+    async def result(self) -> RunResult:
+        return await self.handle.result()
+
+    async def status(self) -> RunStatus:
+        """The run as its account workflow's `runs` query shows it."""
+        runs: list[RunStatus] = await self.handle.query("runs", result_type=list[RunStatus])
+        return next(r for r in runs if r.id == self.run_id)
+
+    async def control(self, action: str) -> None:
+        """Pause, resume or cancel the run."""
+        await self.handle.signal("control", RunControl(action=action, run_id=self.run_id))  # type: ignore[arg-type]
+
+
+async def start_one_run(client: Client, task_queue: str, account: AccountDoc, playbook: str, *, run_id: str | None = None) -> OneRun:
+    """Start ``playbook`` for ``account`` now, in an account workflow that ends with the run.
+
+    The workflow id is unique per run, so tests may reuse one account document.
+    """
+    run_id = run_id or f"run-{uuid.uuid4().hex[:8]}"
+    state = AccountState(account_id=account.id, account=account, finish_after_run=True, starts=[StartRequest(playbook=playbook, run_id=run_id)])
+    handle = await client.start_workflow(names.ACCOUNT, state, id=f"account/{account.id}/{run_id}", task_queue=task_queue, result_type=RunResult)
+    return OneRun(handle, run_id)

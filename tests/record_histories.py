@@ -19,7 +19,7 @@ from pathlib import Path
 from activities.deps import Deps
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
+from touchpoint.dsl.runtime import EventIn, RunResult, StartRequest
 from touchpoint.dsl.schedule import ScheduleRunInput, ScheduleRunResult
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
@@ -27,6 +27,7 @@ from touchpoint.ingest import put_account, send_event
 from touchpoint.store import repo
 from touchpoint.temporal_server import start_time_skipping
 from worker import build_worker
+from workflows.messages import AccountState
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "histories"
@@ -84,13 +85,12 @@ async def main() -> None:
             project = load_project(folder)
             with deps.sessions.begin() as s:
                 deploy_project(s, project)
-            loaded = project.playbooks["p"]
 
-            # A PlaybookRun from start to end.
-            run = RunInput(run_id="run-recorded", playbook=loaded.playbook, version=loaded.version, account=ACCOUNT, workspace=project.workspace, event=EventIn(type="manual"))
-            handle = await env.client.start_workflow("PlaybookRun", run, id="run/p/recorded", task_queue=queue, result_type=RunResult)
+            # One run from start to end, in an account workflow that ends with it.
+            one = AccountState(account_id="acme", account=ACCOUNT, finish_after_run=True, starts=[StartRequest(playbook="p", run_id="run-recorded")])
+            handle = await env.client.start_workflow("Account", one, id="account/acme/run-recorded", task_queue=queue, result_type=RunResult)
             await handle.result()
-            (OUT / "playbook_run.json").write_text((await handle.fetch_history()).to_json())
+            (OUT / "account_run.json").write_text((await handle.fetch_history()).to_json())
 
             # An account workflow: an upsert that starts a run, usage, a health change, a start.
             await put_account(env.client, queue, deps.sessions, ACCOUNT)

@@ -9,42 +9,41 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.conftest import Stack, on_both_stores, write_folder
+from tests.hosts import OneRun, start_one_run
 from tests.test_interpreter import ACCOUNT, TEMPLATES, WORKSPACE
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult, RunStatus
+from touchpoint.dsl.runtime import RunResult, RunStatus
 from touchpoint.store import repo
 from worker import build_worker, sandbox_runner
-from workflows.playbook_run import PlaybookRun
+from workflows.account import AccountWorkflow
 
 
-def deploy(stack: Stack, folder: Path, body: str, templates: dict[str, str] | None = None) -> RunInput:
+@dataclass
+class Planned:
+    """A run about to start: its id (chosen here) and the version `p` is deployed at."""
+
+    run_id: str
+    version: str
+
+
+def deploy(stack: Stack, folder: Path, body: str, templates: dict[str, str] | None = None) -> Planned:
     write_folder(folder, {"workspace.yaml": WORKSPACE, "p.yaml": body, **TEMPLATES, **(templates or {})})
     project = stack.deploy(folder)
-    loaded = project.playbooks["p"]
-    return RunInput(
-        run_id=f"run-{uuid.uuid4().hex[:8]}",
-        playbook=loaded.playbook,
-        version=loaded.version,
-        account=ACCOUNT,
-        workspace=project.workspace,
-        event=EventIn(type="manual"),
-    )
+    return Planned(run_id=f"run-{uuid.uuid4().hex[:8]}", version=project.playbooks["p"].version)
 
 
-async def start(stack: Stack, run: RunInput) -> WorkflowHandle[Any, RunResult]:
-    return await stack.client.start_workflow(
-        "PlaybookRun", run, id=f"run/p/{run.run_id}", task_queue=stack.task_queue, result_type=RunResult
-    )
+async def start(stack: Stack, run: Planned) -> OneRun:
+    return await start_one_run(stack.client, stack.task_queue, ACCOUNT, "p", run_id=run.run_id)
 
 
 async def until(predicate: Any, timeout: float = 20.0) -> None:
@@ -59,9 +58,8 @@ def messages(stack: Stack, run_id: str) -> list[Any]:
         return repo.list_messages(s, run_id=run_id)
 
 
-async def status(handle: WorkflowHandle[Any, RunResult]) -> RunStatus:
-    result: RunStatus = await handle.query("status", result_type=RunStatus)
-    return result
+async def status(handle: OneRun) -> RunStatus:
+    return await handle.status()
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,12 +96,12 @@ def spawn_worker(stack: Stack, queue: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def run_across_a_kill(stack: Stack, run: RunInput, *, after_kill: Any = None) -> RunResult:
+async def run_across_a_kill(stack: Stack, run: Planned, *, after_kill: Any = None) -> RunResult:
     """Start ``run`` on a worker process, SIGKILL it after the first email, finish on a new worker."""
     queue = f"restart-{uuid.uuid4().hex[:8]}"
     process = spawn_worker(stack, queue)
     try:
-        handle = await stack.client.start_workflow("PlaybookRun", run, id=f"run/p/{run.run_id}", task_queue=queue, result_type=RunResult)
+        handle = await start_one_run(stack.client, queue, ACCOUNT, "p", run_id=run.run_id)
         await until(lambda: len(messages(stack, run.run_id)) == 1, timeout=60)
     finally:
         process.kill()
@@ -147,7 +145,7 @@ async def test_durability_pause_holds_and_resume_goes_on(own_stack: Stack, folde
     stack = own_stack
     run = deploy(stack, folder, "playbook: p\ntrigger: manual\nsteps:\n  - wait: 1d\n  - note: {text: one}\n  - wait: 1d\n  - note: {text: two}\n")
     handle = await start(stack, run)
-    await handle.signal("pause")
+    await handle.control("pause")
     await stack.env.sleep(timedelta(days=3))
     # env.sleep may return before the workflow has processed the timer: look a few times.
     for _ in range(400):
@@ -158,7 +156,7 @@ async def test_durability_pause_holds_and_resume_goes_on(own_stack: Stack, folde
     assert state.status == "paused"
     assert state.step == "steps[1]"  # held before the note, after the 1-day wait expired
     assert [r.action for r in state.history] == ["wait"]
-    await handle.signal("resume")
+    await handle.control("resume")
     result = await handle.result()
     assert result.outcome == "completed"
     assert [r.detail.get("text") for r in result.history if r.action == "note"] == ["one", "two"]
@@ -167,7 +165,7 @@ async def test_durability_pause_holds_and_resume_goes_on(own_stack: Stack, folde
 async def test_durability_cancel_ends_the_run(stack: Stack, folder: Path) -> None:
     run = deploy(stack, folder, "playbook: p\ntrigger: manual\nsteps:\n  - wait: 30d\n  - note: {text: never}\n")
     handle = await start(stack, run)
-    await handle.signal("cancel")
+    await handle.control("cancel")
     result = await handle.result()
     assert result.outcome == "cancelled"
     with stack.deps.sessions() as s:
@@ -216,7 +214,7 @@ async def test_durability_configuration_error_pauses_until_resumed(stack: Stack,
     state = await status(handle)
     assert state.status == "paused" and state.paused_reason is not None and "401" in state.paused_reason
     handler.status_code = 200
-    await handle.signal("resume")
+    await handle.control("resume")
     result = await handle.result()
     assert result.outcome == "completed"
     assert [r.action for r in result.history] == ["paused", "webhook", "note"]
@@ -244,6 +242,6 @@ steps:
     run = deploy(stack, folder, body)
     handle = await start(stack, run)
     await handle.result()
-    history = await handle.fetch_history()
-    replayer = Replayer(workflows=[PlaybookRun], data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
+    history = await handle.handle.fetch_history()
+    replayer = Replayer(workflows=[AccountWorkflow], data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
     await replayer.replay_workflow(history)

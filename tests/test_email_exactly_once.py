@@ -17,22 +17,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import Deps
 from tests import pg
 from tests.conftest import write_folder
+from tests.hosts import OneRun, start_one_run
 from tests.servers.sendgrid_server import FakeSendGrid, run_sendgrid_server
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult, RunStatus
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import Project, load_project
 from touchpoint.email.backends import OutboxBackend, SendGridBackend
 from touchpoint.store import repo
 from worker import build_worker
-from workflows import names
 
 KEY = "SG.exactly.once"
 FILES = {
@@ -47,27 +46,22 @@ ACCOUNT = AccountDoc.model_validate(
 
 
 @dataclass
+class PlannedRun:
+    run_id: str
+
+
+@dataclass
 class EmailStack:
     client: Client
     deps: Deps
     queue: str
     project: Project
 
-    def run_input(self, run_id: str | None = None) -> RunInput:
-        loaded = self.project.playbooks["p"]
-        return RunInput(
-            run_id=run_id or f"run-{uuid.uuid4().hex[:8]}",
-            playbook=loaded.playbook,
-            version=loaded.version,
-            account=ACCOUNT,
-            workspace=self.project.workspace,
-            event=EventIn(type="manual"),
-        )
+    def run_input(self, run_id: str | None = None) -> PlannedRun:
+        return PlannedRun(run_id or f"run-{uuid.uuid4().hex[:8]}")
 
-    async def start(self, run: RunInput) -> WorkflowHandle[Any, RunResult]:
-        return await self.client.start_workflow(
-            names.PLAYBOOK_RUN, run, id=f"run/{uuid.uuid4().hex[:10]}", task_queue=self.queue, result_type=RunResult
-        )
+    async def start(self, run: PlannedRun) -> OneRun:
+        return await start_one_run(self.client, self.queue, ACCOUNT, "p", run_id=run.run_id)
 
     def messages(self, run_id: str) -> list[Any]:
         with self.deps.sessions() as s:
@@ -215,7 +209,7 @@ async def test_email_exactly_once_401_pauses_and_resume_sends_once(
         handle = await stack.start(run)
         status = None
         for _ in range(500):
-            status = await handle.query("status", result_type=RunStatus)
+            status = await handle.status()
             if status.status == "paused":
                 break
             await asyncio.sleep(0.02)
@@ -227,7 +221,7 @@ async def test_email_exactly_once_401_pauses_and_resume_sends_once(
         )
         assert sendgrid.sent == [] and stack.messages(run.run_id) == []
         sendgrid.api_key = KEY  # the operator fixes the key
-        await handle.signal("resume")
+        await handle.control("resume")
         result = await handle.result()
         messages = stack.messages(run.run_id)
     assert len(sendgrid.sent) == 1 and sendgrid.sent[0].recipients == ["kim@acme.example"]

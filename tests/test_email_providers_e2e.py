@@ -23,15 +23,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import Deps
 from tests.conftest import write_folder
+from tests.hosts import start_one_run
 from tests.servers.sendgrid_server import FakeSendGrid, run_sendgrid_server
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
-from touchpoint.dsl.runtime import EventIn, RunInput, RunResult
+from touchpoint.dsl.runtime import RunResult
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.store import repo
 from worker import build_worker
-from workflows import names
 
 KEY = "SG.e2e.key"
 FILES = {
@@ -71,21 +71,11 @@ async def run_onboarding(
     project.raise_for_problems()
     with deps.sessions.begin() as s:
         deploy_project(s, project)
-    loaded = project.playbooks["onboarding"]
-    run = RunInput(
-        run_id=f"run-{uuid.uuid4().hex[:8]}",
-        playbook=loaded.playbook,
-        version=loaded.version,
-        account=ACCOUNT,
-        workspace=project.workspace,
-        event=EventIn(type="manual"),
-    )
     queue = f"e2e-{uuid.uuid4().hex[:10]}"
     try:
         async with build_worker(env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
-            result = await env.client.execute_workflow(
-                names.PLAYBOOK_RUN, run, id=f"run/{run.run_id}", task_queue=queue, result_type=RunResult
-            )
+            run = await start_one_run(env.client, queue, ACCOUNT, "onboarding")
+            result = await run.result()
         with deps.sessions() as s:
             messages = list(repo.list_messages(s, run_id=run.run_id))
         yield result, messages

@@ -22,7 +22,7 @@ HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"
 
 
 def test_replay_histories_are_recorded() -> None:
-    assert {p.stem for p in HISTORIES} >= {"account", "account_continued", "playbook_run", "schedule_run"}
+    assert {p.stem for p in HISTORIES} >= {"account", "account_continued", "account_run", "schedule_run"}
 
 
 def test_replay_the_continued_account_carried_its_run_in_flight() -> None:

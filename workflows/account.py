@@ -97,8 +97,7 @@ class AccountWorkflow:
         self.unprojected: dict[str, list[StepRecord]] = {}
         self.moved: set[str] = set()
         self.result: RunResult | None = None
-        """A simulation's outcome: its first run, ended."""
-        """Runs started since the last flush (a simulation's driver is told of each)."""
+        """The first run, ended, for an account workflow that ends with it (`finish_after_run`)."""
 
     def now(self) -> datetime:
         """The account's clock: Temporal's time plus the simulation offset (zero in production)."""
@@ -131,23 +130,24 @@ class AccountWorkflow:
         return [self._status(run) for run in self.state.runs.values()]
 
     def _status(self, run: RunState) -> RunStatus:
-        return RunStatus(
-            id=run.run_id,
-            workflow_id=workflow.info().workflow_id,
-            playbook=run.playbook,
-            version=run.version,
-            account_id=run.account_id,
-            status=run.status,
-            step=run.step,
-            outcome=run.outcome,
-            because=run.because,
-            paused_reason=run.paused_reason,
-            started_at=run.started_at,
-            vars=run.vars,
-            scorecard=run.scorecard,
-            waiting=[w.model_dump(mode="json") for w in waiting_of(run)],
-            history=list(run.recent),
-        )
+        return RunStatus(id=run.run_id, because=run.because, history=list(run.recent), **self._where(run))
+
+    def _where(self, run: RunState) -> dict[str, Any]:
+        """Where a run stands: what its status query and its store projection both say."""
+        return {
+            "workflow_id": workflow.info().workflow_id,
+            "playbook": run.playbook,
+            "version": run.version,
+            "account_id": run.account_id,
+            "status": run.status,
+            "step": run.step,
+            "outcome": run.outcome,
+            "paused_reason": run.paused_reason,
+            "started_at": run.started_at,
+            "vars": run.vars,
+            "scorecard": run.scorecard,
+            "waiting": [w.model_dump(mode="json") for w in waiting_of(run)],
+        }
 
     # ------------------------------------------------------------------ the loop
 
@@ -167,7 +167,7 @@ class AccountWorkflow:
                     pass
             await self._work()
             if self.result is not None and self._quiet():
-                return self.result  # a simulation: its run has ended
+                return self.result  # `finish_after_run`: its run has ended
             if workflow.info().is_continue_as_new_suggested() and self._quiet():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if self._quiet():
@@ -205,7 +205,7 @@ class AccountWorkflow:
         """Handle everything that arrived, in order, then wake the runs that are due."""
         state = self.state
         self._play_script()
-        while state.pending or state.starts or state.controls or self.inbox:
+        while self._has_work():
             if state.pending:
                 await self._apply(state.pending.pop(0))
             elif state.starts:
@@ -377,8 +377,10 @@ class AccountWorkflow:
             plan.append(starts)
         return plan
 
-    def _planned(self, playbook: str, event: EventIn) -> PlannedStart:
-        return PlannedStart(playbook=playbook, run_id=str(workflow.uuid4()), started_at=self.now(), event=event)
+    def _planned(self, playbook: str, event: EventIn, run_id: str | None = None) -> PlannedStart:
+        return PlannedStart(
+            playbook=playbook, run_id=run_id or str(workflow.uuid4()), workflow_id=workflow.info().workflow_id, started_at=self.now(), event=event
+        )
 
     async def _prepare(self, starts: list[PlannedStart]) -> StoreResult:
         if not starts:
@@ -400,7 +402,7 @@ class AccountWorkflow:
             workflow.logger.info("%s is already running for %s", request.playbook, state.account_id)
             return
         event = request.event or EventIn(type="manual")
-        start = self._planned(request.playbook, event if event.at else event.model_copy(update={"at": self.now()}))
+        start = self._planned(request.playbook, event if event.at else event.model_copy(update={"at": self.now()}), request.run_id)
         result = await self._prepare([start])
         version = result.started.get(start.run_id)
         if version is None:
@@ -444,7 +446,7 @@ class AccountWorkflow:
     def _absorb(self, run: RunState, out: Output) -> None:
         """Keep the run's new timeline lines, start its effects (one batch), note that it moved."""
         if out.records:
-            if self.state.simulation:
+            if self.state.finish_after_run:
                 timeline = self.timelines.setdefault(run.run_id, [])
                 timeline.extend(out.records)
                 del timeline[:-TIMELINE_LIMIT]
@@ -483,24 +485,8 @@ class AccountWorkflow:
     # ------------------------------------------------------------------ projection
 
     def _projection(self, run: RunState) -> RunProjection:
-        return RunProjection(
-            run_id=run.run_id,
-            workflow_id=workflow.info().workflow_id,
-            playbook=run.playbook,
-            version=run.version,
-            account_id=run.account_id,
-            status=run.status,
-            step=run.step,
-            outcome=run.outcome,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
-            vars=run.vars,
-            scorecard=run.scorecard,
-            paused_reason=run.paused_reason,
-            waiting=[w.model_dump(mode="json") for w in waiting_of(run)],
-            position=run.position,
-            records=self.unprojected.pop(run.run_id, []),
-        )
+        records = self.unprojected.pop(run.run_id, [])
+        return RunProjection(run_id=run.run_id, ended_at=run.ended_at, position=run.position, records=records, **self._where(run))
 
     def _take_projections(self) -> list[RunProjection]:
         """Projections of the runs that moved since the last store step (it carries them)."""
@@ -517,7 +503,7 @@ class AccountWorkflow:
         for run in ended:
             del self.state.runs[run.run_id]
             self.unprojected.pop(run.run_id, None)
-            if self.state.simulation and self.result is None:
+            if self.state.finish_after_run and self.result is None:
                 self.result = RunResult(
                     run_id=run.run_id, outcome=run.outcome or "completed", because=run.because, started_at=run.started_at,
                     ended_at=run.ended_at, history=self.timelines.pop(run.run_id, []), vars=run.vars, scorecard=run.scorecard,

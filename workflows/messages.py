@@ -99,8 +99,11 @@ class AccountState(Data):
     clock_offset: float = 0.0
     """Seconds added to Temporal's clock: simulations start in the past or the future."""
     simulation: bool = False
-    """A simulated account (`touchpoint simulate --on-server`, the suite): its workflow runs the
-    `script` and ends with the `RunResult` of its first run."""
+    """A simulated account (`touchpoint simulate --on-server`, the suite): effects are simulated
+    (no CRM or webhook call), nothing is projected, and the `script` is played."""
+    finish_after_run: bool = False
+    """The workflow ends with the `RunResult` (timeline included) of its first run: simulations,
+    and tests that await one run."""
     script: list[Scripted] = Field(default_factory=list)
     horizon: float | None = None
     """Seconds after the first run's start when a simulation stops it (outcome ``running``)."""
@@ -132,6 +135,8 @@ class PlannedStart(Data):
 
     playbook: str
     run_id: str
+    workflow_id: str
+    """The account workflow that hosts the run."""
     started_at: datetime
     event: EventIn
     """What starts it (the triggering event, or a manual start)."""

@@ -6,9 +6,7 @@ CREATE_TASK = "create_task"
 ADD_NOTE = "add_note"
 UPDATE_FIELDS = "update_fields"
 CALL_WEBHOOK = "call_webhook"
-PROJECT_RUN = "project_run"
 
-PLAYBOOK_RUN = "PlaybookRun"
 ACCOUNT = "Account"
 """The account's workflow: its events, its upserts, and every playbook run of the account."""
 

@@ -1,6 +1,6 @@
 """What the interpreters share: activity options for side effects and the exceptions that unwind a run.
 
-Passed through the sandbox (deterministic, no state), so `PlaybookRun` and `ScheduleRun` see the
+Passed through the sandbox (deterministic, no state), so the account workflow and `ScheduleRun` see the
 same classes.
 """
 

@@ -63,6 +63,7 @@ def simulated_account(sim: SimInput) -> AccountState:
         account=sim.account,
         clock_offset=sim.clock_offset,
         simulation=True,
+        finish_after_run=True,
         starts=[StartRequest(playbook=sim.playbook, event=sim.event)],
         script=script,
         horizon=sim.horizon,

@@ -57,30 +57,6 @@ class RunView(Data):
     scorecard: dict[str, Any] | None = None
 
 
-class RunInput(Data):
-    """Everything a `PlaybookRun` needs, frozen at enrollment."""
-
-    run_id: str
-    playbook: Playbook
-    version: str
-    account: AccountDoc | None = None
-    workspace: Workspace = Field(default_factory=Workspace)
-    event: EventIn = Field(default_factory=lambda: EventIn(type="manual"))
-    clock_offset: float = 0.0
-    """Seconds added to Temporal's clock: simulations start in the past or the future."""
-    account_workflow_id: str | None = None
-    simulation: bool = False
-    projected: bool = False
-    """Started by the account workflow's store step (`apply_event_v3`, `prepare_starts`), which
-    wrote the run's row: no projection at start, and the end projection reports the end to the
-    account workflow (`ProjectRunInput.notify`, when ``report_end``) instead of a signal command."""
-    report_end: bool = True
-    """Whether a projected run's end projection signals `run_ended` to the account workflow;
-    `AccountWorkflowV2` learns of ends from the store instead."""
-    state: Any = None
-    """The run's state (`touchpoint.engine.state.RunState`, as JSON) when it continues as new."""
-
-
 class StepRecord(Data):
     """One line of a run's timeline (``seq``: its number in the run's timeline, from 1)."""
 
@@ -214,27 +190,6 @@ class EffectResult(Data):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
-class ProjectRunInput(Data):
-    """The run's row in the store's projection (status, step, vars, scorecard, outcome)."""
-
-    run_id: str
-    workflow_id: str
-    playbook: str
-    version: str
-    account_id: str | None
-    status: Literal["running", "paused", "ended"]
-    step: str | None = None
-    outcome: str | None = None
-    started_at: datetime
-    ended_at: datetime | None = None
-    vars: dict[str, Any] = Field(default_factory=dict)
-    scorecard: dict[str, Any] | None = None
-    paused_reason: str | None = None
-    records: list[StepRecord] = Field(default_factory=list)
-    notify: str | None = None
-    """An account workflow id: once the row is written, signal it `run_ended` (an ended run)."""
-
-
 # ---------------------------------------------------------------------------- expression context
 
 
@@ -339,6 +294,9 @@ class StartRequest(Data):
     event: EventIn | None = None
     id: str | None = None
     """A repeated id is a no-op (a sweep that retries after signalling starts nothing twice)."""
+    run_id: str | None = None
+    """The new run's id, for a caller that must know it before the run starts (else chosen by
+    the account workflow)."""
 
 
 

@@ -29,7 +29,7 @@ from touchpoint.dsl.runtime import (
     build_context,
 )
 from touchpoint.dsl.timing import earliest_free_slot
-from touchpoint.engine.people import stable_id, task_owner, with_note
+from touchpoint.engine.people import stable_id, task_owner
 from touchpoint.engine.program import Effect, EffectDone
 
 SIMULATED_UNSUBSCRIBE = "https://touchpoint.invalid/unsubscribe/simulated"
@@ -70,13 +70,14 @@ def update_values(fields: Mapping[str, Any], context: Mapping[str, Any]) -> dict
 
 
 def task_result(input: TaskInput) -> tuple[TaskResult, str | None]:
-    """The task a `task` step creates (before any CRM says otherwise) and its rendered notes."""
+    """The task a `task` step creates (before any CRM says otherwise) and its rendered notes
+    (without the line saying why a fallback owner has it: `with_note` adds that)."""
     context = context_of(input)
     title = ex.render_text(input.title, context)
     notes = ex.render_text(input.notes, context) if input.notes else None
     owner, owner_note = task_owner(input.owner, input.account, input.fallback_owner)
     result = TaskResult(task_id=stable_id("task", input.key), title=title, owner=owner, due_at=input.due_at, owner_note=owner_note)
-    return result, with_note(notes, owner_note)
+    return result, notes
 
 
 class LocalEffects:

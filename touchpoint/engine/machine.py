@@ -138,7 +138,6 @@ class _Machine(Steps):
             where = traceback.extract_tb(exc.__traceback__)[-1]
             self._end("failed", f"internal error at {state.step or 'start'}: {type(exc).__name__}: {exc} ({where.name}:{where.lineno})")
         self.out.ended = state.ended
-        self.out.status_changed = self.out.status_changed or state.status != status
         if state.status != status or state.step != step or state.recorded != recorded:
             state.position += 1
             self.out.moved = True

@@ -59,7 +59,6 @@ class Output:
     records: list[StepRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     ended: bool = False
-    status_changed: bool = False
     moved: bool = False
     """The run's status, step or timeline changed: its projection is due."""
 

@@ -505,11 +505,6 @@ def get_run(s: Session, run_id: str) -> Run | None:
     return s.get(Run, run_id)
 
 
-def ended_run_ids(s: Session, run_ids: Sequence[str]) -> set[str]:
-    """Those of ``run_ids`` whose runs have ended (by primary key; unknown ids are not ended)."""
-    return set(s.scalars(select(Run.id).where(Run.id.in_(list(run_ids)), Run.status == "ended")))
-
-
 def list_runs(
     s: Session,
     *,
