@@ -346,12 +346,18 @@ async def test_events_runs_live_in_the_account_workflow_and_in_the_store(stack: 
         assert (run.status, run.workflow_id, run.version, run.step) == ("running", f"account/{acct}", project.playbooks[run.playbook_id].version, "steps[0]")
         assert run.scorecard == {"score": 0, "target": 80, "by_day": 90, "met": False, "milestones": {"sso": {"done": False, "day": None}}}
         assert [w["kind"] for w in run.waiting or []] == ["time", "time"]  # the wait, and the card's by_day
-    markers, kinds = await _history_kinds(stack, f"account/{acct}")
-    assert set(markers) <= {"load_context", "apply_event", "prepare_starts", "project_runs"}
-    assert markers[:2] == ["load_context", "apply_event"] and "prepare_starts" in markers
-    assert not kinds & {"start_child_workflow_execution_initiated_event_attributes", "signal_external_workflow_execution_initiated_event_attributes"}
     live = await stack.client.get_workflow_handle(f"account/{acct}").query("runs", result_type=list[RunStatus])
     assert sorted(r.playbook for r in live) == ["e", "m"] and all(r.waiting for r in live)
+    # Local activities reach the history as markers when their workflow task completes, a
+    # moment after they wrote the store: read the history once the manual start's task is in.
+    deadline = asyncio.get_running_loop().time() + 20
+    while "prepare_starts" not in (history := await _history_kinds(stack, f"account/{acct}"))[0]:
+        assert asyncio.get_running_loop().time() < deadline, f"no prepare_starts marker: {history[0]}"
+        await asyncio.sleep(0.05)
+    markers, kinds = history
+    assert set(markers) <= {"load_context", "apply_event", "prepare_starts", "project_runs"}
+    assert markers[:2] == ["load_context", "apply_event"]
+    assert not kinds & {"start_child_workflow_execution_initiated_event_attributes", "signal_external_workflow_execution_initiated_event_attributes"}
 
 
 SIDE = """\
