@@ -9,6 +9,7 @@ spread over as many simulated days.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -82,13 +83,18 @@ async def run(folder: Path | None = None) -> Scenario:
     begin = time.monotonic()
     result = simulate(playbook, account)
     in_process = time.monotonic() - begin
-    cli = [sys.executable, "-m", "touchpoint.cli.main", "simulate", str(playbook), "--account", str(account), "--json"]
-    walls = []
-    for _ in range(3):
-        begin = time.monotonic()
-        subprocess.run(cli, check=True, capture_output=True)
-        walls.append(time.monotonic() - begin)
-    wall = sorted(walls)[1]
+    # The `touchpoint` console script, as people run it, with a cache folder of its own: the
+    # first run fills the CLI's cache (`touchpoint.cache`), the next ones are runs while writing.
+    script = Path(sys.executable).with_name("touchpoint")
+    cli = [str(script), "simulate", str(playbook), "--account", str(account), "--json"]
+    with tempfile.TemporaryDirectory(prefix="touchpoint-bench-cache-") as cache_dir:
+        env = {**os.environ, "TOUCHPOINT_CACHE_DIR": cache_dir}
+        walls = []
+        for _ in range(6):
+            begin = time.monotonic()
+            subprocess.run(cli, check=True, capture_output=True, env=env)
+            walls.append(time.monotonic() - begin)
+    cold, wall = walls[0], sorted(walls[1:])[2]
     begin = time.monotonic()
     await simulate_on_server(playbook, account)
     on_server = time.monotonic() - begin
@@ -100,7 +106,8 @@ async def run(folder: Path | None = None) -> Scenario:
         f"Simulation of {playbook.name} ({steps} steps, {len(result.records)} timeline entries, {days} days) for {account.name}",
         "< 0.5 s wall time for `touchpoint simulate`, process start included",
     )
-    scenario.figures.append(Figure("wall time (CLI, median of 3)", "s", round(wall, 3), round(bare, 3), "lower"))
+    scenario.figures.append(Figure("wall time (CLI, median of 5 after the first)", "s", round(wall, 3), round(bare, 3), "lower"))
+    scenario.figures.append(Figure("wall time (CLI, first run, empty cache)", "s", round(cold, 3), round(bare, 3), "lower"))
     scenario.figures.append(Figure("wall time (in-process)", "s", round(in_process, 3), round(bare, 3), "lower"))
     scenario.figures.append(Figure("wall time (time-skipping server)", "s", round(on_server, 3), round(bare, 3), "lower"))
     scenario.met = wall < 0.5

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,6 +31,10 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 # Worker and API processes that tests start (`python worker.py`, `touchpoint worker`) need a
 # secret key, as in production; tests of the refusal remove it from their process's environment.
 os.environ.setdefault("TOUCHPOINT_SECRET_KEY", "test-only-" + uuid.uuid4().hex + uuid.uuid4().hex)
+# The CLI's cache of checked and compiled templates (`touchpoint.cache`): one fresh folder per
+# test session, never the user's own.
+os.environ["TOUCHPOINT_CACHE_DIR"] = tempfile.mkdtemp(prefix="touchpoint-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TOUCHPOINT_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")

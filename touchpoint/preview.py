@@ -30,7 +30,8 @@ from touchpoint.dsl.schema import (
     Workspace,
     is_address,
 )
-from touchpoint.dsl.validate import LoadedPlaybook, template_files
+from touchpoint.dsl.templates import template_files
+from touchpoint.dsl.validate import LoadedPlaybook
 from touchpoint.dsl.walk import all_steps, step_name
 from touchpoint.dsl.yamlpos import Path as YPath
 

@@ -39,7 +39,13 @@ def validate(
     targets: list[Path] = typer.Argument(None, help="Playbook folders or files (default: ./playbooks)."),
 ) -> None:
     """Check playbooks, workspace.yaml, health.yaml and templates without a server."""
-    targets = targets or [Path("playbooks")]
+    from touchpoint import cache
+
+    with cache.using():  # template checks of files unchanged since an earlier run
+        _validate(targets or [Path("playbooks")])
+
+
+def _validate(targets: list[Path]) -> None:
     problems: list[Problem] = []
     summaries: list[str] = []
     for target in targets:

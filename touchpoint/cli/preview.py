@@ -30,6 +30,7 @@ def preview(
     Files go to OUT/<account id>/<step>.<locale>.html and .txt; each row names the contacts who
     receive that locale variant.
     """
+    from touchpoint import cache
     from touchpoint.config import ConfigError, load_settings
     from touchpoint.dsl.errors import ContractError
     from touchpoint.dsl.validate import load_project
@@ -43,7 +44,8 @@ def preview(
     if not account.is_file():
         err.print(f"[red]error:[/] {account}: no such account file")
         raise typer.Exit(2)
-    project = load_project(playbook_file)
+    with cache.using():  # template checks and compiled templates from earlier runs
+        project = load_project(playbook_file)
     if project.problems or not project.playbooks:
         for problem in project.problems:
             console.print(str(problem), markup=False, soft_wrap=True)
@@ -93,19 +95,20 @@ def preview(
         except ValueError as exc:
             err.print(f"[red]error:[/] {exc}", markup=False)
             raise typer.Exit(1) from None
-    result = preview_playbook(
-        loaded,
-        doc,
-        project.workspace,
-        project.templates_dir,
-        out,
-        unsubscribe_base=settings.public_url,
-        secret_key=settings.secret_key.get_secret_value(),
-        send_to=send_to,
-        backend=backend,
-        book=book,
-        changes=changes,
-    )
+    with cache.using():
+        result = preview_playbook(
+            loaded,
+            doc,
+            project.workspace,
+            project.templates_dir,
+            out,
+            unsubscribe_base=settings.public_url,
+            secret_key=settings.secret_key.get_secret_value(),
+            send_to=send_to,
+            backend=backend,
+            book=book,
+            changes=changes,
+        )
     if as_json:
         for email in result.emails:
             item = {

@@ -52,8 +52,11 @@ def simulate(
             for text in sim.warnings:
                 warn(text)
         else:
+            from touchpoint import cache
+
             tz = _zone_of(playbook_file, account)
-            sim = run_simulation(playbook_file, account, events_file=events, start=begin, days=days, trigger_data=data, sink=stream if as_json else None, warn=warn)
+            with cache.using():  # checked templates and holiday calendars from earlier runs
+                sim = run_simulation(playbook_file, account, events_file=events, start=begin, days=days, trigger_data=data, sink=stream if as_json else None, warn=warn)
     except ContractError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False, soft_wrap=True)

@@ -20,8 +20,9 @@ Expressions (`when:`, `goal`, ...) and templates (email files, task titles, ...)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
+from types import CodeType
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, Undefined, nodes
@@ -297,10 +298,29 @@ class TouchpointEnvironment(ImmutableSandboxedEnvironment):
 
 _EXPRESSION_ENV: TouchpointEnvironment | None = None
 
+#: Where a command keeps compiled expressions between its runs (`touchpoint.cache.using` sets
+#: it): ``code_store(text, compile)`` answers the code for ``text``. None in workers and the API.
+code_store: Callable[[str, Callable[[], CodeType]], CodeType] | None = None
+
+
+class _ExpressionEnvironment(TouchpointEnvironment):
+    """The expression environment: its compiled code may come from the CLI's cache."""
+
+    def compile(self, source: Any, name: str | None = None, filename: str | None = None, raw: bool = False, defer_init: bool = False) -> Any:
+        """Compile as Jinja2 does; while a command's cache is in use, once per text across runs."""
+        if raw:
+            return super().compile(source, name, filename, raw=True, defer_init=defer_init)
+        store = code_store
+        if store is None or name is not None or filename is not None or defer_init:
+            return super().compile(source, name, filename, defer_init=defer_init)
+        # An expression arrives as a tree (its repr holds every field), an inline text as text.
+        text = source if isinstance(source, str) else f"tree:{source!r}"
+        return store(text, lambda: super(_ExpressionEnvironment, self).compile(source))
+
 
 def expression_environment() -> TouchpointEnvironment:
     """The shared environment for expressions and inline text templates (no file loader)."""
     global _EXPRESSION_ENV
     if _EXPRESSION_ENV is None:
-        _EXPRESSION_ENV = TouchpointEnvironment(autoescape=False)
+        _EXPRESSION_ENV = _ExpressionEnvironment(autoescape=False)
     return _EXPRESSION_ENV

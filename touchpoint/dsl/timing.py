@@ -5,7 +5,7 @@ Workflows call these with the run's clock, so they must stay deterministic: no I
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -21,11 +21,19 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+#: Where a command keeps holiday calendars between runs (`touchpoint.cache.enable` sets it); None
+#: in workers, the API and workflow code, which compute them in memory.
+calendar_store: Callable[[str, int, Callable[[], frozenset[date]]], frozenset[date]] | None = None
+
+
 @lru_cache(maxsize=256)
 def _holiday_calendar(country: str, year: int) -> frozenset[date]:
-    import holidays as holidays_pkg  # passed through the workflow sandbox by the worker
+    def compute() -> frozenset[date]:
+        import holidays as holidays_pkg  # passed through the workflow sandbox by the worker
 
-    return frozenset(holidays_pkg.country_holidays(country, years=year).keys())
+        return frozenset(holidays_pkg.country_holidays(country, years=year).keys())
+
+    return compute() if calendar_store is None else calendar_store(country, year, compute)
 
 
 def is_holiday(day: date, country: str | None, listed: tuple[str, ...]) -> bool:

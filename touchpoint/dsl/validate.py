@@ -8,11 +8,9 @@ field names. `samples/` and `templates/` are not playbooks.
 
 from __future__ import annotations
 
-import bisect
 import difflib
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,14 +19,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, TemplateSyntaxError, nodes
-from jinja2.exceptions import TemplateError
 from pydantic import BaseModel, ValidationError
 
 from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.durations import format_duration
 from touchpoint.dsl.errors import ContractError, Problem
-from touchpoint.dsl.sandbox import TouchpointEnvironment
 from touchpoint.dsl.schema import (
     INTERNAL_RECIPIENTS,
     SCHEDULE_STEP_KINDS,
@@ -53,12 +48,13 @@ from touchpoint.dsl.schema import (
     is_address,
     step_kind,
 )
+from touchpoint.dsl.templates import Templates
+from touchpoint.dsl.templates import rel as _rel
 from touchpoint.dsl.walk import all_steps, count_steps
 from touchpoint.dsl.yamlpos import Path as YPath
 from touchpoint.dsl.yamlpos import Positions, format_path, load_yaml
 
 SPECIAL_FILES = ("workspace.yaml", "health.yaml")
-TEMPLATE_PARTS = ("subject", "html", "txt")
 
 
 @dataclass
@@ -128,7 +124,7 @@ def load_project(target: Path | str, *, only: Iterable[Path] | None = None) -> P
         _check_health(health, root / "health.yaml", health_positions, problems)
     # One view of templates/ for this load: listed once and each file read once, however many
     # playbooks, steps and locales use it. Nothing outlives the call, so nothing goes stale.
-    templates = _Templates(project.templates_dir)
+    templates = Templates(project.templates_dir)
 
     loaded: list[LoadedPlaybook] = []
     for file in files:
@@ -159,15 +155,15 @@ def load_project(target: Path | str, *, only: Iterable[Path] | None = None) -> P
 
 def template_closure(playbook: Playbook, templates_dir: Path) -> dict[str, str]:
     """Every template file a playbook may use: its email parts and their layouts and partials."""
-    return _closure(playbook, _Templates(templates_dir))
+    return _closure(playbook, Templates(templates_dir))
 
 
 def playbook_version(playbook: Playbook, templates_dir: Path) -> str:
     """A short content hash of a playbook and every template file it may use (layouts too)."""
-    return _version(playbook, _Templates(templates_dir))
+    return _version(playbook, Templates(templates_dir))
 
 
-def _closure(playbook: Playbook, templates: _Templates) -> dict[str, str]:
+def _closure(playbook: Playbook, templates: Templates) -> dict[str, str]:
     pending = sorted(
         path.name
         for name in {s.email.template for _, s in all_steps(playbook) if isinstance(s, EmailStep)}
@@ -184,7 +180,7 @@ def _closure(playbook: Playbook, templates: _Templates) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-def _version(playbook: Playbook, templates: _Templates) -> str:
+def _version(playbook: Playbook, templates: Templates) -> str:
     digest = hashlib.sha256(json.dumps(playbook.model_dump(mode="json"), sort_keys=True).encode())
     for name, source in _closure(playbook, templates).items():
         digest.update(name.encode() + b"\0" + source.encode())
@@ -206,13 +202,6 @@ def _peek_id(file: Path) -> str:
     except OSError:
         return ""
     return str(data.get("playbook", "")) if isinstance(data, dict) else ""
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 # ---------------------------------------------------------------------------- schema + positions
@@ -423,14 +412,23 @@ def _holiday_countries() -> tuple[str, ...]:
     # Imported here, not in the model: workflows decode Workspace often. The registry lists the
     # same codes as `list_supported_countries()`, which also imports every country's module to
     # list its subdivisions (~0.1 s).
+    from touchpoint import cache
+
+    name = cache.key("holiday-countries") if cache.folder() else ""
+    stored = cache.read_json("holidays", name) if name else None
+    if isinstance(stored, list):
+        return tuple(str(code) for code in stored)
     try:
         from holidays.registry import EntityLoader
 
-        return tuple(sorted(EntityLoader.get_country_codes(include_aliases=True)))
+        codes = tuple(sorted(EntityLoader.get_country_codes(include_aliases=True)))
     except (ImportError, AttributeError):  # a holidays release without the registry
         import holidays as holidays_pkg
 
-        return tuple(sorted(holidays_pkg.list_supported_countries()))
+        codes = tuple(sorted(holidays_pkg.list_supported_countries()))
+    if name:
+        cache.write_json("holidays", name, list(codes))
+    return codes
 
 
 def _check_workspace(ws: Workspace, file: Path, positions: Positions, problems: list[Problem]) -> None:
@@ -457,7 +455,7 @@ def _check_health(health: HealthModel, file: Path, positions: Positions, problem
         check.add(("tiers",), "`yellow` must not be above `green`")
 
 
-def _check_playbook(lp: LoadedPlaybook, project: Project, templates: _Templates, playbook_ids: set[str], problems: list[Problem]) -> None:
+def _check_playbook(lp: LoadedPlaybook, project: Project, templates: Templates, playbook_ids: set[str], problems: list[Problem]) -> None:
     pb, check = lp.playbook, _Checker(lp.file, lp.positions, problems)
     schedule = pb.trigger_kind == "schedule"
     names = ex.scope(schedule=schedule)
@@ -510,7 +508,7 @@ def _check_step(
     path: YPath,
     pb: Playbook,
     project: Project,
-    templates: _Templates,
+    templates: Templates,
     playbook_ids: set[str],
     roles: tuple[str, ...],
     names: Mapping[str, ex.Shape],
@@ -600,131 +598,7 @@ def _strings(value: Any, path: YPath) -> Iterator[tuple[YPath, str]]:
 # ---------------------------------------------------------------------------- email templates
 
 
-_TEMPLATE_ENVS: dict[Path, TouchpointEnvironment] = {}
-
-
-def template_environment(templates_dir: Path) -> TouchpointEnvironment:
-    """A file-loading environment for a templates folder (parsing only: no autoescape needed)."""
-    env = _TEMPLATE_ENVS.get(templates_dir)
-    if env is None:
-        env = TouchpointEnvironment(loader=FileSystemLoader(str(templates_dir)), autoescape=False)
-        _TEMPLATE_ENVS[templates_dir] = env
-    return env
-
-
-def template_files(templates_dir: Path, name: str) -> dict[str, list[Path]]:
-    """The files of an email template by part, the plain one first, then locale variants."""
-    return _Templates(templates_dir).files(name)
-
-
-@dataclass(frozen=True)
-class _TemplateCheck:
-    """What one template file says whichever step uses it: (line, message) problems, and the
-    existing files it extends, includes or imports."""
-
-    problems: tuple[tuple[int, str], ...]
-    references: tuple[tuple[str, int], ...] = ()
-
-
-class _Templates:
-    """One load's view of a templates folder.
-
-    Each folder is listed once (globbing it per template and part was a third of validation's
-    time on 100 playbooks), each file is read once, and each file is checked once per kind of
-    scope, however many steps, playbooks and locales use it. An instance lives for one
-    `load_project` call, so a file changed between two calls is always read again.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._listings: dict[Path, list[str]] = {}
-        self._texts: dict[str, str] = {}
-        self._checks: dict[tuple[str, bool], _TemplateCheck] = {}
-
-    def listing(self, folder: Path) -> list[str]:
-        """The names in ``folder``, sorted (empty when it is missing)."""
-        names = self._listings.get(folder)
-        if names is None:
-            try:
-                with os.scandir(folder) as entries:
-                    names = sorted(entry.name for entry in entries)
-            except OSError:
-                names = []
-            self._listings[folder] = names
-        return names
-
-    def files(self, name: str) -> dict[str, list[Path]]:
-        """The files of template ``name`` by part: what globbing ``{name}.*.{part}.j2`` finds."""
-        sub, _, base = name.rpartition("/")
-        folder = self.folder / sub if sub else self.folder
-        listing = self.listing(folder)
-        # The names starting with `{base}.` sit together in the sorted listing. Template names
-        # hold no glob wildcards, so `{base}.*.{part}.j2` is that prefix plus a suffix.
-        prefix = f"{base}."
-        start = bisect.bisect_left(listing, prefix)
-        end = start
-        while end < len(listing) and listing[end].startswith(prefix):
-            end += 1
-        found: dict[str, list[Path]] = {part: [] for part in TEMPLATE_PARTS}
-        for part in TEMPLATE_PARTS:
-            plain = self.folder / f"{name}.{part}.j2"
-            if plain.exists():
-                found[part].append(plain)
-            suffix = f".{part}.j2"
-            variants = (folder / entry for entry in listing[start:end] if entry.endswith(suffix) and len(entry) >= len(prefix) + len(suffix))
-            found[part].extend(sorted(p for p in variants if p != plain and p.name.count(".") == name.count(".") + 3))
-        return found
-
-    def read(self, name: str) -> str:
-        """The text of ``name`` in the folder.
-
-        Raises:
-            OSError: it cannot be read (``FileNotFoundError`` when it does not exist).
-        """
-        text = self._texts.get(name)
-        if text is None:
-            text = self._texts[name] = (self.folder / name).read_text(encoding="utf-8")
-        return text
-
-    def check(self, name: str, *, schedule: bool) -> _TemplateCheck:
-        """Parse and compile ``name``, check the names it uses, and find the files it references."""
-        key = (name, schedule)
-        found = self._checks.get(key)
-        if found is None:
-            found = self._checks[key] = self._check(name, schedule)
-        return found
-
-    def _check(self, name: str, schedule: bool) -> _TemplateCheck:
-        tdir = self.folder
-        env = template_environment(tdir)
-        try:
-            source = self.read(name)
-            ast = env.parse(source, name=name, filename=str(tdir / name))
-            # Generating the Python source finds what compiling does (unknown filters and
-            # tests, ...); `raw=True` skips byte-compiling it, which only rendering needs.
-            env.compile(ast, name=name, filename=str(tdir / name), raw=True)
-        except FileNotFoundError:
-            return _TemplateCheck(((1, "template file not found"),))
-        except TemplateSyntaxError as exc:
-            return _TemplateCheck(((exc.lineno or 1, f"{exc.message}"),))
-        except TemplateError as exc:
-            return _TemplateCheck(((1, f"{exc}"),))
-        except (ValueError, OverflowError, RecursionError):  # a number literal past Python's limit, deep nesting
-            return _TemplateCheck(((1, "the template nests too deeply or holds a number too long to read"),))
-        names = ex.scope(schedule=schedule, email=True)
-        problems = [(problem.line, problem.message) for problem in ex.check_ast(ast, names, kind="template")]
-        references: list[tuple[str, int]] = []
-        for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-            target = getattr(node, "template", None)
-            if isinstance(target, nodes.Const) and isinstance(target.value, str):
-                if not (tdir / target.value).exists():
-                    problems.append((node.lineno, f"`{target.value}` not found in {_rel(tdir)}"))
-                else:
-                    references.append((target.value, node.lineno))
-        return _TemplateCheck(tuple(problems), tuple(references))
-
-
-def _check_email_template(name: str, path: YPath, templates: _Templates, schedule: bool, check: _Checker) -> None:
+def _check_email_template(name: str, path: YPath, templates: Templates, schedule: bool, check: _Checker) -> None:
     tdir = templates.folder
     files = templates.files(name)
     for part in ("subject", "html"):
@@ -740,7 +614,7 @@ def _check_email_template(name: str, path: YPath, templates: _Templates, schedul
 
 
 def _check_template_file(
-    name: str, templates: _Templates, schedule: bool, check: _Checker, step_path: YPath, seen: set[str], chain: tuple[str, ...] = ()
+    name: str, templates: Templates, schedule: bool, check: _Checker, step_path: YPath, seen: set[str], chain: tuple[str, ...] = ()
 ) -> None:
     if name in seen:
         return

@@ -20,6 +20,7 @@ from jinja2.exceptions import SecurityError
 from markupsafe import escape
 from pydantic import BaseModel, ConfigDict
 
+from touchpoint import cache
 from touchpoint.dsl import bounds
 from touchpoint.email.errors import TemplateNotFound, TemplateRenderError
 from touchpoint.email.html_text import html_to_text
@@ -119,10 +120,15 @@ def _autoescape(template_name: str | None) -> bool:
     return template_name is not None and template_name.lower().endswith(_HTML_SUFFIXES)
 
 
+_COMPILED = cache.CompiledTemplates()
+
+
 @functools.lru_cache(maxsize=32)
 def _environment_for(root: str) -> TouchpointEnvironment:
     return TouchpointEnvironment(
         loader=jinja2.FileSystemLoader(root),
+        # The CLI's cache keeps compiled templates between its runs (off in workers and the API).
+        bytecode_cache=_COMPILED,
         autoescape=_autoescape,
         # Tags on their own line leave no stray blank lines in text parts.
         trim_blocks=True,
