@@ -20,8 +20,8 @@ from sqlalchemy import and_, exists, insert, select
 from sqlalchemy.orm import Session, aliased
 
 from .columns import UTC, jsonable
+from .common import CONTACT_FIELDS
 from .models import Account, Contact, HealthScore
-from .repo import CONTACT_FIELDS
 
 
 @dataclass

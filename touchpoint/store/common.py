@@ -1,0 +1,97 @@
+"""Helpers shared by the store's query modules: idempotent inserts, time and field checks.
+
+Every function takes a ``Session`` and leaves the transaction to the caller; see `repo`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+from .columns import UTC
+from .models import (
+    Base,
+)
+
+LedgerStatus = Literal["reserved", "done", "failed", "skipped"]
+SuppressionReason = Literal["unsubscribed", "bounced", "spamreport", "manual"]
+
+CONTACT_FIELDS = ("email", "name", "role", "locale", "timezone", "country")
+LEDGER_STATUSES = ("reserved", "done", "failed", "skipped")
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "spamreport", "manual")
+
+_M = TypeVar("_M", bound=Base)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def insert_ignore(s: Session, table: type[Base] | Table, values: Mapping[str, Any]) -> bool:
+    """Insert a row unless it would violate a unique key (``INSERT ... ON CONFLICT DO NOTHING``).
+
+    Column defaults (ids, timestamps) apply as for a normal insert.
+
+    Args:
+        s: The session whose transaction the insert joins.
+        table: A model class or a ``Table``.
+        values: Column name to value.
+
+    Returns:
+        True if the row was inserted, False if a conflicting row already existed.
+    """
+    tbl = table if isinstance(table, Table) else cast(Table, table.__table__)
+    dialect = s.get_bind().dialect.name
+    stmt: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        stmt = postgresql.insert(tbl).values(dict(values)).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(tbl).values(dict(values)).on_conflict_do_nothing()
+    else:
+        raise ValueError(f"insert_ignore supports sqlite and postgresql, not {dialect!r}")
+    # Without preserve_rowcount, drivers may report -1 for an INSERT.
+    result = cast(CursorResult[Any], s.execute(stmt, execution_options={"preserve_rowcount": True}))
+    return result.rowcount == 1
+
+
+def normalize_email(email: str) -> str:
+    """The form in which the store keeps and compares email addresses."""
+    return email.strip().lower()
+
+
+def _aware(value: dt.datetime, what: str) -> dt.datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{what} must be timezone-aware, got naive {value.isoformat()}: "
+            "use e.g. datetime.now(UTC) or value.replace(tzinfo=UTC)"
+        )
+    return value.astimezone(UTC)
+
+
+def _check_fields(model: type[Base], fields: Mapping[str, Any]) -> None:
+    known = set(model.__table__.columns.keys())
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown {model.__name__} field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+        )
+
+
+def _add_once(s: Session, model: type[_M], fields: Mapping[str, Any]) -> _M:
+    # A retried activity passes the same ledger key: hand back the row it stored the first time.
+    _check_fields(model, fields)
+    key = fields.get("ledger_key")
+    if key is not None:
+        column = model.__table__.columns["ledger_key"]
+        existing = s.scalars(select(model).where(column == key)).first()
+        if existing is not None:
+            return existing
+    row = model(**fields)
+    s.add(row)
+    s.flush()
+    return row
