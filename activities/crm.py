@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.render import context_of, render
+from activities.store import write_carried
 from touchpoint.dsl.expressions import ExpressionError
 from touchpoint.dsl.runtime import EffectInput, EffectResult, NoteInput, TaskInput, TaskResult, UpdateInput
 from touchpoint.engine.effects import task_result, update_values
@@ -50,6 +51,7 @@ class CrmActivities:
         owner's email, the task is created again for the fallback owner (or unassigned
         without one), and its notes say so.
         """
+        await write_carried(self.deps, input)
         try:
             planned, notes = task_result(input)
         except ExpressionError as exc:
@@ -127,6 +129,7 @@ class CrmActivities:
     @activity.defn(name=names.ADD_NOTE)
     async def add_note(self, input: NoteInput) -> EffectResult:
         """Log a note on the account's timeline once per ledger key."""
+        await write_carried(self.deps, input)
         text = render(input.text, context_of(input))
         note_id = stable_id("note", input.key)
         if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
@@ -149,6 +152,7 @@ class CrmActivities:
     @activity.defn(name=names.UPDATE_FIELDS)
     async def update_fields(self, input: UpdateInput) -> EffectResult:
         """Write account fields (mapped through `crm.fields`) once per ledger key."""
+        await write_carried(self.deps, input)
         try:
             fields = update_values(input.fields, context_of(input))
         except ExpressionError as exc:

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.render import context_of
+from activities.store import write_carried
 from touchpoint.dsl.runtime import Recipient, ReserveSlotInput, SendEmailInput, SendEmailResult
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, write_tx
@@ -94,6 +95,7 @@ class EmailActivities:
     @activity.defn(name=names.SEND_EMAIL)
     async def send_email(self, input: SendEmailInput) -> SendEmailResult:
         """Render and send one email to one recipient, once."""
+        await write_carried(self.deps, input)
         return await self.deliver(input)
 
     async def deliver(self, input: SendEmailInput, context: dict[str, Any] | None = None) -> SendEmailResult:

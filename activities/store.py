@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities.deps import Deps
-from touchpoint.dsl.runtime import EventIn, initial_scorecard
+from touchpoint.dsl.runtime import EffectInput, EventIn, initial_scorecard
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.store import Event, repo, utcnow
 from workflows import names
@@ -189,6 +189,13 @@ class AccountActivities:
     async def project_runs(self, input: ProjectRuns) -> None:
         """Where runs stand, and their new timeline lines (idempotent)."""
         await self.deps.db(lambda s: project_runs(s, input.runs))
+
+
+async def write_carried(deps: Deps, input: EffectInput) -> None:
+    """The run projections an effect carries (`EffectInput.projections`), before its own work:
+    an activation that starts an effect needs no store step of its own for the runs that moved."""
+    if input.projections and not input.simulation:
+        await deps.db(lambda s: project_runs(s, input.projections))
 
 
 def project_runs(s: Session, projections: list[RunProjection]) -> None:

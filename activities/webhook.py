@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.render import context_of, render, render_tree, resolve_secrets
+from activities.store import write_carried
 from touchpoint.dsl.runtime import EffectResult, WebhookInput
 from touchpoint.observability.metrics import provider_call
 from touchpoint.store import repo
@@ -36,6 +37,7 @@ class WebhookActivities:
     @activity.defn(name=names.CALL_WEBHOOK)
     async def call_webhook(self, input: WebhookInput) -> EffectResult:
         """POST (or the given method) once per ledger key; retry on 429/5xx honouring Retry-After."""
+        await write_carried(self.deps, input)
         return await self.deliver(input, context_of(input))
 
     async def deliver(self, input: WebhookInput, context: dict[str, Any]) -> EffectResult:

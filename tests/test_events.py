@@ -360,6 +360,40 @@ async def test_events_runs_live_in_the_account_workflow_and_in_the_store(stack: 
     assert not kinds & {"start_child_workflow_execution_initiated_event_attributes", "signal_external_workflow_execution_initiated_event_attributes"}
 
 
+CARRIED = """\
+playbook: carried
+trigger: {event: x.happened}
+steps:
+  - note: {text: "hello {{ account.name }}"}
+    id: hello
+  - wait: 3d
+    id: later
+"""
+
+
+async def test_events_projections_ride_on_the_effect_an_activation_starts(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
+    """The activation that starts a side effect writes no store step of its own: the effect's
+    activity writes where the runs stand first. A run parked in a wait (no effect) takes one."""
+    import json
+
+    deploy(stack, folder, {"carried.yaml": CARRIED})
+    acct = uid()
+    await api.put(f"/accounts/{acct}", json=account(acct))
+    assert (await api.post("/events", json={"type": "x.happened", "account_id": acct})).status_code == 202
+    run = await eventually(stack, lambda s: (rows := repo.list_runs(s, account_id=acct)) and rows[0].step == "later" and rows[0])
+    with stack.deps.sessions() as s:
+        assert [step.action for step in repo.run_steps(s, run.id)][:1] == ["note"]
+    deadline = asyncio.get_running_loop().time() + 20
+    while "project_runs" not in (history := await _history_kinds(stack, f"account/{acct}"))[0]:
+        assert asyncio.get_running_loop().time() < deadline, f"no project_runs marker: {history[0]}"
+        await asyncio.sleep(0.05)
+    assert history[0] == ["load_context", "apply_event", "apply_event", "project_runs"]
+    events = (await stack.client.get_workflow_handle(f"account/{acct}").fetch_history()).events
+    (note,) = [e.activity_task_scheduled_event_attributes for e in events if e.HasField("activity_task_scheduled_event_attributes")]
+    carried = json.loads(note.input.payloads[0].data)["projections"]
+    assert [(p["run_id"], p["step"], p["status"]) for p in carried] == [(run.id, "hello", "running")]
+
+
 SIDE = """\
 playbook: {name}
 trigger: {{event: {event}}}

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from touchpoint.dsl import expressions as ex
     from touchpoint.dsl.durations import parse_duration
     from touchpoint.dsl.runtime import (
+        EffectInput,
         EffectResult,
         EventIn,
         RunResult,
@@ -92,6 +93,7 @@ class AccountWorkflow:
         self.programs: dict[str, Program] = {}
         self.inbox: list[tuple[str, machine.Input]] = []
         self.inflight = 0
+        self.unstarted = 0  # effect batches created that will carry the projections of moved runs
         self.effects: list[asyncio.Task[None]] = []
         self.timelines: dict[str, list[StepRecord]] = {}
         self.unprojected: dict[str, list[StepRecord]] = {}
@@ -461,11 +463,13 @@ class AccountWorkflow:
                 self.state.starts.append(effect.input)
         if effects:
             self.inflight += 1
+            self.unstarted += any(isinstance(e.input, EffectInput) for e in effects)
             self.effects = [t for t in self.effects if not t.done()]
             self.effects.append(asyncio.create_task(self._perform(run.run_id, effects)))
 
     async def _perform(self, run_id: str, effects: list[Effect]) -> None:
         """One run's batch of effects, concurrently; answers reach the run in the order asked."""
+        effects = self._carrying(effects)
         try:
             answers = await asyncio.gather(*(self._call(effect) for effect in effects))
             self.inbox.extend((run_id, answer) for answer in answers)
@@ -494,12 +498,30 @@ class AccountWorkflow:
         self.moved.clear()
         return found
 
+    def _carrying(self, effects: list[Effect]) -> list[Effect]:
+        """The batch, its first side effect carrying the projections of the runs that moved: the
+        activity writes them before its own work, so this activation needs no store step."""
+        for i, effect in enumerate(effects):
+            if isinstance(effect.input, EffectInput):
+                self.unstarted -= 1
+                if not self.moved or self.state.simulation:
+                    return effects
+                carried = effect.input.model_copy(update={"projections": self._take_projections()})
+                return [*effects[:i], effect.model_copy(update={"input": carried}), *effects[i + 1 :]]
+        return effects
+
     async def _flush(self) -> None:
-        """Project the runs that moved (one local activity), then let go of the ended ones."""
+        """Project the runs that moved, then let go of the ended ones.
+
+        The projections ride on an effect this activation starts when there is one (see
+        `_carrying`); else, or when a run ended, one local activity writes them.
+        """
         ended = [run for run in self.state.runs.values() if run.ended]
-        if self.moved and not self.state.simulation:
+        deferred = self.unstarted > 0 and not any(run.run_id in self.moved for run in ended)
+        if self.moved and not self.state.simulation and not deferred:
             await workflow.execute_local_activity(names.PROJECT_RUNS, ProjectRuns(runs=self._take_projections()), **STORE_OPTIONS)
-        self.moved.clear()
+        if self.state.simulation or not deferred:
+            self.moved.clear()
         for run in ended:
             del self.state.runs[run.run_id]
             self.unprojected.pop(run.run_id, None)

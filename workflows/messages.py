@@ -10,11 +10,11 @@ each run stands for `touchpoint status`, the console and analytics.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from touchpoint.dsl.runtime import Data, EventIn, StartRequest, StepRecord
+from touchpoint.dsl.runtime import Data, EventIn, RunProjection, StartRequest
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.engine.state import RunState
 
@@ -140,27 +140,6 @@ class PlannedStart(Data):
     started_at: datetime
     event: EventIn
     """What starts it (the triggering event, or a manual start)."""
-
-
-class RunProjection(Data):
-    """Where a run stands, for the store's `runs` row, and its new timeline lines."""
-
-    run_id: str
-    workflow_id: str
-    playbook: str
-    version: str
-    account_id: str | None
-    status: Literal["running", "paused", "ended"]
-    step: str | None = None
-    outcome: str | None = None
-    started_at: datetime
-    ended_at: datetime | None = None
-    vars: dict[str, Any] = Field(default_factory=dict)
-    scorecard: dict[str, Any] | None = None
-    paused_reason: str | None = None
-    waiting: list[dict[str, Any]] = Field(default_factory=list)
-    position: int = 0
-    records: list[StepRecord] = Field(default_factory=list)
 
 
 class StoreStep(Data):

@@ -105,6 +105,27 @@ class RunResult(Data):
 # ---------------------------------------------------------------------------- activity I/O
 
 
+class RunProjection(Data):
+    """Where a run stands, for the store's `runs` row, and its new timeline lines."""
+
+    run_id: str
+    workflow_id: str
+    playbook: str
+    version: str
+    account_id: str | None
+    status: Literal["running", "paused", "ended"]
+    step: str | None = None
+    outcome: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] | None = None
+    paused_reason: str | None = None
+    waiting: list[dict[str, Any]] = Field(default_factory=list)
+    position: int = 0
+    records: list[StepRecord] = Field(default_factory=list)
+
+
 class EffectInput(Data):
     """What every side-effect activity gets: the ledger key, who/where, and the render context."""
 
@@ -119,6 +140,9 @@ class EffectInput(Data):
     writes_timeline: bool = False
     """The activity writes the run's timeline line itself (schedule runs); account-hosted runs
     project their timeline from the interpreter instead."""
+    projections: list[RunProjection] = Field(default_factory=list)
+    """Where the account's runs stand, written by the activity before its own work: the store
+    step of an activation that starts an effect rides on that effect (no local activity)."""
 
 
 class SendEmailInput(EffectInput):
