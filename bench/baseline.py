@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity, workflow
-from temporalio.client import Client
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 OPTIONS: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=30)}
 
@@ -32,9 +30,11 @@ class BareEnroll:
 
 @workflow.defn(name="BareAccount")
 class BareAccount:
-    """Touchpoint's shape at its barest: one workflow per account, signalled-with-start by each
-    event, whose one local activity records the event and starts a `BareEnroll` for it. It never
-    ends (an account workflow waits for the next event)."""
+    """Touchpoint's shape with nothing of Touchpoint in it: one workflow per account,
+    signalled-with-start by each event, doing per event what the account workflow does for a new
+    account's enrollment: two store steps as local activities (read the context, record the
+    event), the two side effects as activities, and one more local activity (the run's final
+    projection). It never ends (an account workflow waits for the next event)."""
 
     def __init__(self) -> None:
         self.pending: list[str] = []
@@ -47,7 +47,13 @@ class BareAccount:
     async def run(self) -> None:
         while True:
             await workflow.wait_condition(lambda: bool(self.pending))
-            await workflow.execute_local_activity("bare_start", self.pending.pop(0), **OPTIONS)
+            key = self.pending.pop(0)
+            started = workflow.now().isoformat()
+            await workflow.execute_local_activity("bare_mark", args=[key, "context", started, None], **OPTIONS)
+            await workflow.execute_local_activity("bare_event", key, **OPTIONS)
+            await workflow.execute_activity("bare_effect", args=[key, "email"], **OPTIONS)
+            await workflow.execute_activity("bare_effect", args=[key, "task"], **OPTIONS)
+            await workflow.execute_local_activity("bare_mark", args=[key, "ended", started, workflow.now().isoformat()], **OPTIONS)
 
 
 @workflow.defn(name="BarePark")
@@ -80,9 +86,8 @@ class BareJourney:
 class BareActivities:
     """Writes one row per activity to ``database`` (created on first use, WAL mode)."""
 
-    def __init__(self, database: Path, client: Client | None = None) -> None:
+    def __init__(self, database: Path) -> None:
         self.database = database
-        self.client = client
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=wal")
             conn.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT, kind TEXT, PRIMARY KEY (key, kind))")
@@ -112,17 +117,10 @@ class BareActivities:
             self._write, "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)", (key, status, started_at, ended_at)
         )
 
-    @activity.defn(name="bare_start")
-    async def bare_start(self, key: str) -> None:
-        """Record an account's event, then start its `BareEnroll` (eagerly, as Touchpoint does)."""
-        assert self.client is not None, "bare_start needs the worker's client"
+    @activity.defn(name="bare_event")
+    async def bare_event(self, key: str) -> None:
+        """Record an account's event."""
         await asyncio.to_thread(self._write, "INSERT OR IGNORE INTO events VALUES (?)", (key,))
-        try:
-            await self.client.start_workflow(
-                "BareEnroll", key, id=f"bare/{key}", task_queue=activity.info().task_queue, request_eager_start=True
-            )
-        except WorkflowAlreadyStartedError:
-            pass  # a retried local activity
 
     @activity.defn(name="bare_noop")
     async def bare_noop(self, index: int) -> int:
@@ -131,7 +129,7 @@ class BareActivities:
 
     def all(self) -> list[Any]:
         """Every activity, for a worker."""
-        return [self.bare_effect, self.bare_mark, self.bare_start, self.bare_noop]
+        return [self.bare_effect, self.bare_mark, self.bare_event, self.bare_noop]
 
 
 WORKFLOWS: list[type] = [BareEnroll, BareAccount, BarePark, BareJourney]

@@ -54,7 +54,7 @@ def baseline_worker(client: Client, database: Path, queue: str, *, cache: int = 
         client,
         task_queue=queue,
         workflows=WORKFLOWS,
-        activities=BareActivities(database, client).all(),
+        activities=BareActivities(database).all(),
         max_cached_workflows=cache,
         max_concurrent_activities=200,
     )
