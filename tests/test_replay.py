@@ -46,3 +46,20 @@ async def test_replay_recorded_history(path: Path) -> None:
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"
+
+
+async def test_replay_a_patched_change_reaches_account_workflows_in_flight() -> None:
+    """The upgrade path the README picks: a new command behind `workflow.patched()` replays a
+    history recorded before it; the same change without the guard does not."""
+    from tests.next_release import Patched, Unguarded
+
+    path = Path(__file__).resolve().parent / "histories" / "account.json"
+    text = path.read_text()
+    workflow_id = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"].get("workflowId", "account")
+    history = WorkflowHistory.from_json(workflow_id, text)
+    results = []
+    for variant in (Patched, Unguarded):
+        replayer = Replayer(workflows=[variant], data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
+        results.append((await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure)
+    assert results[0] is None, repr(results[0])
+    assert results[1] is not None and "Nondeterminism" in type(results[1]).__name__ + str(results[1])
