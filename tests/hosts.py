@@ -7,6 +7,7 @@ Timelines are compared line by line with times allowed to differ by `TOLERANCE`.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,10 +111,20 @@ class OneRun:
     async def result(self) -> RunResult:
         return await self.handle.result()
 
-    async def status(self) -> RunStatus:
-        """The run as its account workflow's `runs` query shows it."""
-        runs: list[RunStatus] = await self.handle.query("runs", result_type=list[RunStatus])
-        return next(r for r in runs if r.id == self.run_id)
+    async def status(self, timeout: float = 30.0) -> RunStatus:
+        """The run as its account workflow's `runs` query shows it.
+
+        The workflow lists the run once its first activation has prepared the start (a local
+        activity): a query answered before that sees no run yet, so look again until it does.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            runs: list[RunStatus] = await self.handle.query("runs", result_type=list[RunStatus])
+            found = next((r for r in runs if r.id == self.run_id), None)
+            if found is not None:
+                return found
+            assert asyncio.get_running_loop().time() < deadline, f"run {self.run_id} never listed by {self.handle.id}"
+            await asyncio.sleep(0.02)
 
     async def control(self, action: str) -> None:
         """Pause, resume or cancel the run."""

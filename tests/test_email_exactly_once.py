@@ -7,17 +7,19 @@ or PostgreSQL where the test needs to break a transaction from outside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import Deps
@@ -56,12 +58,15 @@ class EmailStack:
     deps: Deps
     queue: str
     project: Project
+    started: list[OneRun] = field(default_factory=list)
 
     def run_input(self, run_id: str | None = None) -> PlannedRun:
         return PlannedRun(run_id or f"run-{uuid.uuid4().hex[:8]}")
 
     async def start(self, run: PlannedRun) -> OneRun:
-        return await start_one_run(self.client, self.queue, ACCOUNT, "p", run_id=run.run_id)
+        one = await start_one_run(self.client, self.queue, ACCOUNT, "p", run_id=run.run_id)
+        self.started.append(one)
+        return one
 
     def messages(self, run_id: str) -> list[Any]:
         with self.deps.sessions() as s:
@@ -81,7 +86,15 @@ async def email_stack(
     queue = f"once-{uuid.uuid4().hex[:10]}"
     try:
         async with build_worker(env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
-            yield EmailStack(env.client, deps, queue, project)
+            stack = EmailStack(env.client, deps, queue, project)
+            try:
+                yield stack
+            finally:
+                # A run a failed test left open would block the shared server's time skipping
+                # for every later test once its next timer is due.
+                for one in stack.started:
+                    with contextlib.suppress(RPCError):
+                        await one.handle.terminate("test finished")
     finally:
         await deps.close()
 
