@@ -42,6 +42,10 @@ class DeployReport:
         out += [f"removed   {name}" for name in self.removed]
         return out + self.schedules
 
+    def migrate_commands(self) -> list[str]:
+        """The `touchpoint migrate` command for each changed playbook with runs on older versions."""
+        return [f"touchpoint migrate {name}" for name in self.changed if self.in_flight_on_older.get(name, 0)]
+
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data: one entry per playbook, in the order `lines` prints them."""
         playbooks: list[dict[str, Any]] = [{"playbook": n, "change": "added", "version": self.versions[n]} for n in self.added]
@@ -51,7 +55,7 @@ class DeployReport:
         ]
         playbooks += [{"playbook": n, "change": "unchanged", "version": self.versions[n]} for n in self.unchanged]
         playbooks += [{"playbook": n, "change": "removed", "version": None} for n in self.removed]
-        return {"playbooks": playbooks, "schedules": list(self.schedules)}
+        return {"playbooks": playbooks, "schedules": list(self.schedules), "migrate": self.migrate_commands()}
 
 
 def playbook_content(project: Project, playbook_id: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from touchpoint.dsl.schema import AccountDoc
     from touchpoint.engine import machine
+    from touchpoint.engine import migrate as migration
     from touchpoint.engine.accounts import apply_event, changes
     from touchpoint.engine.program import Effect, EffectDone, Output, Program
     from touchpoint.engine.state import RunState, waiting_of
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         LoadContextInput,
         Loaded,
         LoadedContext,
+        MigrateRequest,
         PlannedStart,
         PrepareStarts,
         ProjectRuns,
@@ -121,6 +123,42 @@ class AccountWorkflow:
     def control(self, request: RunControl) -> None:
         """Pause, resume or cancel one run."""
         self.state.controls.append(request)
+
+    @workflow.update(name="migrate")
+    async def migrate(self, request: MigrateRequest) -> list[migration.Move]:
+        """Move this account's runs of a playbook to another version, once no effect of theirs is
+        in flight; a dry run says what the move would do and changes nothing."""
+        key = f"{request.playbook}@{request.version}"
+        if key not in self.programs:
+            context = await workflow.execute_local_activity(names.LOAD_CONTEXT, LoadContextInput(programs=[key]), result_type=LoadedContext, **STORE_OPTIONS)
+            self._learn(context.programs)
+        target = self.programs.get(key)
+        if target is None:
+            raise ApplicationError(f"version {request.version} of playbook {request.playbook} is not deployed", type="NotDeployed", non_retryable=True)
+
+        def chosen() -> list[RunState]:
+            return [
+                run for run in self.state.runs.values()
+                if run.playbook == request.playbook and run.version != request.version and request.run_id in (None, run.run_id)
+            ]
+
+        await workflow.wait_condition(lambda: not any(machine.effect_in_flight(run) for run in chosen()))
+        moves: list[migration.Move] = []
+        for run in chosen():
+            old = self.programs[f"{run.playbook}@{run.version}"]
+            if request.dry_run:
+                moves.append(migration.plan(old, target, run, self.now())[0])
+                continue
+            move, moved, out = migration.apply(old, target, run, self.state.account, self.now())
+            moves.append(move)
+            if moved is not None:
+                self.state.runs[run.run_id] = moved
+                self._absorb(moved, out)
+                data = {"playbook": move.playbook, "from_version": move.from_version, "to_version": move.to_version, "step": move.to_step}
+                # Through the account's own event path: stored in its log, seen by its runs; the
+                # loop that applies it also wakes what the move made due.
+                self.state.pending.append(Envelope(event=EventIn(id=str(workflow.uuid4()), type="run.migrated", data=data)))
+        return moves
 
     @workflow.query(name="state")
     def query_state(self) -> AccountState:

@@ -81,6 +81,16 @@ class RunControl(Data):
     reason: str | None = None
 
 
+class MigrateRequest(Data):
+    """Move the account's runs of ``playbook`` to ``version`` (section 13), or say what that would do."""
+
+    playbook: str
+    version: str
+    run_id: str | None = None
+    """Only this run (else every run of the playbook on another version)."""
+    dry_run: bool = False
+
+
 class AccountState(Data):
     """Everything the account workflow carries across continue-as-new."""
 

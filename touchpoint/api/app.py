@@ -26,12 +26,15 @@ from temporalio.client import Client
 
 from touchpoint.api.models import (
     ID_PATTERN,
+    PLAYBOOK_PATTERN,
     Accepted,
     AccountBody,
     AccountView,
     ErrorBody,
     ErrorItem,
     EventBody,
+    MigrateBody,
+    MigrationReport,
     RunView,
     StartAccepted,
     StartBody,
@@ -44,6 +47,7 @@ from touchpoint.ingest import put_account, send_event, start_run
 from touchpoint.store import repo
 from touchpoint.unsubscribe import read_token
 
+PlaybookId = Annotated[str, Path(min_length=1, max_length=100, pattern=PLAYBOOK_PATTERN, description="The playbook's id.")]
 AccountId = Annotated[str, Path(min_length=1, max_length=200, pattern=ID_PATTERN, description="The account's id.")]
 
 
@@ -187,6 +191,19 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
                 raise HTTPException(404, f"playbook {body.playbook!r} is not deployed")
         await start_run(client, queue, body.account_id, body.playbook)
         return StartAccepted()
+
+    @app.post(
+        "/playbooks/{playbook_id}/migrate", dependencies=guarded, response_model=MigrationReport, responses=error_responses(400, *denied, 404, 422)
+    )
+    async def migrate_runs(playbook_id: PlaybookId, body: MigrateBody) -> MigrationReport:
+        """Move the playbook's runs in flight on other versions to `to` (as `touchpoint migrate`); answers when they moved."""
+        from touchpoint.migration import MigrationError, migrate
+
+        try:
+            report = await migrate(client, sessions, playbook_id, to=body.to, account_id=body.account_id, dry_run=body.dry_run)
+        except MigrationError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return MigrationReport.model_validate(report.as_dict())
 
     @app.post("/tasks/{task_id}/complete", dependencies=guarded, response_model=TaskCompleted, responses=error_responses(*denied, 404, 422))
     async def complete_task(task_id: Annotated[str, Path(min_length=1, max_length=200)]) -> TaskCompleted:

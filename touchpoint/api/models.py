@@ -144,6 +144,41 @@ class StartBody(Strict):
     account_id: Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)]
 
 
+class MigrateBody(Strict):
+    """`POST /playbooks/{id}/migrate`: the options of `touchpoint migrate` (contract section 13)."""
+
+    to: Annotated[str, Field(min_length=1, max_length=100, pattern="^[A-Za-z0-9._-]+$")] = "latest"
+    """`latest` (the current version) or a version id as `deploy` prints it."""
+    account_id: Annotated[str | None, Field(min_length=1, max_length=200, pattern=ID_PATTERN)] = None
+    dry_run: bool = False
+
+
+class MovedRun(BaseModel):
+    """One run a migration found: where it stood, where it stands now (or would), or why it stays."""
+
+    run_id: str
+    account_id: str | None = None
+    playbook: str
+    status: str
+    from_version: str
+    to_version: str
+    from_step: str | None = None
+    to_step: str | None = None
+    moved: bool
+    reason: str | None = None
+
+
+class MigrationReport(BaseModel):
+    """What a migration did (or, dry, would do)."""
+
+    playbook: str
+    to_version: str
+    dry_run: bool
+    moved: int
+    stayed: int
+    runs: list[MovedRun]
+
+
 class PersonBody(Strict):
     name: Text | None = None
     email: Email | None = None

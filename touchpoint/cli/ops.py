@@ -72,6 +72,9 @@ def deploy(
     report.schedules = _schedules(project, quiet=as_json)
     if as_json:
         print(json.dumps({**where, **report.as_dict()}), flush=True)
+        return
+    for command in report.migrate_commands():
+        console.print(f"to move the runs on older versions (`--dry-run` shows where each goes): {command}", markup=False, soft_wrap=True)
 
 
 def _print_deploy(report: Any) -> None:

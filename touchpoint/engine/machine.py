@@ -126,6 +126,15 @@ def next_wake(state: RunState) -> datetime | None:
     return min(times) if times else None
 
 
+def effect_in_flight(state: RunState) -> bool:
+    """Whether the run waits for an answer from its host (an activity it asked for)."""
+    for thread in state.threads:
+        for frame in thread.frames:
+            if frame.effect is not None or any(part.effect is not None for part in frame.parts or []):
+                return True
+    return False
+
+
 class _Machine(Steps):
     """The interpreter's entry points and scheduler (the steps are in `Steps`)."""
 

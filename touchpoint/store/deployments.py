@@ -89,6 +89,12 @@ def get_deployment(s: Session, kind: str, name: str, version: str | None = None)
     ).first()
 
 
+def playbook_versions(s: Session, name: str) -> list[str]:
+    """Every version of a playbook ever deployed, newest first."""
+    query = select(Deployment.version).where(Deployment.kind == "playbook", Deployment.name == name)
+    return list(s.scalars(query.order_by(Deployment.deployed_at.desc(), Deployment.version)))
+
+
 def undeploy(s: Session, kind: str, name: str) -> bool:
     """Leave (kind, name) without a current version; False if it had none."""
     result = cast(

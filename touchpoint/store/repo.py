@@ -67,6 +67,7 @@ from .deployments import (
     current_deployments,
     deploy,
     get_deployment,
+    playbook_versions,
     undeploy,
 )
 from .runs import (
@@ -102,6 +103,7 @@ __all__ = [
     "get_accounts",
     "get_cursor",
     "get_deployment",
+    "playbook_versions",
     "get_message",
     "get_run",
     "get_task",
