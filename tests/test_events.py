@@ -221,12 +221,24 @@ async def test_events_exit_when_fires_on_an_account_update(stack: Stack, folder:
 
 
 async def test_events_manual_start_and_deploy_while_runs_are_in_flight(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
-    deploy(stack, folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - wait: 1d\n  - note: {text: v1}\n"})
+    weekly = 'playbook: weekly\ntrigger: {schedule: "0 8 * * mon"}\nsteps:\n  - set: {x: "1"}\n'
+    deploy(stack, folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - wait: 1d\n  - note: {text: v1}\n", "weekly.yaml": weekly})
     acct = uid()
     await api.put(f"/accounts/{acct}", json=account(acct))
     assert (await api.post("/runs", json={"playbook": "nope", "account_id": acct})).status_code == 404
-    assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code == 202
+    scheduled = await api.post("/runs", json={"playbook": "weekly", "account_id": acct})
+    assert scheduled.status_code == 409 and "schedule playbook" in scheduled.json()["detail"]
+    started = await api.post("/runs", json={"playbook": "m", "account_id": acct})
+    assert started.status_code == 201
+    run_id = started.json()["run_id"]
+    # The answer comes from the account's workflow: the run is in flight, so a second start is a 409 naming it.
+    again = await api.post("/runs", json={"playbook": "m", "account_id": acct})
+    assert again.status_code == 409 and (again.json()["run_id"], again.json()["status"]) == (run_id, "running")
+    assert "in flight" in again.json()["detail"]
+    unknown = await api.post("/runs", json={"playbook": "m", "account_id": uid()})
+    assert unknown.status_code == 404 and "no account" in unknown.json()["detail"]
     first = (await eventually(stack, lambda s: repo.list_runs(s, account_id=acct)))[0]
+    assert first.id == run_id
     write_folder(folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - note: {text: v2}\n"})
     project = load_project(folder)
     with stack.deps.sessions.begin() as s:
@@ -236,9 +248,10 @@ async def test_events_manual_start_and_deploy_while_runs_are_in_flight(stack: St
     row = await ended(stack, first.id, timedelta(days=2))
     assert row.outcome == "completed" and notes(stack, first.id) == ["v1"]
     await asyncio.sleep(0.3)
-    await api.post("/runs", json={"playbook": "m", "account_id": acct})
+    second = await api.post("/runs", json={"playbook": "m", "account_id": acct})
+    assert second.status_code == 201
     runs = await eventually(stack, lambda s: [r for r in repo.list_runs(s, account_id=acct) if r.id != first.id])
-    assert runs[0].version == project.playbooks["m"].version
+    assert runs[0].version == project.playbooks["m"].version and runs[0].id == second.json()["run_id"]
 
 
 async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_time_env: Any, store_settings: Any, folder: Path) -> None:
@@ -339,7 +352,7 @@ async def test_events_runs_live_in_the_account_workflow_and_in_the_store(stack: 
     deploy(stack, folder, {"e.yaml": SCORED.format(name="e", trigger="{event: account.created}"), "m.yaml": SCORED.format(name="m", trigger="manual")})
     acct = uid()
     await api.put(f"/accounts/{acct}", json=account(acct))
-    assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code in (201, 202)
+    assert (await api.post("/runs", json={"playbook": "m", "account_id": acct})).status_code == 201
     runs = await eventually(stack, lambda s: len(rows := repo.list_runs(s, account_id=acct)) == 2 and all(r.step for r in rows) and rows)
     project = load_project(folder)
     for run in runs:

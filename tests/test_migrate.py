@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import Stack, eventually, write_folder
-from tests.test_events import api_client, stack  # noqa: F401  (the fixture: a server of its own)
+from tests.test_events import api_client
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
@@ -38,6 +38,12 @@ steps:
 """
 V2 = V1.replace("wait: 10d", "wait: 3d").replace('  - note: {text: "check in"}', '  - note: {text: "new tip"}\n    id: tip\n  - note: {text: "check in"}')
 V3 = "playbook: onboard\ntrigger: manual\nsteps:\n  - note: {text: welcome}\n    id: welcome\n  - note: {text: bye}\n    id: bye\n"
+
+
+@pytest.fixture
+async def stack(own_stack: Stack) -> Stack:
+    """A time-skipping server of the test's own (the migrated run's wait is skipped)."""
+    return own_stack
 
 
 def deploy(stack: Stack, text: str) -> str:

@@ -1,7 +1,8 @@
 """Getting events, account upserts and manual starts into Temporal: one path for API and CLI.
 
 Each call is a signal-with-start of the account's workflow: once it returns, the event is durable
-in Temporal (the store is updated from there by an activity).
+in Temporal (the store is updated from there by an activity). A start that must answer (`POST
+/runs`) is an update-with-start instead.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.store import deploy_generation
 from touchpoint.dsl.runtime import EventIn, StartRequest
 from touchpoint.dsl.schema import AccountDoc
 from workflows import names
 from workflows.account import account_workflow_id
-from workflows.messages import AccountState, Envelope, RunControl
+from workflows.messages import AccountState, Envelope, RunControl, StartAnswer
 
 _GENERATIONS: dict[int, tuple[float, str]] = {}
 
@@ -64,6 +67,24 @@ async def start_run(client: Client, task_queue: str, account_id: str, playbook: 
     """Start a playbook for an account now (one run per account and playbook at a time)."""
     request = StartRequest(playbook=playbook, by="manual", event=EventIn(type="manual", at=datetime.now(UTC)))
     await start_request(client, task_queue, account_id, request)
+
+
+async def start_now(client: Client, task_queue: str, account_id: str, playbook: str) -> StartAnswer:
+    """Start a playbook for an account now and say what happened (`POST /runs`).
+
+    An update-with-start on the account's workflow: unlike a signal, it answers with the new
+    run's id, or the run already in flight, or why nothing started.
+    """
+    request = StartRequest(playbook=playbook, by="manual", event=EventIn(type="manual", at=datetime.now(UTC)), run_id=str(uuid.uuid4()))
+    operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+        names.ACCOUNT,
+        AccountState(account_id=account_id),
+        id=account_workflow_id(account_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    answer: StartAnswer = await client.execute_update_with_start_workflow("start", request, start_workflow_operation=operation, result_type=StartAnswer)
+    return answer
 
 
 async def start_request(client: Client, task_queue: str, account_id: str, request: StartRequest) -> None:

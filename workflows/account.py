@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         ProjectRuns,
         RunControl,
         RunProjection,
+        StartAnswer,
         StoreResult,
         StoreStep,
     )
@@ -101,6 +102,9 @@ class AccountWorkflow:
         self.unprojected: dict[str, list[StepRecord]] = {}
         self.moved: set[str] = set()
         self.result: RunResult | None = None
+        self.answers: dict[str, StartAnswer] = {}
+        """What each start request did, by its run id, for the `start` update that waits for it."""
+        self.awaiting: set[str] = set()
         """The first run, ended, for an account workflow that ends with it (`finish_after_run`)."""
 
     def now(self) -> datetime:
@@ -118,6 +122,17 @@ class AccountWorkflow:
     def start_playbook(self, request: StartRequest) -> None:
         """Start a playbook now (a manual start, a date trigger's sweep)."""
         self.state.starts.append(request)
+
+    @workflow.update(name="start")
+    async def start_now(self, request: StartRequest) -> StartAnswer:
+        """Start a playbook now and say what happened (`POST /runs`: update-with-start)."""
+        request = request.model_copy(update={"run_id": request.run_id or str(workflow.uuid4())})
+        assert request.run_id is not None
+        self.awaiting.add(request.run_id)
+        self.state.starts.append(request)
+        await workflow.wait_condition(lambda: request.run_id in self.answers)
+        self.awaiting.discard(request.run_id)
+        return self.answers.pop(request.run_id)
 
     @workflow.signal(name="control")
     def control(self, request: RunControl) -> None:
@@ -378,9 +393,6 @@ class AccountWorkflow:
 
     # ------------------------------------------------------------------ enrollments
 
-    def _in_flight(self, playbook: str) -> bool:
-        return any(run.playbook == playbook for run in self.state.runs.values())
-
     def _triggered(self, event: EventIn) -> list[str]:
         """The playbooks whose event trigger fires for ``event`` (`when` and `reenroll` checked)."""
         state = self.state
@@ -437,9 +449,12 @@ class AccountWorkflow:
             await self._load_context(Envelope(event=EventIn(type="manual")))
             if state.account is None:
                 workflow.logger.warning("cannot start %s: account %s is unknown", request.playbook, state.account_id)
+                self._answer(request.run_id, StartAnswer(result="unknown_account"))
                 return
-        if self._in_flight(request.playbook):
+        running = next((run for run in state.runs.values() if run.playbook == request.playbook), None)
+        if running is not None:
             workflow.logger.info("%s is already running for %s", request.playbook, state.account_id)
+            self._answer(request.run_id, StartAnswer(result="in_flight", run_id=running.run_id, status=running.status))
             return
         event = request.event or EventIn(type="manual")
         start = self._planned(request.playbook, event if event.at else event.model_copy(update={"at": self.now()}), request.run_id)
@@ -447,8 +462,14 @@ class AccountWorkflow:
         version = result.started.get(start.run_id)
         if version is None:
             workflow.logger.warning("playbook %s is not deployed", request.playbook)
+            self._answer(request.run_id, StartAnswer(result="not_deployed"))
             return
         self._begin(start, version)
+        self._answer(request.run_id, StartAnswer(result="started", run_id=start.run_id))
+
+    def _answer(self, run_id: str | None, answer: StartAnswer) -> None:
+        if run_id in self.awaiting:
+            self.answers[run_id] = answer
 
     def _begin(self, start: PlannedStart, version: str) -> None:
         """Start a run whose row the store step wrote: the interpreter takes its first steps."""

@@ -81,6 +81,15 @@ class RunControl(Data):
     reason: str | None = None
 
 
+class StartAnswer(Data):
+    """What a start request did: ``started`` (``run_id`` is the new run), ``in_flight`` (``run_id``
+    and ``status`` are the run already there), ``not_deployed`` or ``unknown_account``."""
+
+    result: Literal["started", "in_flight", "not_deployed", "unknown_account"]
+    run_id: str | None = None
+    status: str | None = None
+
+
 class MigrateRequest(Data):
     """Move the account's runs of ``playbook`` to ``version`` (section 13), or say what that would do."""
 

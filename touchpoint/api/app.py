@@ -35,15 +35,16 @@ from touchpoint.api.models import (
     EventBody,
     MigrateBody,
     MigrationReport,
+    RunInFlight,
+    RunStarted,
     RunView,
-    StartAccepted,
     StartBody,
     TaskCompleted,
 )
 from touchpoint.config import Settings
 from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc
-from touchpoint.ingest import put_account, send_event, start_run
+from touchpoint.ingest import put_account, send_event, start_now
 from touchpoint.store import repo
 from touchpoint.unsubscribe import read_token
 
@@ -183,14 +184,26 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             ]
         return runs
 
-    @app.post("/runs", status_code=202, dependencies=guarded, response_model=StartAccepted, responses=error_responses(400, *denied, 404, 409, 422))
-    async def post_run(body: StartBody) -> StartAccepted:
-        """Start a playbook for an account (one run per account and playbook at a time); 404 if it is not deployed."""
+    @app.post(
+        "/runs", status_code=201, dependencies=guarded, response_model=RunStarted,
+        responses={**error_responses(400, *denied, 404, 422), 409: {"model": RunInFlight, "description": "A run of the playbook is in flight for the account (`run_id`, `status`), or it is a schedule playbook."}},
+    )
+    async def post_run(body: StartBody) -> Any:
+        """Start a deployed account playbook now, whatever its trigger (contract section 11): 201 with the new run's id."""
         with sessions() as s:
-            if repo.get_deployment(s, "playbook", body.playbook) is None:
-                raise HTTPException(404, f"playbook {body.playbook!r} is not deployed")
-        await start_run(client, queue, body.account_id, body.playbook)
-        return StartAccepted()
+            deployed = repo.get_deployment(s, "playbook", body.playbook)
+        if deployed is None:
+            raise HTTPException(404, f"playbook {body.playbook!r} is not deployed")
+        if "schedule" in (deployed.content["playbook"].get("trigger") or {}):
+            raise HTTPException(409, f"{body.playbook} is a schedule playbook: it runs on its schedule for a book of accounts, not for one account")
+        answer = await start_now(client, queue, body.account_id, body.playbook)
+        if answer.result == "in_flight":
+            conflict = RunInFlight(detail=f"a run of {body.playbook} is in flight for {body.account_id}", run_id=answer.run_id, status=answer.status)
+            return JSONResponse(conflict.model_dump(mode="json"), status_code=409)
+        if answer.result != "started":
+            missing = f"no account {body.account_id!r} (put it first)" if answer.result == "unknown_account" else f"playbook {body.playbook!r} is not deployed"
+            raise HTTPException(404, missing)
+        return RunStarted(run_id=str(answer.run_id))
 
     @app.post(
         "/playbooks/{playbook_id}/migrate", dependencies=guarded, response_model=MigrationReport, responses=error_responses(400, *denied, 404, 422)

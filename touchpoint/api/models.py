@@ -107,6 +107,13 @@ class ErrorBody(BaseModel):
     errors: list[ErrorItem] = Field(default_factory=list)
 
 
+class RunInFlight(ErrorBody):
+    """`POST /runs` 409: a run of the playbook is in flight for the account (one at a time)."""
+
+    run_id: str | None = None
+    status: str | None = None
+
+
 class Accepted(BaseModel):
     """The event is durable in Temporal; its effects follow asynchronously."""
 
@@ -114,10 +121,10 @@ class Accepted(BaseModel):
     status: Literal["accepted"] = "accepted"
 
 
-class StartAccepted(BaseModel):
-    """The start request is durable in Temporal."""
+class RunStarted(BaseModel):
+    """`POST /runs`: the new run."""
 
-    status: Literal["accepted"] = "accepted"
+    run_id: str
 
 
 class TaskCompleted(BaseModel):
