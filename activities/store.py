@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy.orm import Session
 from temporalio import activity
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.service import RPCError
 
 from activities.deps import Deps
 from touchpoint.dsl.runtime import EffectInput, EventIn, initial_scorecard
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.store import Event, repo, utcnow
-from workflows import names
+from workflows import names, search
 from workflows.messages import (
     DeployedIndex,
     LoadContextInput,
@@ -74,6 +77,7 @@ class AccountActivities:
         # version once per worker, not once per account workflow.
         self._indexes: dict[str, DeployedIndex] = {}
         self._playbooks: dict[tuple[str, str], Playbook] = {}
+        self._indexed: tuple[float, bool] = (-1e9, False)
 
     @activity.defn(name=names.LOAD_CONTEXT)
     async def load_context(self, input: LoadContextInput) -> LoadedContext:
@@ -95,7 +99,27 @@ class AccountActivities:
             programs = [loaded for key in input.programs if (loaded := self._program(s, *key.split("@", 1))) is not None]
             return LoadedContext(index=index, account=account, programs=programs)
 
-        return await self.deps.read(work)
+        context = await self.deps.read(work)
+        if input.search_attributes:
+            context.search_attributes = await self._search_attributes()
+        return context
+
+    async def _search_attributes(self) -> bool:
+        """Whether the namespace has every search attribute of the account workflow (asked once
+        a minute: `touchpoint setup` may add them while workers run)."""
+        now = time.monotonic()
+        if now - self._indexed[0] < 60:
+            return self._indexed[1]
+        client = self.deps.client
+        found = False
+        if client is not None:
+            try:
+                listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
+                found = all(key.name in listed.custom_attributes for key in search.KEYS)
+            except RPCError:
+                found = False  # a server without the operator service (the time-skipping one)
+        self._indexed = (now, found)
+        return found
 
     def _program(self, s: Session, playbook: str, version: str | None = None) -> Loaded | None:
         """A deployed playbook version (the current one without ``version``) with the workspace."""

@@ -14,6 +14,7 @@ Running it twice changes nothing the second time.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -112,7 +113,7 @@ async def ensure_search_attributes(client: Client, config: Settings) -> str:
         return f"search attributes: {len(wanted)} present"
     request = AddSearchAttributesRequest(
         namespace=config.temporal_namespace,
-        search_attributes={name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}") for name, kind in missing.items()},
+        search_attributes={name: IndexedValueType.Value("INDEXED_VALUE_TYPE_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", kind).upper()) for name, kind in missing.items()},
     )
     try:
         await client.operator_service.add_search_attributes(request)

@@ -27,11 +27,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from workflows import search
+
 #: The dev server's SQLite file in WAL mode with relaxed fsync: ~3x the throughput of the
 #: default (measured on 2 cores: ~32 against ~11 workflows/s). A power loss can lose the last
 #: transactions; a process crash cannot.
 SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
-SEARCH_ATTRIBUTES: tuple[str, ...] = ()
+SEARCH_ATTRIBUTES: tuple[str, ...] = search.SEARCH_ATTRIBUTES
+"""The account workflow's search attributes (`workflows.search`): every dev server registers them."""
 #: What the SDK's own launcher sets (updates on, no version check against the internet).
 DYNAMIC_CONFIG = (
     "--dynamic-config-value",
@@ -134,7 +137,7 @@ async def start_dev_server(
     wal: bool = True,
     namespace: str = "default",
     extra_args: Sequence[str] = (),
-    search_attributes: Sequence[str] = (),
+    search_attributes: Sequence[str] = SEARCH_ATTRIBUTES,
 ) -> DevServerEnvironment:
     """Start `temporal server start-dev` with our settings (stopped by `env.shutdown()`).
 
@@ -145,7 +148,8 @@ async def start_dev_server(
         wal: WAL mode with relaxed fsync for ``database_file`` (about 3x the SQLite write rate).
         namespace: Registered at start.
         extra_args: Passed to the CLI as they are (e.g. ``--dynamic-config-value key=value``).
-        search_attributes: ``Name=Type`` pairs registered at start.
+        search_attributes: ``Name=Type`` pairs registered at start (default: the account
+            workflow's, `SEARCH_ATTRIBUTES`).
 
     Raises:
         RuntimeError: The server exited or did not answer within `STARTUP_TIMEOUT`, with its log.

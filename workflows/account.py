@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from touchpoint.engine.accounts import apply_event, changes
     from touchpoint.engine.program import Effect, EffectDone, Output, Program
     from touchpoint.engine.state import RunState, waiting_of
-    from workflows import names
+    from workflows import names, search
     from workflows.messages import (
         AccountState,
         Envelope,
@@ -281,6 +281,20 @@ class AccountWorkflow:
             if wake is not None and wake <= now:
                 self._feed(run_id, machine.Tick())
         await self._flush()
+        self._index()
+
+    def _index(self) -> None:
+        """Keep the search attributes current: the account, its runs' playbooks and steps."""
+        state = self.state
+        if not state.indexed or state.account is None:
+            return
+        csm = state.account.csm
+        runs = [(run.playbook, run.step, run.status) for run in state.runs.values()]
+        values = search.values(state.account_id, state.account.segment, (csm.email or csm.name) if csm else None, runs)
+        changes = search.updates(state.indexed_values, values)
+        if changes:
+            workflow.upsert_search_attributes(changes)
+            state.indexed_values = values
 
     # ------------------------------------------------------------------ events
 
@@ -341,9 +355,10 @@ class AccountWorkflow:
         need_account = state.account is None
         if not (need_index or need_account):
             return
+        ask = state.indexed is None and not state.simulation
         context = await workflow.execute_local_activity(
             names.LOAD_CONTEXT,
-            LoadContextInput(generation=envelope.generation, index=need_index, account_id=state.account_id if need_account else None),
+            LoadContextInput(generation=envelope.generation, index=need_index, account_id=state.account_id if need_account else None, search_attributes=ask),
             result_type=LoadedContext,
             **STORE_OPTIONS,
         )
@@ -351,6 +366,8 @@ class AccountWorkflow:
             state.index = context.index
         if need_account:
             state.account = context.account
+        if ask:
+            state.indexed = context.search_attributes
 
     async def _load_programs(self) -> None:
         """The playbook versions of the runs this workflow carries (after continue-as-new)."""

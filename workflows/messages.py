@@ -10,7 +10,7 @@ each run stands for `touchpoint status`, the console and analytics.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -128,6 +128,10 @@ class AccountState(Data):
     """Seconds after the first run's start when a simulation stops it (outcome ``running``)."""
     script_base: datetime | None = None
     """When the first run started (on the account's clock): the script counts from there."""
+    indexed: bool | None = None
+    """Whether the workflow keeps its search attributes (None: not asked yet; `workflows.search`)."""
+    indexed_values: dict[str, Any] = Field(default_factory=dict)
+    """The search attribute values last set."""
 
 
 class Scripted(Data):
@@ -215,9 +219,13 @@ class LoadContextInput(Data):
     """Set to read the stored account (None: the workflow already holds it)."""
     programs: list[str] = Field(default_factory=list)
     """`Loaded.key`s to load (the runs a continued workflow carries)."""
+    search_attributes: bool = False
+    """Ask whether the namespace has the account workflow's search attributes (`workflows.search`)."""
 
 
 class LoadedContext(Data):
     index: DeployedIndex | None = None
     account: AccountDoc | None = None
     programs: list[Loaded] = Field(default_factory=list)
+    search_attributes: bool = False
+    """The namespace has the account workflow's search attributes: the workflow keeps them."""

