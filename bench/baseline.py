@@ -58,7 +58,17 @@ class BareAccount:
 
 @workflow.defn(name="BarePark")
 class BarePark:
-    """Records its start, sleeps, records its end (a run parked in a `wait`)."""
+    """Records its start, sleeps, records its end (a run parked in a `wait`). Its `move` update
+    (the migration bench's baseline) notes a new version and answers, as an account workflow's
+    `migrate` does for one run."""
+
+    def __init__(self) -> None:
+        self.version = "v1"
+
+    @workflow.update(name="move")
+    async def move(self, version: str) -> str:
+        before, self.version = self.version, version
+        return before
 
     @workflow.run
     async def run(self, key: str, wait_seconds: float) -> None:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bench.common import Scenario, machine
 
-SCENARIOS = ("enrollment", "latency", "parked", "simulation", "validation", "sweep", "crm")
+SCENARIOS = ("enrollment", "latency", "parked", "migrate", "simulation", "validation", "sweep", "crm")
 DRILLS = ("worker-kills-sqlite", "worker-kills-postgresql", "stack-kills", "sendgrid-storm", "webhook-flaky", "crm-rate-limit")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, help="latency: events (default 300, quick 20)")
     parser.add_argument("--rate", type=float, default=5.0, help="latency: events per second (default 5)")
     parser.add_argument("--parked", type=int, help="parked runs in a 120-day wait (default 20000, quick 200; try 100000)")
+    parser.add_argument("--migrate", type=int, help="migrate: parked runs moved to a new version (default 10000, quick 100)")
     parser.add_argument("--resume", type=int, help="short-wait runs that must resume (default 2000, quick 100)")
     parser.add_argument("--resume-wait", type=float, help="minimum short wait in seconds (default 10, quick 3)")
     parser.add_argument("--playbooks", type=int, default=100, help="validation: generated playbooks (default 100)")
@@ -49,7 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drills", action="store_true", help="run the failure drills instead of the scenarios (exit 1 when one lost or doubled)")
     parser.add_argument("--only-drills", nargs="+", choices=DRILLS, default=list(DRILLS), help="with --drills: run only these drills")
     args = parser.parse_args(argv)
-    defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "resume": (2000, 100), "resume_wait": (10.0, 3.0), "sweep_accounts": (100_000, 2000), "crm_accounts": (10_000, 500)}
+    defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "migrate": (10_000, 100), "resume": (2000, 100), "resume_wait": (10.0, 3.0), "sweep_accounts": (100_000, 2000), "crm_accounts": (10_000, 500)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -58,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scenario]:
     """Run the chosen scenarios one after the other (they would compete for the CPU otherwise)."""
-    from bench import crm, enroll, latency, parked, simulation, sweep, validation
+    from bench import crm, enroll, latency, migrate, parked, simulation, sweep, validation
 
     done: list[Scenario] = []
     for key in SCENARIOS:
@@ -72,6 +73,8 @@ async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scen
             scenario = await latency.run(args.events, rate=args.rate)
         elif key == "parked":
             scenario = await parked.run(args.parked, args.resume, min_wait=args.resume_wait)
+        elif key == "migrate":
+            scenario = await migrate.run(args.migrate)
         elif key == "simulation":
             scenario = await simulation.run()
         elif key == "sweep":

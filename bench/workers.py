@@ -12,6 +12,7 @@ from bench.baseline import WORKFLOWS, BareActivities
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.validate import Project, load_project
+from touchpoint.store import write_tx
 from worker import build_worker
 
 #: The workflow cache of both sides: Touchpoint's default (`TOUCHPOINT_WORKER_CACHE`).
@@ -38,7 +39,7 @@ def deploy(deps: Deps, folder: Path) -> Project:
     """
     project = load_project(folder)
     project.raise_for_problems()
-    with deps.sessions.begin() as s:
+    with write_tx(deps.sessions) as s:  # the write lock first: the worker may be writing
         deploy_project(s, project)
     return project
 

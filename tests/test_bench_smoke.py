@@ -13,7 +13,7 @@ from bench.markdown import render
 from bench.run import SCENARIOS, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--quick", "--accounts", "10", "--events", "6", "--rate", "10", "--parked", "20", "--resume", "10", "--resume-wait", "2", "--playbooks", "5"]
+TINY = ["--quick", "--accounts", "10", "--events", "6", "--rate", "10", "--parked", "20", "--resume", "10", "--resume-wait", "2", "--playbooks", "5", "--migrate", "20"]
 
 
 def test_bench_smoke_reports_every_scenario_with_baseline_and_ratio(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from touchpoint.dsl.schema import Playbook
 from touchpoint.engine.migrate import Move
 from touchpoint.store import repo
 from workflows.account import account_workflow_id
-from workflows.messages import MigrateRequest
+from workflows.messages import Loaded, MigrateRequest
 
 CONCURRENCY = 32
 """Account workflows asked at once."""
@@ -78,6 +79,15 @@ def target_version(s: Session, playbook: str, to: str = "latest") -> str:
     return to
 
 
+def _program(s: Session, playbook: str, version: str) -> Loaded:
+    """The target version as account workflows run it, read once for all of them."""
+    from activities.store import current_workspace
+
+    found = repo.get_deployment(s, "playbook", playbook, version)
+    assert found is not None  # `target_version` found it
+    return Loaded(playbook=Playbook.model_validate(found.content["playbook"]), version=version, workspace=current_workspace(s))
+
+
 def runs_to_move(s: Session, playbook: str, version: str, account_id: str | None = None) -> dict[str, list[str]]:
     """The runs of ``playbook`` in flight on another version, by account."""
     found: dict[str, list[str]] = {}
@@ -100,13 +110,14 @@ async def migrate(
     with sessions() as s:
         version = target_version(s, playbook, to)
         accounts = runs_to_move(s, playbook, version, account_id)
+        program = _program(s, playbook, version)
     report = Report(playbook=playbook, to_version=version, dry_run=dry_run)
     limit = asyncio.Semaphore(CONCURRENCY)
 
     async def one(account: str) -> list[Move]:
         async with limit:
             handle = client.get_workflow_handle(account_workflow_id(account))
-            request = MigrateRequest(playbook=playbook, version=version, dry_run=dry_run)
+            request = MigrateRequest(playbook=playbook, version=version, dry_run=dry_run, program=program)
             try:
                 moves: list[Move] = await handle.execute_update("migrate", request, result_type=list[Move])
             except RPCError as exc:

@@ -31,6 +31,7 @@ from touchpoint.deploy import DeployReport, deploy_project
 from touchpoint.dsl.validate import Project, load_project
 from touchpoint.observability import setup_process
 from touchpoint.schedules import sync_schedules
+from touchpoint.store import write_tx
 from touchpoint.temporal_server import port_open, start_dev_server
 from worker import build_worker, connect
 
@@ -115,7 +116,7 @@ async def _running(settings: Settings, project: Project) -> AsyncIterator[LocalS
     try:
         deps = Deps.from_settings(settings)
         try:
-            with deps.sessions.begin() as s:
+            with write_tx(deps.sessions) as s:  # the write lock first: workers may be writing
                 report = deploy_project(s, project)
             report.schedules = await sync_schedules(client, project, task_queue=settings.task_queue, crm_backend=settings.crm_backend)
             api_host, api_port = settings.api_host_port()

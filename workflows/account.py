@@ -144,6 +144,8 @@ class AccountWorkflow:
         """Move this account's runs of a playbook to another version, once no effect of theirs is
         in flight; a dry run says what the move would do and changes nothing."""
         key = f"{request.playbook}@{request.version}"
+        if request.program is not None and request.program.key == key:
+            self._learn([request.program])
         if key not in self.programs:
             context = await workflow.execute_local_activity(names.LOAD_CONTEXT, LoadContextInput(programs=[key]), result_type=LoadedContext, **STORE_OPTIONS)
             self._learn(context.programs)

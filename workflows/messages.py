@@ -90,16 +90,6 @@ class StartAnswer(Data):
     status: str | None = None
 
 
-class MigrateRequest(Data):
-    """Move the account's runs of ``playbook`` to ``version`` (section 13), or say what that would do."""
-
-    playbook: str
-    version: str
-    run_id: str | None = None
-    """Only this run (else every run of the playbook on another version)."""
-    dry_run: bool = False
-
-
 class AccountState(Data):
     """Everything the account workflow carries across continue-as-new."""
 
@@ -151,6 +141,19 @@ class Loaded(Data):
     @property
     def key(self) -> str:
         return f"{self.playbook.playbook}@{self.version}"
+
+
+class MigrateRequest(Data):
+    """Move the account's runs of ``playbook`` to ``version`` (section 13), or say what that would do."""
+
+    playbook: str
+    version: str
+    run_id: str | None = None
+    """Only this run (else every run of the playbook on another version)."""
+    dry_run: bool = False
+    program: Loaded | None = None
+    """The target version as the store holds it (the caller read it once for every account);
+    None: the workflow reads it with a store step."""
 
 
 class PlannedStart(Data):

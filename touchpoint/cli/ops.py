@@ -49,6 +49,7 @@ def deploy(
     """
     from touchpoint.deploy import StoreNotFound, check_store, deploy_project, store_label
     from touchpoint.dsl.validate import load_project
+    from touchpoint.store import write_tx
 
     config = settings()
     project = load_project(folder)
@@ -65,7 +66,9 @@ def deploy(
     if not as_json:
         console.print(f"store     {where['store']}", markup=False, soft_wrap=True)
         console.print(f"temporal  {config.temporal_address} (namespace {config.temporal_namespace}, task queue {config.task_queue})", markup=False, soft_wrap=True)
-    with _sessions().begin() as s:
+    # The write lock first (BEGIN IMMEDIATE on SQLite): workers may be writing to the store, and a
+    # read transaction that later writes fails at once with "database is locked" when one did.
+    with write_tx(_sessions()) as s:
         report = deploy_project(s, project)
     if not as_json:
         _print_deploy(report)
