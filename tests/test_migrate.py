@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from tests.conftest import Stack, eventually, write_folder
 from tests.test_events import api_client
 from touchpoint.deploy import deploy_project
+from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import put_account, start_run
@@ -148,3 +149,72 @@ async def test_migrate_api_and_cli(stack: Stack) -> None:
     await eventually(stack, lambda s: repo.list_runs(s, playbook_id="onboard")[0].version == v2)
     result = await asyncio.to_thread(CliRunner().invoke, app, ["migrate", "onboard", "--to", "nope"], env=env)
     assert result.exit_code == 2 and "has no version 'nope'" in result.output
+
+
+CARD = """\
+playbook: card
+trigger: manual
+scorecard:
+  target: {score: 80, by_day: 60}
+  milestones: [MILESTONES]
+steps:
+  - wait: 90d
+    id: long
+"""
+ROUNDS = "playbook: rounds\ntrigger: manual\nsteps:\n  - repeat: {every: EVERY, times: 5, steps: [{set: {n: \"(run.vars.n or 0) + 1\"}, id: count}]}\n    id: rounds\n"
+HELD = "playbook: held\ntrigger: manual\nsteps:\n  - wait: WAIT\n    id: nap\n  - set: {woke: 'true'}\n"
+LISTEN = "playbook: listen\ntrigger: manual\nsteps:\n  - wait_for: {event: [TYPES], timeout: 30d, seen: true}\n    id: listen\n  - set: {heard: event.type}\n"
+
+
+async def test_migrate_in_the_account_workflow_keeps_milestones_rounds_pauses_and_seen_events(stack: Stack) -> None:
+    """Four runs of one account, each mid-something, moved to their second versions at once."""
+    def folder(v2: bool) -> dict[str, str]:
+        return {
+            "workspace.yaml": WORKSPACE,
+            "card.yaml": CARD.replace("MILESTONES", "{id: sso, weight: 1, event: sso.done}, " + ("{id: api, weight: 3, event: api.done}" if v2 else "{id: docs, weight: 1, event: docs.done}")),
+            "rounds.yaml": ROUNDS.replace("EVERY", "2d" if v2 else "7d"),
+            "held.yaml": HELD.replace("WAIT", "1d" if v2 else "20d"),
+            "listen.yaml": LISTEN.replace("TYPES", "training.done, webinar.attended" if v2 else "training.done"),
+        }
+
+    def publish(v2: bool) -> dict[str, str]:
+        project = load_project(write_folder(stack.root / f"multi-{v2}", folder(v2)))
+        project.raise_for_problems()
+        with stack.deps.sessions.begin() as s:
+            return deploy_project(s, project).versions
+
+    publish(False)
+    doc = AccountDoc.model_validate({"id": "acme", "name": "Acme", "contacts": [{"email": "kim@acme.example"}]})
+    await put_account(stack.client, stack.task_queue, stack.deps.sessions, doc)
+    for playbook in ("card", "rounds", "held", "listen"):
+        await start_run(stack.client, stack.task_queue, "acme", playbook)
+    await eventually(stack, lambda s: len([r for r in repo.list_runs(s, account_id="acme") if r.step]) == 4)
+    from touchpoint.ingest import control_run, send_event
+    from workflows.messages import RunControl
+
+    for kind in ("sso.done", "webinar.attended"):
+        await send_event(stack.client, stack.task_queue, stack.deps.sessions, "acme", EventIn(type=kind))
+    await eventually(stack, lambda s: (r := repo.list_runs(s, playbook_id="card")[0]).scorecard and r.scorecard["milestones"]["sso"]["done"])
+    held = await eventually(stack, lambda s: repo.list_runs(s, playbook_id="held"))
+    await control_run(stack.client, "acme", RunControl(action="pause", run_id=held[0].id))
+    await eventually(stack, lambda s: repo.list_runs(s, playbook_id="held")[0].status == "paused")
+    versions = publish(True)
+    for playbook in ("card", "rounds", "held", "listen"):
+        report = await migrate(stack.client, stack.deps.sessions, playbook)
+        assert [m.moved for m in report.moves] == [True], report.moves
+    await eventually(stack, lambda s: all(r.version == versions[r.playbook_id] for r in repo.list_runs(s, account_id="acme")))
+    with stack.deps.sessions() as s:
+        card = repo.list_runs(s, playbook_id="card")[0]
+        assert card.scorecard["milestones"] == {"sso": {"done": True, "day": 0}, "api": {"done": False, "day": None}}
+        assert card.scorecard["score"] == 25
+        assert repo.list_runs(s, playbook_id="held")[0].status == "paused"
+    # The new versions take over: rounds every 2 days, the paused run holds past its new 1-day
+    # wait, and the wait_for hears the type only version 2 listens to.
+    await send_event(stack.client, stack.task_queue, stack.deps.sessions, "acme", EventIn(type="webinar.attended"))
+    listen = await eventually(stack, lambda s: (r := repo.list_runs(s, playbook_id="listen")[0]).status == "ended" and r)
+    assert listen.vars == {"heard": "webinar.attended"}
+    await stack.env.sleep(timedelta(days=3))
+    rounds = await eventually(stack, lambda s: (r := repo.list_runs(s, playbook_id="rounds")[0]).vars.get("n", 0) >= 2 and r)
+    assert rounds.vars["n"] == 2  # round 2 came 2 days after round 1, not 7
+    with stack.deps.sessions() as s:
+        assert repo.list_runs(s, playbook_id="held")[0].status == "paused"
