@@ -272,3 +272,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         print(message, file=sys.stderr)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def invoke_cli(args: list[str], env: dict[str, str]) -> Any:
+    """Run a `touchpoint` command in this process with ``env`` (CliRunner), on settings read
+    from that environment: the process-wide `settings()` cache is cleared before and after."""
+    from typer.testing import CliRunner
+
+    from touchpoint.cli.main import app
+    from touchpoint.config import settings
+
+    settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, args, env=env)
+    finally:
+        settings.cache_clear()
+

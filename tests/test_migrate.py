@@ -13,9 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.conftest import Stack, eventually, write_folder
+from tests.conftest import Stack, eventually, invoke_cli, write_folder
 from tests.test_events import api_client
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.runtime import EventIn
@@ -138,16 +137,14 @@ async def test_migrate_api_and_cli(stack: Stack) -> None:
         assert body["runs"][0]["from_step"] == "settle" and body["runs"][0]["account_id"] == "acme"
     assert runs(stack) == {"acme": (v1, "settle", "running")}
     # The CLI, against the same server and store.
-    from touchpoint.cli.main import app
-
     target = stack.client.service_client.config.target_host
     env = {"TOUCHPOINT_TEMPORAL_ADDRESS": target, "TOUCHPOINT_DATABASE_URL": stack.settings.db_url, "TOUCHPOINT_TASK_QUEUE": stack.task_queue}
-    result = await asyncio.to_thread(CliRunner().invoke, app, ["migrate", "onboard", "--json"], env=env)
+    result = await asyncio.to_thread(invoke_cli, ["migrate", "onboard", "--json"], env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert (report["moved"], report["runs"][0]["to_version"]) == (1, v2)
     await eventually(stack, lambda s: repo.list_runs(s, playbook_id="onboard")[0].version == v2)
-    result = await asyncio.to_thread(CliRunner().invoke, app, ["migrate", "onboard", "--to", "nope"], env=env)
+    result = await asyncio.to_thread(invoke_cli, ["migrate", "onboard", "--to", "nope"], env)
     assert result.exit_code == 2 and "has no version 'nope'" in result.output
 
 

@@ -10,10 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from typer.testing import CliRunner
-
 from activities.deps import Deps
-from tests.conftest import write_folder
+from tests.conftest import invoke_cli, write_folder
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.schema import AccountDoc
@@ -88,9 +86,7 @@ async def test_search_attributes_find_every_account_at_a_step(store_settings: Se
             await eventually_listed(address, "TouchpointPlaybooks = 'onboard'", ["account/globex"])
 
         # The store answers the same question without a server.
-        from touchpoint.cli.main import app
-
-        result = CliRunner().invoke(app, ["status", "--playbook", "onboard", "--step", "settle", "--json"], env={"TOUCHPOINT_DATABASE_URL": store_settings.db_url})
+        result = invoke_cli(["status", "--playbook", "onboard", "--step", "settle", "--json"], {"TOUCHPOINT_DATABASE_URL": store_settings.db_url})
         assert result.exit_code == 0, result.output
         assert [json.loads(line)["account_id"] for line in result.output.splitlines()] == ["globex"]
     finally:

@@ -15,25 +15,19 @@ running), carrying every run's state; each run's playbook version is loaded agai
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from touchpoint.dsl import expressions as ex
     from touchpoint.dsl.durations import parse_duration
     from touchpoint.dsl.runtime import (
-        EffectInput,
-        EffectResult,
         EventIn,
         RunResult,
         RunStatus,
-        SendEmailResult,
         StartRequest,
         StepRecord,
-        TaskResult,
         build_context,
         segment_of,
     )
@@ -41,9 +35,10 @@ with workflow.unsafe.imports_passed_through():
     from touchpoint.engine import machine
     from touchpoint.engine import migrate as migration
     from touchpoint.engine.accounts import apply_event, changes
-    from touchpoint.engine.program import Effect, EffectDone, Output, Program
-    from touchpoint.engine.state import RunState, waiting_of
-    from workflows import names, search
+    from touchpoint.engine.program import Program
+    from touchpoint.engine.state import RunState
+    from workflows import names
+    from workflows.hosting import RunHost
     from workflows.messages import (
         AccountState,
         Envelope,
@@ -53,32 +48,14 @@ with workflow.unsafe.imports_passed_through():
         MigrateRequest,
         PlannedStart,
         PrepareStarts,
-        ProjectRuns,
         RunControl,
-        RunProjection,
         StartAnswer,
         StoreResult,
         StoreStep,
     )
-    from workflows.options import EFFECT_OPTIONS
+    from workflows.options import STORE_OPTIONS
 
 SEEN_IDS = 500
-TIMELINE_LIMIT = 20_000
-"""Timeline lines a simulated run reports to its driver."""
-STORE_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
-}
-"""Store steps are local activities: short, idempotent, and each a server round trip cheaper
-than a regular activity."""
-RESULT_TYPES: dict[str, type[Any]] = {
-    names.SEND_EMAIL: SendEmailResult,
-    names.RESERVE_SEND_SLOT: datetime,
-    names.CREATE_TASK: TaskResult,
-    names.ADD_NOTE: EffectResult,
-    names.UPDATE_FIELDS: EffectResult,
-    names.CALL_WEBHOOK: EffectResult,
-}
 
 
 def account_workflow_id(account_id: str) -> str:
@@ -87,8 +64,8 @@ def account_workflow_id(account_id: str) -> str:
 
 
 @workflow.defn(name=names.ACCOUNT)
-class AccountWorkflow:
-    """Serialises everything that happens to one account and hosts its runs."""
+class AccountWorkflow(RunHost):
+    """Serialises everything that happens to one account and hosts its runs (`RunHost`)."""
 
     @workflow.init
     def __init__(self, state: AccountState) -> None:
@@ -102,14 +79,11 @@ class AccountWorkflow:
         self.unprojected: dict[str, list[StepRecord]] = {}
         self.moved: set[str] = set()
         self.result: RunResult | None = None
+        """The first run, ended, for an account workflow that ends with it (`finish_after_run`)."""
         self.answers: dict[str, StartAnswer] = {}
         """What each start request did, by its run id, for the `start` update that waits for it."""
         self.awaiting: set[str] = set()
-        """The first run, ended, for an account workflow that ends with it (`finish_after_run`)."""
 
-    def now(self) -> datetime:
-        """The account's clock: Temporal's time plus the simulation offset (zero in production)."""
-        return workflow.now() + timedelta(seconds=self.state.clock_offset)
 
     # ------------------------------------------------------------------ handlers
 
@@ -185,26 +159,6 @@ class AccountWorkflow:
     def query_runs(self) -> list[RunStatus]:
         """Every run in flight, with what it waits for and its recent timeline."""
         return [self._status(run) for run in self.state.runs.values()]
-
-    def _status(self, run: RunState) -> RunStatus:
-        return RunStatus(id=run.run_id, because=run.because, history=list(run.recent), **self._where(run))
-
-    def _where(self, run: RunState) -> dict[str, Any]:
-        """Where a run stands: what its status query and its store projection both say."""
-        return {
-            "workflow_id": workflow.info().workflow_id,
-            "playbook": run.playbook,
-            "version": run.version,
-            "account_id": run.account_id,
-            "status": run.status,
-            "step": run.step,
-            "outcome": run.outcome,
-            "paused_reason": run.paused_reason,
-            "started_at": run.started_at,
-            "vars": run.vars,
-            "scorecard": run.scorecard,
-            "waiting": [w.model_dump(mode="json") for w in waiting_of(run)],
-        }
 
     # ------------------------------------------------------------------ the loop
 
@@ -284,19 +238,6 @@ class AccountWorkflow:
                 self._feed(run_id, machine.Tick())
         await self._flush()
         self._index()
-
-    def _index(self) -> None:
-        """Keep the search attributes current: the account, its runs' playbooks and steps."""
-        state = self.state
-        if not state.indexed or state.account is None:
-            return
-        csm = state.account.csm
-        runs = [(run.playbook, run.step, run.status) for run in state.runs.values()]
-        values = search.values(state.account_id, state.account.segment, (csm.email or csm.name) if csm else None, runs)
-        changes = search.updates(state.indexed_values, values)
-        if changes:
-            workflow.upsert_search_attributes(changes)
-            state.indexed_values = values
 
     # ------------------------------------------------------------------ events
 
@@ -499,112 +440,3 @@ class AccountWorkflow:
         if self.state.simulation and self.state.script_base is None:
             self.state.script_base = run.started_at
         self._absorb(run, out)
-
-    # ------------------------------------------------------------------ hosting runs
-
-    def _control(self, request: RunControl) -> None:
-        for run_id, run in list(self.state.runs.items()):
-            if run_id == request.run_id or (request.run_id is None and run.playbook == request.playbook):
-                message: machine.Input
-                if request.action == "pause":
-                    message = machine.Pause(reason=request.reason)
-                elif request.action == "resume":
-                    message = machine.Resume()
-                elif request.action == "stop":
-                    message = machine.Stop(outcome="running", because="horizon")
-                else:
-                    message = machine.Cancel()
-                self._feed(run_id, message)
-
-    def _feed(self, run_id: str, message: machine.Input) -> None:
-        run = self.state.runs.get(run_id)
-        if run is None:
-            return  # an answer for a run that has ended
-        program = self.programs[f"{run.playbook}@{run.version}"]
-        self._absorb(run, machine.step(program, run, self.state.account, self.now(), message))
-
-    def _absorb(self, run: RunState, out: Output) -> None:
-        """Keep the run's new timeline lines, start its effects (one batch), note that it moved."""
-        if out.records:
-            if self.state.finish_after_run:
-                timeline = self.timelines.setdefault(run.run_id, [])
-                timeline.extend(out.records)
-                del timeline[:-TIMELINE_LIMIT]
-            self.unprojected.setdefault(run.run_id, []).extend(out.records)
-        for text in out.warnings:
-            workflow.logger.warning("run %s: %s", run.run_id, text)
-        if out.moved or out.ended:
-            self.moved.add(run.run_id)
-        effects = [e for e in out.effects if e.kind != "start_playbook"]
-        for effect in out.effects:
-            if effect.kind == "start_playbook" and isinstance(effect.input, StartRequest):
-                self.state.starts.append(effect.input)
-        if effects:
-            self.inflight += 1
-            self.unstarted += any(isinstance(e.input, EffectInput) for e in effects)
-            self.effects = [t for t in self.effects if not t.done()]
-            self.effects.append(asyncio.create_task(self._perform(run.run_id, effects)))
-
-    async def _perform(self, run_id: str, effects: list[Effect]) -> None:
-        """One run's batch of effects, concurrently; answers reach the run in the order asked."""
-        effects = self._carrying(effects)
-        try:
-            answers = await asyncio.gather(*(self._call(effect) for effect in effects))
-            self.inbox.extend((run_id, answer) for answer in answers)
-        finally:
-            self.inflight -= 1
-
-    async def _call(self, effect: Effect) -> EffectDone:
-        try:
-            result = await workflow.execute_activity(effect.kind, effect.input, result_type=RESULT_TYPES[effect.kind], **EFFECT_OPTIONS)
-        except ActivityError as error:
-            cause = error.cause
-            message = str(cause.message if isinstance(cause, ApplicationError) else (cause or error))
-            kind = cause.type if isinstance(cause, ApplicationError) else None
-            return EffectDone(id=effect.id, error=message, error_type=kind)
-        return EffectDone(id=effect.id, result=result)
-
-    # ------------------------------------------------------------------ projection
-
-    def _projection(self, run: RunState) -> RunProjection:
-        records = self.unprojected.pop(run.run_id, [])
-        return RunProjection(run_id=run.run_id, ended_at=run.ended_at, position=run.position, records=records, **self._where(run))
-
-    def _take_projections(self) -> list[RunProjection]:
-        """Projections of the runs that moved since the last store step (it carries them)."""
-        found = [self._projection(self.state.runs[run_id]) for run_id in sorted(self.moved) if run_id in self.state.runs]
-        self.moved.clear()
-        return found
-
-    def _carrying(self, effects: list[Effect]) -> list[Effect]:
-        """The batch, its first side effect carrying the projections of the runs that moved: the
-        activity writes them before its own work, so this activation needs no store step."""
-        for i, effect in enumerate(effects):
-            if isinstance(effect.input, EffectInput):
-                self.unstarted -= 1
-                if not self.moved or self.state.simulation:
-                    return effects
-                carried = effect.input.model_copy(update={"projections": self._take_projections()})
-                return [*effects[:i], effect.model_copy(update={"input": carried}), *effects[i + 1 :]]
-        return effects
-
-    async def _flush(self) -> None:
-        """Project the runs that moved, then let go of the ended ones.
-
-        The projections ride on an effect this activation starts when there is one (see
-        `_carrying`); else, or when a run ended, one local activity writes them.
-        """
-        ended = [run for run in self.state.runs.values() if run.ended]
-        deferred = self.unstarted > 0 and not any(run.run_id in self.moved for run in ended)
-        if self.moved and not self.state.simulation and not deferred:
-            await workflow.execute_local_activity(names.PROJECT_RUNS, ProjectRuns(runs=self._take_projections()), **STORE_OPTIONS)
-        if self.state.simulation or not deferred:
-            self.moved.clear()
-        for run in ended:
-            del self.state.runs[run.run_id]
-            self.unprojected.pop(run.run_id, None)
-            if self.state.finish_after_run and self.result is None:
-                self.result = RunResult(
-                    run_id=run.run_id, outcome=run.outcome or "completed", because=run.because, started_at=run.started_at,
-                    ended_at=run.ended_at, history=self.timelines.pop(run.run_id, []), vars=run.vars, scorecard=run.scorecard,
-                )

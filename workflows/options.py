@@ -37,3 +37,10 @@ class RunEnded(Exception):
 
 class StepFailed(Exception):
     """A step failed for good after its retries."""
+
+STORE_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+"""Store steps are local activities: short, idempotent, and each a server round trip cheaper
+than a regular activity."""
