@@ -23,7 +23,8 @@ from touchpoint.dsl.runtime import EventIn, RunResult, StartRequest
 from touchpoint.dsl.schedule import ScheduleRunInput, ScheduleRunResult
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
-from touchpoint.ingest import put_account, send_event
+from touchpoint.ingest import put_account, send_event, start_now
+from touchpoint.migration import migrate
 from touchpoint.store import repo
 from touchpoint.temporal_server import start_time_skipping
 from worker import build_worker
@@ -150,12 +151,26 @@ async def record_continued(root: Path) -> None:
     folder.mkdir()
     (folder / "workspace.yaml").write_text(WORKSPACE)
     (folder / "w.yaml").write_text(CONTINUED)
+    (folder / "m.yaml").write_text("playbook: m\ntrigger: manual\nsteps:\n  - wait: 30d\n  - note: {text: later}\n")
     try:
         async with build_worker(env.client, deps, task_queue=queue, strict_imports=True):
             with deps.sessions.begin() as s:
                 deploy_project(s, load_project(folder))
             await put_account(env.client, queue, deps.sessions, ACCOUNT)
             await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="w0", type="webinar.attended"))
+            # The updates: a start that answers (POST /runs) and a migration to a second version.
+            answer = await start_now(env.client, queue, "acme", "m")
+            assert answer.result == "started", answer
+            for _ in range(200):
+                with deps.sessions() as s:
+                    if repo.list_runs(s, playbook_id="w") and repo.list_runs(s, playbook_id="w")[0].step:
+                        break
+                await asyncio.sleep(0.05)
+            (folder / "w.yaml").write_text(CONTINUED.replace("timeout: 30d", "timeout: 20d"))
+            with deps.sessions.begin() as s:
+                deploy_project(s, load_project(folder))
+            report = await migrate(env.client, deps.sessions, "w")
+            assert [m.moved for m in report.moves] == [True], report.moves
             handle = env.client.get_workflow_handle("account/acme")
             first = (await handle.describe()).run_id
             for index in range(60):

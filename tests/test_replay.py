@@ -26,15 +26,18 @@ def test_replay_histories_are_recorded() -> None:
 
 
 def test_replay_the_continued_account_carried_its_run_in_flight() -> None:
-    """`account_continued.json` is a run of the account workflow that continued as new with a
-    playbook run in flight: the new run's input holds that run's state (not its program)."""
+    """`account_continued.json` is a run of the account workflow that continued as new with
+    playbook runs in flight (one of them migrated by an update): the new run's input holds their
+    state (not their programs)."""
     import base64
 
     events = json.loads((Path(__file__).resolve().parent / "histories" / "account_continued.json").read_text())["events"]
     closing = events[-1]["workflowExecutionContinuedAsNewEventAttributes"]
     carried = json.loads(base64.b64decode(closing["input"]["payloads"][0]["data"]))
-    (run,) = carried["runs"].values()
-    assert run["playbook"] == "w" and run["status"] == "running" and run["threads"]
+    runs = {run["playbook"]: run for run in carried["runs"].values()}
+    assert sorted(runs) == ["m", "w"]  # the event-triggered run and the one POST /runs started
+    assert all(run["status"] == "running" and run["threads"] for run in runs.values())
+    assert "migrated" in [line["action"] for line in runs["w"]["recent"]]  # moved to version 2 before
     assert '"trigger"' not in json.dumps(carried)  # no frozen playbook: the version is loaded again by its id
 
 
