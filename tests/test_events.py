@@ -218,6 +218,12 @@ async def test_events_exit_when_fires_on_an_account_update(stack: Stack, folder:
     assert row.outcome == "exited" and notes(stack, run.id) == []
     listed = (await api.get("/runs", params={"account": acct})).json()
     assert [(r["playbook"], r["status"], r["outcome"]) for r in listed] == [("p", "ended", "exited")]
+    # An ended run keeps its timeline.
+    detail = (await api.get(f"/runs/{run.id}")).json()
+    assert (detail["status"], detail["outcome"], detail["waiting"], detail["waiting_text"]) == ("ended", "exited", [], None)
+    assert [line["action"] for line in detail["history"]][:1] == ["wait"]
+    missing = await api.get("/runs/no-such-run")
+    assert missing.status_code == 404 and "no run" in missing.json()["detail"]
 
 
 async def test_events_manual_start_and_deploy_while_runs_are_in_flight(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
@@ -237,8 +243,10 @@ async def test_events_manual_start_and_deploy_while_runs_are_in_flight(stack: St
     assert "in flight" in again.json()["detail"]
     unknown = await api.post("/runs", json={"playbook": "m", "account_id": uid()})
     assert unknown.status_code == 404 and "no account" in unknown.json()["detail"]
-    first = (await eventually(stack, lambda s: repo.list_runs(s, account_id=acct)))[0]
+    first = (await eventually(stack, lambda s: (rows := repo.list_runs(s, account_id=acct)) and rows[0].step and rows))[0]
     assert first.id == run_id
+    (listed,) = (await api.get("/runs", params={"account": acct, "step": first.step})).json()
+    assert listed["id"] == run_id and listed["waiting_text"].startswith("waiting until ") and listed["waiting_text"].endswith(" UTC")
     write_folder(folder, {"m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - note: {text: v2}\n"})
     project = load_project(folder)
     with stack.deps.sessions.begin() as s:

@@ -35,16 +35,19 @@ from touchpoint.api.models import (
     EventBody,
     MigrateBody,
     MigrationReport,
+    RunDetail,
     RunInFlight,
     RunStarted,
     RunView,
     StartBody,
     TaskCompleted,
+    TimelineLine,
 )
 from touchpoint.config import Settings
 from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.ingest import put_account, send_event, start_now
+from touchpoint.runs_view import record_json, waiting_words
 from touchpoint.store import repo
 from touchpoint.unsubscribe import read_token
 
@@ -164,25 +167,41 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
         doc, contacts = found
         return AccountView.model_validate({**doc, "contacts": contacts})
 
+    def run_view(s: Session, r: Any, zones: dict[str, str], model: type[RunView] = RunView, **extra: Any) -> Any:
+        if r.account_id and r.account_id not in zones:
+            stored = repo.get_account(s, r.account_id)
+            zones[r.account_id] = (stored[0].get("timezone") if stored else None) or "UTC"
+        words = waiting_words(r.waiting or [], zones.get(r.account_id or "", "UTC")) if r.status != "ended" else None
+        return model(
+            id=r.id, workflow_id=r.workflow_id, playbook=r.playbook_id, version=r.version, account_id=r.account_id, status=r.status,
+            step=r.step, outcome=r.outcome, started_at=r.started_at, ended_at=r.ended_at, paused_reason=r.paused_reason,
+            waiting=(r.waiting or []) if r.status != "ended" else [], waiting_text=words, **extra,
+        )
+
     @app.get("/runs", dependencies=guarded, response_model=list[RunView], responses=error_responses(*denied, 422))
     async def list_runs(
         account: Annotated[str | None, Query(max_length=200)] = None,
         playbook: Annotated[str | None, Query(max_length=100)] = None,
+        step: Annotated[str | None, Query(max_length=200, description="Only runs in flight at this step (its id).")] = None,
     ) -> list[RunView]:
-        """Runs with their status, current step, what they wait for and outcome.
+        """Runs with their status, current step, what they wait for (in the account's zone) and outcome.
 
         Read from the store, where the account workflows project every step of their runs.
         """
+        zones: dict[str, str] = {}
         with sessions() as s:
-            rows = repo.list_runs(s, account_id=account, playbook_id=playbook)
-            runs = [
-                RunView(
-                    id=r.id, workflow_id=r.workflow_id, playbook=r.playbook_id, version=r.version, account_id=r.account_id, status=r.status,
-                    step=r.step, outcome=r.outcome, started_at=r.started_at, ended_at=r.ended_at, paused_reason=r.paused_reason, waiting=r.waiting or [],
-                )
-                for r in rows
-            ]
-        return runs
+            return [run_view(s, r, zones) for r in repo.list_runs(s, account_id=account, playbook_id=playbook, step=step)]
+
+    @app.get("/runs/{run_id}", dependencies=guarded, response_model=RunDetail, responses=error_responses(*denied, 404, 422))
+    async def get_run(run_id: Annotated[str, Path(min_length=1, max_length=200)]) -> RunDetail:
+        """One run, ended or not, with its vars, scorecard and whole timeline (404 if unknown)."""
+        with sessions() as s:
+            row = repo.get_run(s, run_id)
+            if row is None:
+                raise HTTPException(404, f"no run {run_id!r}")
+            history = [TimelineLine(**record_json(x)) for x in repo.run_steps(s, row.id)]
+            detail: RunDetail = run_view(s, row, {}, RunDetail, vars=dict(row.vars or {}), scorecard=row.scorecard, history=history)
+        return detail
 
     @app.post(
         "/runs", status_code=201, dependencies=guarded, response_model=RunStarted,

@@ -271,6 +271,27 @@ class RunView(BaseModel):
     paused_reason: str | None = None
     waiting: list[Waiting] = Field(default_factory=list)
     """What the run waits for, one entry per waiting thread (its steps and its scorecard)."""
+    waiting_text: str | None = None
+    """The same in words, times in the account's zone ("email held until Mon 07 Dec 09:00
+    Europe/Berlin: send window")."""
+
+
+class TimelineLine(BaseModel):
+    """One line of a run's timeline."""
+
+    at: datetime
+    day: int
+    step: str
+    action: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunDetail(RunView):
+    """`GET /runs/{id}`: one run, ended or not, with its vars, scorecard and whole timeline."""
+
+    vars: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] | None = None
+    history: list[TimelineLine] = Field(default_factory=list)
 
 
 class SendGridEvent(BaseModel):

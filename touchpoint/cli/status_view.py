@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -20,42 +19,12 @@ from rich.table import Table
 from rich.text import Text
 
 from touchpoint.cli.tables import Column, print_table
+from touchpoint.runs_view import _plain, record_json, waiting_words
+
+__all__ = ["print_runs", "record_json", "waiting_words"]
 
 HISTORY_SHOWN = 10
 """Recent steps shown per run (`--json` carries the whole timeline the run reports)."""
-
-
-def waiting_words(entries: Sequence[dict[str, Any]], tz: str) -> str | None:
-    """What a run waits for, in the account's zone: "held until Mon 09:00 Europe/Berlin: send_window"."""
-    from zoneinfo import ZoneInfo
-
-    words = []
-    for entry in entries:
-        until = entry.get("until")
-        when = ""
-        if until:
-            moment = datetime.fromisoformat(str(until)).astimezone(ZoneInfo(tz))
-            when = f" until {moment:%a %d %b %H:%M} {tz}"
-        kind, detail = entry.get("kind"), entry.get("detail")
-        if kind == "email":
-            words.append(f"email held{when}" + (f": {detail}" if detail else ""))
-        elif kind == "event":
-            words.append(f"waiting for {detail or 'an event'}{when}")
-        elif kind == "task":
-            words.append(f"waiting for its task to be completed{when}")
-        elif kind == "paused":
-            words.append("paused" + (f": {detail}" if detail else ""))
-        elif kind == "effect":
-            words.append("calling a provider")
-        else:
-            words.append(f"{'scorecard ' if entry.get('step') == 'scorecard' else ''}waiting{when}")
-    return "; ".join(words) or None
-
-
-def record_json(record: Any) -> dict[str, Any]:
-    """A history record (`StepRecord`-like: at, day, step, action, detail) as JSON-ready data."""
-    at = record.at.astimezone(UTC).isoformat(timespec="seconds") if isinstance(record.at, datetime) else str(record.at)
-    return {"at": at, "day": record.day, "step": record.step, "action": record.action, "detail": _plain(record.detail)}
 
 
 def print_runs(console: Console, runs: Sequence[dict[str, Any]], *, as_json: bool = False) -> None:
@@ -119,14 +88,3 @@ def _print_run(console: Console, run: dict[str, Any]) -> None:
             console.print(grid)
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: datetimes as ISO text, containers walked, anything else as ``str``."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
