@@ -133,24 +133,6 @@ def start(playbook: str = typer.Argument(...), account: str = typer.Option(..., 
 
 
 @app.command()
-def event(
-    type: str = typer.Argument(..., help="Event type, e.g. setup.sso_configured."),
-    account: str = typer.Option(..., "--account"),
-    data: str = typer.Option("{}", "--data", help="JSON object."),
-    id: str | None = typer.Option(None, "--id", help="Event id (a repeated id is a no-op)."),
-) -> None:
-    """Send one event about an account."""
-    from touchpoint.ingest import send_event
-    from worker import connect
-
-    async def go() -> str:
-        client = await connect(settings())
-        return await send_event(client, settings().task_queue, _sessions(), account, EventIn(id=id, type=type, data=json.loads(data)))
-
-    console.print(f"accepted {_run(go())}")
-
-
-@app.command()
 def status(
     account: str | None = typer.Option(None, "--account"),
     playbook: str | None = typer.Option(None, "--playbook"),
