@@ -84,7 +84,7 @@ def deploy_generation(s: Session) -> str:
     """A short hash of every current deployment: it changes whenever anything is deployed."""
     import hashlib
 
-    rows = s.execute(select(Deployment.kind, Deployment.name, Deployment.version).where(Deployment.current.is_(True))).tuples()
+    rows = s.execute(select(Deployment.kind, Deployment.name, Deployment.version).where(Deployment.current.is_(True))).all()
     lines = sorted(f"{kind}/{name}/{version}" for kind, name, version in rows)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
@@ -92,7 +92,7 @@ def deploy_generation(s: Session) -> str:
 def deployed_versions(s: Session, kind: str) -> list[tuple[str, str]]:
     """Every stored version of ``kind``, current or not, as (name, version), in order."""
     query = select(Deployment.name, Deployment.version).where(Deployment.kind == kind).order_by(Deployment.name, Deployment.version)
-    return [(name, version) for name, version in s.execute(query).tuples()]
+    return [(name, version) for name, version in s.execute(query).all()]
 
 
 def get_deployment(s: Session, kind: str, name: str, version: str | None = None) -> Deployment | None:
