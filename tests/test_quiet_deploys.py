@@ -142,3 +142,45 @@ async def test_quiet_deploy_adding_a_wait_for_reaches_both_api_processes_within_
     with stack.deps.sessions() as s:
         assert all((e := repo.get_event(s, i)) is not None and e.applied_by is None for i in before)
         assert {e.id for e in repo.list_events(s, account_id=acct, type="webinar.attended")} == {i for i, _, _ in sent}
+
+
+def cli(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TOUCHPOINT_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
+        "TOUCHPOINT_DATABASE_URL": stack.settings.db_url,
+        "TOUCHPOINT_TASK_QUEUE": stack.task_queue,
+        "TOUCHPOINT_HOME": str(tmp_path / "home"),
+        "COLUMNS": "200",
+    }
+    return subprocess.run([sys.executable, "-m", "touchpoint.cli.main", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_quiet_cli_sends_a_file_in_batches_and_lists_the_log(stack: Stack, tmp_path: Path) -> None:
+    import json
+
+    stack.deploy(write_folder(tmp_path / "playbooks", {**BEFORE, "webinar.yaml": WEBINAR}))
+    lines = [json.dumps({"type": "feature.used", "account_id": "acme", "id": f"f{n:04d}", "at": f"2026-03-01T09:{n // 60:02d}:{n % 60:02d}Z"}) for n in range(1100)]
+    lines[5] = json.dumps({"type": "webinar.attended", "account_id": "acme", "id": "listened"})
+    lines[7] = '{"type": "Bad Type", "account_id": "acme"}'
+    lines[9] = lines[8]  # a repeated id
+    lines.insert(3, "")  # blank lines are skipped
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    result = await asyncio.to_thread(cli, stack, tmp_path, "event", "--file", "events.jsonl")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1,099 events accepted: 1,097 quiet (recorded only), 1 to account workflows, 1 repeated id; 1 rejected" in result.stdout, result.stdout
+    assert "events.jsonl:9: type: String should match pattern" in result.stderr, result.stderr
+    with stack.deps.sessions() as s:
+        assert len(repo.event_log(s, "acme", limit=2000)) == 1098
+    await eventually(stack, lambda s: (e := repo.get_event(s, "listened")) is not None and e.applied_by is not None)
+
+    listed = await asyncio.to_thread(cli, stack, tmp_path, "events", "acme", "--type", "feature.used", "--limit", "3", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["f1099", "f1098", "f1097"]
+    page = await asyncio.to_thread(cli, stack, tmp_path, "events", "--account", "acme", "--limit", "2", "--type", "feature.used", "--before", "f1097")
+    assert page.returncode == 0 and "f1096" in page.stdout and "f1095" in page.stdout and "f1097" not in page.stdout.split("more:")[0], page.stdout
+    assert "more: touchpoint events acme --before f1095" in page.stdout
+    unknown = await asyncio.to_thread(cli, stack, tmp_path, "events", "acme", "--before", "nope")
+    assert unknown.returncode == 1 and "no event 'nope'" in unknown.stderr

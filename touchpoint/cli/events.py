@@ -128,9 +128,10 @@ def _send_file(file: Path, size: int) -> None:
 
     run_async(go())
     accepted = sum(counts.values())
+    repeats = counts["repeat"]
     console.print(
-        f"{plural(accepted, 'event')} accepted ({counts['quiet']} quiet, recorded only; {counts['workflow']} to account workflows; "
-        f"{counts['repeat']} repeated ids), {len(rejected)} rejected",
+        f"{accepted:,} {'event' if accepted == 1 else 'events'} accepted: {counts['quiet']:,} quiet (recorded only), "
+        f"{counts['workflow']:,} to account workflows, {plural(repeats, 'repeated id')}; {len(rejected):,} rejected",
         markup=False,
         soft_wrap=True,
     )
