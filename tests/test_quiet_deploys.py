@@ -182,5 +182,9 @@ async def test_quiet_cli_sends_a_file_in_batches_and_lists_the_log(stack: Stack,
     page = await asyncio.to_thread(cli, stack, tmp_path, "events", "--account", "acme", "--limit", "2", "--type", "feature.used", "--before", "f1097")
     assert page.returncode == 0 and "f1096" in page.stdout and "f1095" in page.stdout and "f1097" not in page.stdout.split("more:")[0], page.stdout
     assert "more: touchpoint events acme --before f1095" in page.stdout
+    single = await asyncio.to_thread(cli, stack, tmp_path, "event", "invoice.paid", "--account", "acme", "--id", "one", "--data", '{"amount": 5}')
+    assert single.returncode == 0 and "accepted one" in single.stdout, single.stdout + single.stderr
+    with stack.deps.sessions() as s:
+        assert (e := repo.get_event(s, "one")) is not None and e.data == {"amount": 5} and e.applied_by is None
     unknown = await asyncio.to_thread(cli, stack, tmp_path, "events", "acme", "--before", "nope")
     assert unknown.returncode == 1 and "no event 'nope'" in unknown.stderr
