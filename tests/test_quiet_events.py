@@ -286,3 +286,40 @@ async def test_quiet_events_log_order_limits_and_pages(stack: Stack, api: httpx.
         response = await api.get("/events", params=params)
         assert response.status_code == status, (params, response.text)
         assert sorted(response.json()) == ["detail", "errors"]
+
+
+def test_quiet_deploy_report_names_the_types_it_makes_listened(tmp_path: Path) -> None:
+    from tests.conftest import write_folder
+    from touchpoint.deploy import deploy_project
+    from touchpoint.dsl.validate import load_project
+    from touchpoint.store import make_engine, migrate, session_factory
+
+    engine = make_engine(f"sqlite:///{tmp_path}/store.db")
+    migrate(engine)
+    sessions = session_factory(engine)
+    folder = tmp_path / "playbooks"
+    files = {"templates/.keep": "", "trial.yaml": TRIAL}
+
+    def deploy_now() -> Any:
+        write_folder(folder, files)
+        with sessions.begin() as s:
+            return deploy_project(s, load_project(folder))
+
+    try:
+        first = deploy_now()
+        assert first.newly_listened == ["setup.done", "trial.started", "webinar.attended"]
+        assert first.listening_lines() == ["listening setup.done, trial.started, webinar.attended: no longer quiet, sent to account workflows in every API process within 1 s"]
+        assert deploy_now().listening_lines() == []
+        files["invoices.yaml"] = "playbook: invoices\ntrigger: manual\nsteps:\n  - wait_for: {event: [invoice.paid, usage.reported], timeout: 3d}\n"
+        report = deploy_now()
+        assert report.newly_listened == ["invoice.paid"] and report.as_dict()["listening"] == {"newly_listened": ["invoice.paid"], "every_type_listened": []}
+        assert any(line.startswith("listening invoice.paid:") for line in report.lines())
+        files["churn.yaml"] = 'playbook: churn\ntrigger: manual\nexit_when: "event.data.churned"\nsteps: [{wait: 1d}]\n'
+        report = deploy_now()
+        assert len(report.every_type_listened) == 1 and report.every_type_listened[0].startswith("churn@")
+        assert "no event is quiet in every API process within 1 s" in report.listening_lines()[0]
+        del files["churn.yaml"]
+        (folder / "churn.yaml").unlink()
+        assert deploy_now().listening_lines() == []  # its stored version still counts: nothing changed
+    finally:
+        engine.dispose()

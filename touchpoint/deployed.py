@@ -89,12 +89,17 @@ def deployed(sessions: sessionmaker[Session], *, max_age: float = REFRESH_SECOND
 def _read(sessions: sessionmaker[Session], view: _View, began: float) -> Deployed:
     with sessions() as s:
         generation = repo.deploy_generation(s)
-        versions = repo.deployed_versions(s, "playbook")
-        for key in versions:
-            if key not in view.versions:
-                row = repo.get_deployment(s, "playbook", key[0], key[1])
-                if row is not None:
-                    playbook = Playbook.model_validate(row.content["playbook"])
-                    view.versions[key] = of_playbook(playbook, f"{key[0]}@{key[1]}")
-    listening = combined(view.versions[key] for key in versions if key in view.versions)
+        listening = stored_listening(s, view.versions)
     return Deployed(generation=generation, listening=listening, read_at=began)
+
+
+def stored_listening(s: Session, parsed: dict[tuple[str, str], Listening] | None = None) -> Listening:
+    """What every playbook version in the store listens to; ``parsed`` keeps versions already read."""
+    known = parsed if parsed is not None else {}
+    versions = repo.deployed_versions(s, "playbook")
+    for key in versions:
+        if key not in known:
+            row = repo.get_deployment(s, "playbook", key[0], key[1])
+            if row is not None:
+                known[key] = of_playbook(Playbook.model_validate(row.content["playbook"]), f"{key[0]}@{key[1]}")
+    return combined(known[key] for key in versions if key in known)

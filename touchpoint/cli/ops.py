@@ -84,6 +84,8 @@ def _print_deploy(report: Any) -> None:
         for item in report.as_dict()["playbooks"]
     ]
     print_table(console, [Column("change"), Column("playbook", key=True), Column("version", key=True), Column("note")], rows)
+    for line in report.listening_lines():
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def _older_note(count: int) -> str:
