@@ -32,10 +32,7 @@ from workflows.messages import (
 
 def deploy_generation(s: Session) -> str:
     """A short hash of every current deployment: changes whenever anything is deployed."""
-    import hashlib
-
-    rows = sorted(f"{d.kind}/{d.name}/{d.version}" for d in repo.current_deployments(s))
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:12]
+    return repo.deploy_generation(s)
 
 
 def deployed_index(s: Session) -> DeployedIndex:

@@ -56,6 +56,25 @@ class BareAccount:
             await workflow.execute_local_activity("bare_mark", args=[key, "ended", started, workflow.now().isoformat()], **OPTIONS)
 
 
+@workflow.defn(name="BareEvents")
+class BareEvents:
+    """An account's workflow at its thinnest: each event a signal (signal-with-start), recorded by
+    one local activity; the least an event that reaches a workflow can cost."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    @workflow.signal(name="ingest")
+    def ingest(self, key: str) -> None:
+        self.pending.append(key)
+
+    @workflow.run
+    async def run(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self.pending))
+            await workflow.execute_local_activity("bare_event", self.pending.pop(0), **OPTIONS)
+
+
 @workflow.defn(name="BarePark")
 class BarePark:
     """Records its start, sleeps, records its end (a run parked in a `wait`). Its `move` update
@@ -142,7 +161,7 @@ class BareActivities:
         return [self.bare_effect, self.bare_mark, self.bare_event, self.bare_noop]
 
 
-WORKFLOWS: list[type] = [BareEnroll, BareAccount, BarePark, BareJourney]
+WORKFLOWS: list[type] = [BareEnroll, BareAccount, BareEvents, BarePark, BareJourney]
 
 
 def lag_seconds(started_at: str, ended_at: str, wait: float) -> float:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bench.common import Scenario, machine
 
-SCENARIOS = ("enrollment", "latency", "parked", "migrate", "simulation", "validation", "sweep", "crm")
+SCENARIOS = ("enrollment", "events", "latency", "parked", "migrate", "simulation", "validation", "sweep", "crm")
 DRILLS = ("worker-kills-sqlite", "worker-kills-postgresql", "stack-kills", "sendgrid-storm", "webhook-flaky", "crm-rate-limit")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,13 +44,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--playbooks", type=int, default=100, help="validation: generated playbooks (default 100)")
     parser.add_argument("--sweep-accounts", type=int, help="sweep: accounts in the store (default 100000, quick 2000)")
     parser.add_argument("--crm-accounts", type=int, help="crm: accounts paged from each CRM stand-in (default 10000, quick 500)")
+    parser.add_argument("--event-accounts", type=int, help="events: existing accounts (default 200, quick 20)")
+    parser.add_argument("--quiet-events", type=int, help="events: quiet events in batches (default 20000, quick 1000)")
+    parser.add_argument("--listened-events", type=int, help="events: listened events in batches (default 2000, quick 200)")
+    parser.add_argument("--mixed-events", type=int, help="events: 90%% quiet + 10%% listened (default 10000, quick 500)")
+    parser.add_argument("--bare-events", type=int, help="events: bare-Temporal signals (default 2000, quick 200)")
     parser.add_argument("--one-worker", action="store_true", help="enrollment: skip the 2-worker-process run")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/<timestamp>.json)")
     parser.add_argument("--drills", action="store_true", help="run the failure drills instead of the scenarios (exit 1 when one lost or doubled)")
     parser.add_argument("--only-drills", nargs="+", choices=DRILLS, default=list(DRILLS), help="with --drills: run only these drills")
     args = parser.parse_args(argv)
-    defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "migrate": (10_000, 100), "resume": (2000, 100), "resume_wait": (10.0, 3.0), "sweep_accounts": (100_000, 2000), "crm_accounts": (10_000, 500)}
+    defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "migrate": (10_000, 100), "resume": (2000, 100), "resume_wait": (10.0, 3.0), "sweep_accounts": (100_000, 2000), "crm_accounts": (10_000, 500),
+                "event_accounts": (200, 20), "quiet_events": (20_000, 1000), "listened_events": (2000, 200), "mixed_events": (10_000, 500), "bare_events": (2000, 200)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -59,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scenario]:
     """Run the chosen scenarios one after the other (they would compete for the CPU otherwise)."""
-    from bench import crm, enroll, latency, migrate, parked, simulation, sweep, validation
+    from bench import crm, enroll, events, latency, migrate, parked, simulation, sweep, validation
 
     done: list[Scenario] = []
     for key in SCENARIOS:
@@ -69,6 +75,8 @@ async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scen
         begin = time.monotonic()
         if key == "enrollment":
             scenario = await enroll.run(args.accounts, two_workers=not args.one_worker)
+        elif key == "events":
+            scenario = await events.run(args.event_accounts, args.quiet_events, args.listened_events, args.mixed_events, args.bare_events)
         elif key == "latency":
             scenario = await latency.run(args.events, rate=args.rate)
         elif key == "parked":

@@ -13,7 +13,8 @@ from bench.markdown import render
 from bench.run import SCENARIOS, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--quick", "--accounts", "10", "--events", "6", "--rate", "10", "--parked", "20", "--resume", "10", "--resume-wait", "2", "--playbooks", "5", "--migrate", "20"]
+TINY = ["--quick", "--accounts", "10", "--events", "6", "--rate", "10", "--parked", "20", "--resume", "10", "--resume-wait", "2", "--playbooks", "5", "--migrate", "20",
+        "--event-accounts", "5", "--quiet-events", "200", "--listened-events", "20", "--mixed-events", "100", "--bare-events", "20"]
 
 
 def test_bench_smoke_reports_every_scenario_with_baseline_and_ratio(tmp_path: Path) -> None:
@@ -44,6 +45,8 @@ def test_bench_smoke_reports_every_scenario_with_baseline_and_ratio(tmp_path: Pa
     ceiling = data["scenarios"]["enrollment"]["extra"]["design_ceiling"]
     assert ceiling["server_cpu_ms"] > 0 and ceiling["worker_cpu_ms"] > 0
     assert [f["name"][:3] for f in data["scenarios"]["latency"]["figures"]] == ["p50", "p95", "p99"]
+    events = data["scenarios"]["events"]["extra"]["touchpoint"]
+    assert (events["quiet"]["listened"], events["listened"]["listened"], events["mixed"]["listened"]) == (0, 20, 10)
     parked = data["scenarios"]["parked"]["extra"]
     assert parked["touchpoint"]["resumed"] == parked["baseline"]["resumed"] == 10
     assert parked["touchpoint"]["still_parked"] == parked["baseline"]["still_parked"] == 20

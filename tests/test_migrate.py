@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import Stack, eventually, invoke_cli, write_folder
 from tests.test_events import api_client
 from touchpoint.deploy import deploy_project
+from touchpoint.deployed import REFRESH_SECONDS
 from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
@@ -206,7 +207,9 @@ async def test_migrate_in_the_account_workflow_keeps_milestones_rounds_pauses_an
         assert card.scorecard["score"] == 25
         assert repo.list_runs(s, playbook_id="held")[0].status == "paused"
     # The new versions take over: rounds every 2 days, the paused run holds past its new 1-day
-    # wait, and the wait_for hears the type only version 2 listens to.
+    # wait, and the wait_for hears the type only version 2 listens to (an event accepted after
+    # this process has learned of the deploy: webinar.attended was quiet under version 1).
+    await asyncio.sleep(REFRESH_SECONDS + 0.2)
     await send_event(stack.client, stack.task_queue, stack.deps.sessions, "acme", EventIn(type="webinar.attended"))
     listen = await eventually(stack, lambda s: (r := repo.list_runs(s, playbook_id="listen")[0]).status == "ended" and r)
     assert listen.vars == {"heard": "webinar.attended"}

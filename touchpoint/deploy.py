@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from touchpoint.deployed import REFRESH_SECONDS, stored_listening
+from touchpoint.dsl.listening import engine_type
 from touchpoint.dsl.schedule import schedule_cursor_name
 from touchpoint.dsl.sweep_models import sweep_cursor_name
 from touchpoint.dsl.validate import Project, template_closure
@@ -30,6 +32,19 @@ class DeployReport:
     versions: dict[str, str] = field(default_factory=dict)
     schedules: list[str] = field(default_factory=list)
     """Temporal Schedules created, updated or removed (`touchpoint.schedules`)."""
+    newly_listened: list[str] = field(default_factory=list)
+    """Event types that were quiet and are listened to from this deploy on (contract section 9)."""
+    every_type_listened: list[str] = field(default_factory=list)
+    """When this deploy ends quiet events: the versions whose conditions read `event`."""
+
+    def listening_lines(self) -> list[str]:
+        """What the deploy changed about quiet events, and from when it holds."""
+        when = f"in every API process within {REFRESH_SECONDS:g} s"
+        if self.every_type_listened:
+            return [f"listening every event type now ({', '.join(self.every_type_listened)} read `event`): no event is quiet {when}"]
+        if self.newly_listened:
+            return [f"listening {', '.join(self.newly_listened)}: no longer quiet, sent to account workflows {when}"]
+        return []
 
     def lines(self) -> list[str]:
         """Human-readable lines for the CLI."""
@@ -40,7 +55,7 @@ class DeployReport:
             out.append(f"changed   {name} -> {self.versions[name]}{note}")
         out += [f"unchanged {name} ({self.versions[name]})" for name in self.unchanged]
         out += [f"removed   {name}" for name in self.removed]
-        return out + self.schedules
+        return out + self.listening_lines() + self.schedules
 
     def migrate_commands(self) -> list[str]:
         """The `touchpoint migrate` command for each changed playbook with runs on older versions."""
@@ -55,7 +70,8 @@ class DeployReport:
         ]
         playbooks += [{"playbook": n, "change": "unchanged", "version": self.versions[n]} for n in self.unchanged]
         playbooks += [{"playbook": n, "change": "removed", "version": None} for n in self.removed]
-        return {"playbooks": playbooks, "schedules": list(self.schedules), "migrate": self.migrate_commands()}
+        listening = {"newly_listened": list(self.newly_listened), "every_type_listened": list(self.every_type_listened)}
+        return {"playbooks": playbooks, "listening": listening, "schedules": list(self.schedules), "migrate": self.migrate_commands()}
 
 
 def playbook_content(project: Project, playbook_id: str) -> dict[str, Any]:
@@ -76,6 +92,7 @@ def deploy_project(s: Session, project: Project, *, prune: bool = True) -> Deplo
     """
     project.raise_for_problems()
     report = DeployReport()
+    heard = stored_listening(s)
     before = {d.name: d.version for d in repo.current_deployments(s, "playbook")}
     for playbook_id, loaded in sorted(project.playbooks.items()):
         version = loaded.version
@@ -100,6 +117,11 @@ def deploy_project(s: Session, project: Project, *, prune: bool = True) -> Deplo
         repo.deploy(s, "health", "health", _hash(health), health, project.health_source)
     elif prune:
         repo.undeploy(s, "health", "health")
+    now = stored_listening(s)
+    if now.every and not heard.every:
+        report.every_type_listened = list(now.because)
+    elif not now.every:
+        report.newly_listened = sorted(t for t in now.types - heard.types if not engine_type(t))
     return report
 
 

@@ -137,16 +137,12 @@ def load_events(path: Path) -> list[Scripted]:
 def listens(playbook: Playbook, event_type: str) -> bool:
     """Whether an event of this type can reach a run of ``playbook`` (contract section 9).
 
-    A type is listened to when the trigger, a `wait_for` or a milestone names it, when it is one
-    of the engine's and the account's own types, or when an `exit_when`, `goal` or milestone
-    `when` reads `event`; a simulated event of any other type would be quiet.
+    The production rule (`touchpoint.dsl.listening`) applied to this one playbook: a simulated
+    event of any other type would be quiet.
     """
-    from touchpoint.dsl.walk import event_types_named, reads_event
+    from touchpoint.dsl.listening import of_playbook
 
-    engine_types = ("seats.changed", "usage.reported", "health.changed", "task.completed")
-    if event_type.startswith(("account.", "approval.", "email.", "run.")) or event_type in engine_types:
-        return True
-    return event_type in event_types_named(playbook) or reads_event(playbook)
+    return of_playbook(playbook).hears(event_type)
 
 
 def simulate(

@@ -1,4 +1,4 @@
-"""FastAPI app: `POST /events`, `PUT/GET /accounts/{id}`, `GET/POST /runs`, tasks, unsubscribe.
+"""FastAPI app: `POST/GET /events` (`touchpoint.api.events`), `PUT/GET /accounts/{id}`, `GET/POST /runs`, tasks, unsubscribe.
 
 The OpenAPI document (`/openapi.json`) describes every JSON route exactly: typed bodies
 (`touchpoint.api.models`), every status it answers, one error shape
@@ -32,7 +32,6 @@ from touchpoint.api.models import (
     AccountView,
     ErrorBody,
     ErrorItem,
-    EventBody,
     MigrateBody,
     MigrationReport,
     RunDetail,
@@ -136,12 +135,6 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
     # The document names the bearer scheme only when the API enforces it.
     guarded = [Depends(auth)] if settings.api_token is not None else []
     denied = (401,) if settings.api_token is not None else ()
-
-    @app.post("/events", status_code=202, dependencies=guarded, response_model=Accepted, responses=error_responses(400, *denied, 422))
-    async def post_event(body: EventBody) -> Accepted:
-        """Accept one event; a repeated `id` is a no-op."""
-        event_id = await send_event(client, queue, sessions, body.account_id, EventIn(id=body.id, type=body.type, at=body.at, data=body.data))
-        return Accepted(id=event_id)
 
     @app.put(
         "/accounts/{account_id}", status_code=202, dependencies=guarded, response_model=Accepted, responses=error_responses(400, *denied, 409, 422)
@@ -274,7 +267,8 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             await send_event(client, queue, sessions, account_id, EventIn(type="email.unsubscribed", data={"to": email}))
         return f"<html><body><p>{email} will get no more emails from us.</p></body></html>"
 
-    from touchpoint.api.webhooks import make_router
+    from touchpoint.api import events, webhooks
 
-    app.include_router(make_router(settings, client, sessions))
+    app.include_router(events.make_router(client, queue, sessions, guarded=guarded, denied=denied))
+    app.include_router(webhooks.make_router(settings, client, sessions))
     return app

@@ -144,6 +144,29 @@ class EventBody(Strict):
     id: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK_PATTERN)] | None = None
 
 
+MAX_BATCH = 1000
+"""Events one `POST /events` batch may hold."""
+
+
+class EventResult(BaseModel):
+    """What became of one event of a batch, in the batch's order."""
+
+    id: str | None = Field(description="The event's id (given, or made when accepted); null for a rejected event without a usable id.")
+    status: Literal["accepted", "rejected"]
+    reason: str | None = Field(default=None, description="Why it was rejected: the field and what was expected, or what to retry.")
+
+
+class EventView(BaseModel):
+    """One recorded event of an account (`GET /events`)."""
+
+    id: str
+    account_id: str
+    type: str
+    at: datetime
+    data: dict[str, Any]
+    received_at: datetime
+
+
 class StartBody(Strict):
     """`POST /runs`: start a deployed playbook for an account."""
 

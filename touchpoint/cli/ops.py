@@ -90,6 +90,8 @@ def _print_deploy(report: Any) -> None:
         for item in report.as_dict()["playbooks"]
     ]
     print_table(console, [Column("change"), Column("playbook", key=True), Column("version", key=True), Column("note")], rows)
+    for line in report.listening_lines():
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def _older_note(count: int) -> str:
@@ -136,24 +138,6 @@ def start(playbook: str = typer.Argument(...), account: str = typer.Option(..., 
 
     _run(go())
     console.print(f"started {playbook} for {account} (see `touchpoint status --account {account}`)")
-
-
-@app.command()
-def event(
-    type: str = typer.Argument(..., help="Event type, e.g. setup.sso_configured."),
-    account: str = typer.Option(..., "--account"),
-    data: str = typer.Option("{}", "--data", help="JSON object."),
-    id: str | None = typer.Option(None, "--id", help="Event id (a repeated id is a no-op)."),
-) -> None:
-    """Send one event about an account."""
-    from touchpoint.ingest import send_event
-    from worker import connect
-
-    async def go() -> str:
-        client = await connect(settings())
-        return await send_event(client, settings().task_queue, _sessions(), account, EventIn(id=id, type=type, data=json.loads(data)))
-
-    console.print(f"accepted {_run(go())}")
 
 
 @app.command()

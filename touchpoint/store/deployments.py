@@ -80,6 +80,21 @@ def current_deployments(s: Session, kind: str | None = None) -> list[Deployment]
     return list(s.scalars(query))
 
 
+def deploy_generation(s: Session) -> str:
+    """A short hash of every current deployment: it changes whenever anything is deployed."""
+    import hashlib
+
+    rows = s.execute(select(Deployment.kind, Deployment.name, Deployment.version).where(Deployment.current.is_(True))).all()
+    lines = sorted(f"{kind}/{name}/{version}" for kind, name, version in rows)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
+def deployed_versions(s: Session, kind: str) -> list[tuple[str, str]]:
+    """Every stored version of ``kind``, current or not, as (name, version), in order."""
+    query = select(Deployment.name, Deployment.version).where(Deployment.kind == kind).order_by(Deployment.name, Deployment.version)
+    return [(name, version) for name, version in s.execute(query).all()]
+
+
 def get_deployment(s: Session, kind: str, name: str, version: str | None = None) -> Deployment | None:
     """A given version of (kind, name), or its current one when ``version`` is None."""
     if version is not None:

@@ -91,10 +91,11 @@ class Event(Base):
     """An accepted event; the id is the caller's event id (the dedupe key)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index(None, "account_id", "type", "at"),)
+    __table_args__ = (Index(None, "account_id", "type", "at"), Index(None, "account_id", "at"))
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
-    account_id: Mapped[str] = mapped_column(String, index=True)
+    account_id: Mapped[str] = mapped_column(String)
+    """Indexed with ``at`` (an account's event log, newest first) and with ``type``."""
     type: Mapped[str] = mapped_column(String, index=True)
     at: Mapped[dt.datetime]
     data: Mapped[dict[str, Any]] = mapped_column(json_type())

@@ -66,10 +66,13 @@ from .delivery import (
 from .deployments import (
     current_deployments,
     deploy,
+    deploy_generation,
+    deployed_versions,
     get_deployment,
     playbook_versions,
     undeploy,
 )
+from .events import event_log, get_event, record_events
 from .runs import (
     add_run_step,
     count_runs_on_older_versions,
@@ -98,12 +101,16 @@ __all__ = [
     "current_deployments",
     "delete_cursor",
     "deploy",
+    "deploy_generation",
+    "deployed_versions",
     "derived_events",
+    "event_log",
     "get_account",
     "get_accounts",
     "get_cursor",
     "get_deployment",
     "playbook_versions",
+    "get_event",
     "get_message",
     "get_run",
     "get_task",
@@ -126,6 +133,7 @@ __all__ = [
     "normalize_email",
     "project_run",
     "record_event",
+    "record_events",
     "record_provider_event",
     "release_send_slot",
     "reserve_send_slot",
