@@ -228,4 +228,7 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
     from touchpoint.api.webhooks import make_router
 
     app.include_router(make_router(settings, client, sessions))
+    from touchpoint.console import console_router
+
+    app.include_router(console_router(settings, client, sessions))
     return app
