@@ -103,6 +103,15 @@ def line_words(action: str, detail: Mapping[str, Any], tz: str | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in d.items() if v not in (None, "", [], {}))
 
 
+def number(value: Any) -> str:
+    """A number as people write it: ``80`` for 80.0, ``20.83`` as it is, nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def sparkline(scores: Sequence[int], *, width: int = 320, height: int = 64) -> Markup:
     """Health scores (0-100) over time as a small SVG line, with the tier bands behind it."""
     if not scores:
@@ -133,5 +142,6 @@ def environment() -> SandboxedEnvironment:
     env.filters["when"] = when
     env.filters["ago"] = ago
     env.filters["short"] = lambda value: str(value or "")[:10]
+    env.filters["num"] = number
     env.globals.update(waiting=waiting, line_words=line_words, sparkline=sparkline)
     return env
