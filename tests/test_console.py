@@ -8,8 +8,8 @@ the store, the journey drawn with one node per step, an account's runs, emails a
 and resume, completing a task, and login and CSRF refusing what they must. Every request the
 browser makes stays on 127.0.0.1 and no page logs an error (the pages run no JavaScript).
 
-Screenshots go to a temporary folder, or to ``$TOUCHPOINT_CONSOLE_SCREENSHOTS`` when set (the
-README's come from ``TOUCHPOINT_CONSOLE_SCREENSHOTS=docs/screenshots``).
+Screenshots of every page go to the test's temporary folder; the three the README shows go to
+``$TOUCHPOINT_CONSOLE_SCREENSHOTS`` instead when it is set (``=docs/screenshots`` refreshes them).
 """
 
 from __future__ import annotations
@@ -91,9 +91,12 @@ class Browser:
     requests: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     shots: Path = Path()
+    readme: Path | None = None
 
-    async def shot(self, name: str) -> None:
-        await self.page.screenshot(path=str(self.shots / f"console-{name}.png"), full_page=True)
+    async def shot(self, name: str, *, readme: bool = False, full_page: bool = True) -> None:
+        """Save a screenshot of the page; the README's go to ``$TOUCHPOINT_CONSOLE_SCREENSHOTS`` when set."""
+        folder = self.readme if readme and self.readme is not None else self.shots
+        await self.page.screenshot(path=str(folder / f"console-{name}.png"), full_page=full_page)
 
     def check_clean(self) -> None:
         off = sorted({u for u in self.requests if urlsplit(u).hostname != "127.0.0.1"})
@@ -106,13 +109,14 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
     from playwright.async_api import async_playwright
 
     path = chromium()
-    shots = Path(os.environ.get("TOUCHPOINT_CONSOLE_SCREENSHOTS") or tmp_path / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    readme = Path(os.environ["TOUCHPOINT_CONSOLE_SCREENSHOTS"]) if os.environ.get("TOUCHPOINT_CONSOLE_SCREENSHOTS") else None
     async with async_playwright() as p:
         chrome = await p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         try:
             page = await chrome.new_page(viewport={"width": 1280, "height": 900})
-            found = Browser(page, shots=shots)
+            found = Browser(page, shots=shots, readme=readme)
             page.on("request", lambda request: found.requests.append(request.url))
             page.on("pageerror", lambda error: found.errors.append(f"page error: {error}"))
             page.on("console", lambda m: found.errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
@@ -241,7 +245,7 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
     assert numbers(await page.locator("#open-tasks").inner_text()) == len(open_tasks) > 0
     for tier, n in tiers.items():
         assert numbers(await page.locator(f"li.tier.{tier}").inner_text()) == n
-    await browser.shot("overview")
+    await browser.shot("overview", readme=True)
 
     # --- a playbook: one node per step, each with the runs there now and the runs that reached it
     await page.click('tr[data-playbook="onboarding-scale"] a')
@@ -261,7 +265,7 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
     assert set(now) <= {name for name, _, _ in nodes}  # every run in flight is at a node
     drawn = {name: n for name, n, _ in nodes}
     assert drawn["after_docs"] == 1 and drawn["sso"] == 1  # Northwind moved on, Rheinwerk waits for SSO
-    await browser.shot("playbook")
+    await browser.shot("playbook", readme=True)
     # A node links to the runs there now.
     await page.click('svg.journey a.step[data-step="after_docs"]')
     assert "/console/runs?" in page.url
@@ -296,7 +300,7 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
     assert sorted(subjects) == sorted(m.subject for m in emails) and len(subjects) >= 2
     assert sorted(await page.locator("ul.tasks li.task > div > strong").all_inner_texts()) == sorted(t.title for t in tasks)
     assert await page.locator("#health-score").inner_text() == str(repo_score(stack, "globex"))
-    await browser.shot("account")
+    await browser.shot("account", readme=True, full_page=False)
 
     # --- pause and resume Northwind's run in the browser
     with stack.deps.sessions() as s:
