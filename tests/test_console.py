@@ -31,9 +31,11 @@ import httpx
 import pytest
 import uvicorn
 import yaml
+from playwright.async_api import expect
 from pydantic import SecretStr
+from temporalio.client import WorkflowExecutionStatus
 
-from tests.conftest import Stack, eventually
+from tests.conftest import Stack, eventually, on_both_stores
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
 from touchpoint.dsl.health_models import HealthRecomputeInput
@@ -209,9 +211,15 @@ async def demo(stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
         await eventually(stack, at_step("northwind", "onboarding-scale", "after_docs"))
         # The daily health recompute, started as its Schedule would; not awaited, so the
         # time-skipping server keeps its clock and the runs stay where they are.
-        await stack.client.start_workflow(
+        recompute = await stack.client.start_workflow(
             names.HEALTH_RECOMPUTE, HealthRecomputeInput(), id=f"health-{uuid.uuid4().hex[:8]}", task_queue=stack.task_queue
         )
+        for _ in range(600):  # until it has completed, so its health.changed events have been sent
+            if (await recompute.describe()).status == WorkflowExecutionStatus.COMPLETED:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the health recompute did not complete within a minute")
         await eventually(stack, lambda s: all(repo.latest_health(s, doc["id"]) for doc in samples()))
         await settled(stack)
         yield url
@@ -223,7 +231,8 @@ def numbers(text: str) -> int:
     return int(found[0])
 
 
-async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack: Stack, demo: str, browser: Browser) -> None:
+@on_both_stores()
+async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack: Stack, demo: str, browser: Browser, store: str) -> None:
     page = browser.page
     # --- the overview: every deployed playbook with its runs and emails, tasks, health tiers
     await page.goto(f"{demo}/console")
@@ -249,7 +258,7 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
 
     # --- a playbook: one node per step, each with the runs there now and the runs that reached it
     await page.click('tr[data-playbook="onboarding-scale"] a')
-    assert page.url.endswith("/console/playbooks/onboarding-scale")
+    await page.wait_for_url("**/console/playbooks/onboarding-scale")
     with stack.deps.sessions() as s:
         deployment = repo.get_deployment(s, "playbook", "onboarding-scale")
         assert deployment is not None
@@ -268,9 +277,16 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
     await browser.shot("playbook", readme=True)
     # A node links to the runs there now.
     await page.click('svg.journey a.step[data-step="after_docs"]')
-    assert "/console/runs?" in page.url
+    await page.wait_for_url("**/console/runs?*step=after_docs*")
     assert await page.locator("table.runs tbody tr").count() == 1
     assert await page.locator("table.runs tbody tr td").first.inner_text() == "northwind"
+
+    # --- every shipped playbook is drawn with one node per step
+    with stack.deps.sessions() as s:
+        shipped = {d.name: count_steps(Playbook.model_validate(d.content["playbook"])) for d in repo.current_deployments(s, "playbook")}
+    for name, steps in shipped.items():
+        await page.goto(f"{demo}/console/playbooks/{name}")
+        assert await page.locator("svg.journey a.step").count() == steps, name
 
     # --- the enterprise journey, with its report card lanes
     await page.goto(f"{demo}/console/playbooks/onboarding-enterprise")
@@ -282,6 +298,7 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
     await page.goto(f"{demo}/console/accounts")
     await page.fill("#q", "dana")
     await page.press("#q", "Enter")
+    await page.wait_for_url("**/console/accounts?q=dana")
     found = await page.locator("table.accounts tbody tr").evaluate_all("rows => rows.map(r => r.dataset.account)")
     with stack.deps.sessions() as s:
         assert sorted(found) == sorted(doc["id"] for doc, _ in repo.list_accounts(s, csm_email="dana@example.com"))
@@ -307,12 +324,13 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
         northwind = run_of(s, "northwind", "onboarding-scale")
     await page.goto(f"{demo}/console/accounts/northwind")
     await page.locator(f'section.run[data-run="{northwind.id}"] button', has_text="Pause").click()
-    assert "done=pause" in page.url
+    await page.wait_for_url("**done=pause**")
     await eventually(stack, lambda s: repo.get_run(s, northwind.id).status == "paused")
     await page.reload()
     section = page.locator(f'section.run[data-run="{northwind.id}"]')
     assert await section.get_attribute("data-status") == "paused"
     await section.locator("button", has_text="Resume").click()
+    await page.wait_for_url("**done=resume**")
     await eventually(stack, lambda s: repo.get_run(s, northwind.id).status == "running")
 
     # --- tasks by owner; complete one
@@ -323,6 +341,7 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
     assert set(await page.locator("section.owner").evaluate_all("els => els.map(e => e.dataset.owner)")) == owners
     await browser.shot("tasks")
     await page.locator(f'li[data-task="{task.id}"] button', has_text="Complete").click()
+    await page.wait_for_url("**done=complete")
     assert await page.locator("p.notice").count() == 1
     with stack.deps.sessions() as s:
         stored = repo.get_task(s, task.id)
@@ -361,7 +380,7 @@ async def test_console_login_and_csrf_refuse_without_the_token(stack: Stack, fol
         await page.fill("#token", "not-the-token")
         await page.fill("#by", "lead@example.com")
         await page.click("button:has-text('Sign in')")
-        assert "not the API token" in await page.locator("p.problem").inner_text()
+        await expect(page.locator("p.problem")).to_contain_text("not the API token")
         # The refusal is a 401, which chromium logs as a failed load: expected here, and only here.
         assert browser.errors == ["console error: Failed to load resource: the server responded with a status of 401 (Unauthorized)"]
         browser.errors.clear()
@@ -369,7 +388,7 @@ async def test_console_login_and_csrf_refuse_without_the_token(stack: Stack, fol
         await page.fill("#token", token)
         await page.fill("#by", "lead@example.com")
         await page.click("button:has-text('Sign in')")
-        assert urlsplit(page.url).path == "/console/tasks"
+        await page.wait_for_url("**/console/tasks")
         assert "lead@example.com" in await page.locator(".who").inner_text()
         cookie = next(c for c in await page.context.cookies() if c["name"] == "touchpoint_console")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
@@ -396,6 +415,57 @@ async def test_console_login_and_csrf_refuse_without_the_token(stack: Stack, fol
 
         # Signing out ends the session.
         await page.click("button:has-text('Sign out')")
+        await page.wait_for_url("**/console/login")
         await page.goto(f"{url}/console")
         assert urlsplit(page.url).path == "/console/login"
     browser.check_clean()
+
+
+EVERY_SHAPE = """\
+playbook: shapes
+trigger: {event: trial.started, when: "account.arr < 1000 and account.name != '<b>'"}
+scorecard:
+  milestones: [{id: sso, weight: 1, event: setup.sso_configured}]
+  checkpoints: [{day: 30, below: 40, steps: [{note: {text: behind}}]}]
+  on_miss: [{note: {text: missed}, id: missed}]
+steps:
+  - email: {template: hi}
+    id: hello
+  - split:
+      a: {weight: 1, steps: [{wait: 2d, id: a_wait}]}
+      b: {weight: 3, steps: []}
+    id: ab
+  - if: "account.arr < 10 and account.name == '<i>'"
+    then: [{exit: converted}]
+  - repeat:
+      every: 7d
+      times: 3
+      steps:
+        - task: {title: Call, due: 2d, await: true, on_overdue: [{note: {text: late}, id: late}]}
+          id: call
+        - wait_for: {event: call.done, timeout: 3d, on_timeout: [{set: {missed: "true"}}]}
+          id: answer
+    id: weekly
+"""
+
+
+def test_console_diagram_draws_every_shape_with_one_node_per_step() -> None:
+    import xml.etree.ElementTree as ET
+
+    from touchpoint.console import diagram
+    from touchpoint.dsl.walk import all_steps, step_name
+
+    playbook = Playbook.model_validate(yaml.safe_load(EVERY_SHAPE))
+    svg, nodes = diagram.render(playbook, counts=lambda name: (1, 2) if name == "a_wait" else (0, 0), link=diagram.runs_link("shapes", "v1"))
+    tree = ET.fromstring(str(svg))  # well-formed: every text escaped
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    steps = {a.get("data-step"): (a.get("data-now"), a.get("data-reached"), a.get("href")) for a in tree.iter("{http://www.w3.org/2000/svg}a")}
+    names = {step_name(step, path) for path, step in all_steps(playbook)}
+    assert nodes == len(steps) == count_steps(playbook) == 12 and set(steps) == names
+    assert steps["a_wait"][:2] == ("1", "2") and steps["hello"][:2] == ("0", "0")
+    assert steps["steps[2].then[0]"][2] == "/console/runs?playbook=shapes&version=v1&step=steps%5B2%5D.then%5B0%5D&status=in_flight"
+    texts = {t.text for t in tree.iterfind(".//svg:text", ns)}
+    for label in ("a 25%", "b 75%", "then", "else", "every 1w", "timeout 3d", "overdue", "checkpoint day 30", "on miss, day 90", "start", "end"):
+        assert label in texts, label
+    assert "repeat every 1w × 3" in texts and "wait for call.done ≤ 3d" in texts
+    assert "<i>" in "".join(t.text or "" for t in tree.iter()) and "<i>" not in str(svg)  # shown, escaped
