@@ -405,6 +405,13 @@ async def test_console_login_and_csrf_refuse_without_the_token(stack: Stack, fol
             assert (await http.post("/console/runs/r/control", data={"action": "cancel"})).status_code == 403
             other_site = await http.post("/console/logout", data={"csrf": "x"}, headers={"origin": "https://evil.example"})
             assert other_site.status_code == 403
+            assert (await http.post("/console/logout", content=b"csrf=" + b"x" * 70_000)).status_code == 413
+
+            async def chunks() -> AsyncIterator[bytes]:  # no content-length: counted as it comes
+                for _ in range(70):
+                    yield b"x" * 1024
+
+            assert (await http.post("/console/logout", content=chunks())).status_code == 413
             # A tampered cookie is no session; the JSON API still wants its bearer token.
             http.cookies.set("touchpoint_console", cookie["value"][:-2] + "xx", domain="127.0.0.1", path="/console")
             assert (await http.get("/console")).status_code == 303

@@ -126,16 +126,19 @@ class Sessions:
                 a wrong CSRF token or from another origin.
         """
         declared = request.headers.get("content-length", "0")
+        too_big = FormError(413, f"a console form is at most {MAX_FORM // 1024} KiB")
         if not declared.isdigit() or int(declared) > MAX_FORM:
-            raise FormError(413, f"a console form is at most {MAX_FORM // 1024} KiB")
-        body = await request.body()
-        if len(body) > MAX_FORM:
-            raise FormError(413, f"a console form is at most {MAX_FORM // 1024} KiB")
+            raise too_big
+        body = bytearray()
+        async for chunk in request.stream():  # a chunked body declares no length: count as it comes
+            body.extend(chunk)
+            if len(body) > MAX_FORM:
+                raise too_big
         origin = request.headers.get("origin")
         if origin is not None and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
             raise FormError(403, "this form was posted from another site; open the console and try again")
         try:
-            fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50).items()}
+            fields = {k: v[-1] for k, v in parse_qs(bytes(body).decode("utf-8"), keep_blank_values=True, max_num_fields=50).items()}
         except (UnicodeDecodeError, ValueError):
             raise FormError(400, "the form's body is not a URL-encoded form") from None
         if visit is None or not hmac.compare_digest(fields.get("csrf", ""), self.csrf(visit)):
