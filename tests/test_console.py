@@ -329,6 +329,7 @@ async def test_console_shows_journeys_accounts_and_tasks_and_pauses_a_run(stack:
     await page.reload()
     section = page.locator(f'section.run[data-run="{northwind.id}"]')
     assert await section.get_attribute("data-status") == "paused"
+    assert "Paused: paused in the console" in await section.locator(".meta").inner_text()
     await section.locator("button", has_text="Resume").click()
     await page.wait_for_url("**done=resume**")
     await eventually(stack, lambda s: repo.get_run(s, northwind.id).status == "running")
@@ -419,6 +420,19 @@ async def test_console_login_and_csrf_refuse_without_the_token(stack: Stack, fol
             # The console is not part of the API's document.
             spec = (await http.get("/openapi.json", headers={"Authorization": f"Bearer {token}"})).json()
             assert not [p for p in spec["paths"] if p.startswith("/console")]
+
+        # A pause sent by a signed-in reviewer names them as its reason.
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, headers=bearer) as api:
+            assert (await api.put("/accounts/acme", json={"name": "Acme"})).status_code == 202
+            await eventually(stack, lambda s: repo.get_account(s, "acme"))
+            assert (await api.post("/runs", json={"playbook": "hello", "account_id": "acme"})).status_code == 202
+        run = await eventually(stack, at_step("acme", "hello", "steps[0]"))
+        await page.goto(f"{url}/console/accounts/acme")
+        await page.locator(f'section.run[data-run="{run.id}"] button', has_text="Pause").click()
+        await page.wait_for_url("**done=pause**")
+        paused = await eventually(stack, lambda s: (r := repo.get_run(s, run.id)) is not None and r.status == "paused" and r)
+        assert paused.paused_reason == "paused in the console by lead@example.com"
 
         # Signing out ends the session.
         await page.click("button:has-text('Sign out')")
