@@ -7,7 +7,8 @@ and a visitor gets a session at once (forms still need its CSRF token). The cook
 `TOUCHPOINT_SECRET_KEY` and the API token, so changing either signs everybody out. It is
 ``HttpOnly``, ``SameSite=Strict``, scoped to ``/console``, ``Secure`` behind HTTPS, and lives 12
 hours. Every form carries ``csrf`` = HMAC(key, sid): a post without the right one (a forged
-cross-site form cannot read it) or from another origin is refused with 403.
+cross-site form cannot read it), or whose ``Origin`` is neither the request's host nor
+`TOUCHPOINT_PUBLIC_URL`'s, is refused with 403.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class Sessions:
         self.key = hmac.new(secret, b"touchpoint console session\0" + token.encode(), hashlib.sha256).digest()
         self.token = token or None
         self.secure = settings.public_url.startswith("https://")
+        # A proxy may rewrite Host: a post whose Origin is the public address is ours too.
+        self.public_host = urlsplit(settings.public_url).netloc
 
     @property
     def required(self) -> bool:
@@ -135,7 +138,7 @@ class Sessions:
             if len(body) > MAX_FORM:
                 raise too_big
         origin = request.headers.get("origin")
-        if origin is not None and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+        if origin is not None and origin != "null" and urlsplit(origin).netloc not in (request.headers.get("host", ""), self.public_host):
             raise FormError(403, "this form was posted from another site; open the console and try again")
         try:
             fields = {k: v[-1] for k, v in parse_qs(bytes(body).decode("utf-8"), keep_blank_values=True, max_num_fields=50).items()}
