@@ -11,6 +11,7 @@ route but unsubscribe and webhooks needs `Authorization: Bearer <token>` (401 ot
 from __future__ import annotations
 
 import hmac
+import html
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -248,7 +249,7 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
         email = read_token(settings.secret_key.get_secret_value(), token)
         if email is None:
             raise HTTPException(404, "this unsubscribe link is not valid")
-        return f"<html><body><form method='post'><p>Stop emails to {email}?</p><button>Unsubscribe</button></form></body></html>"
+        return f"<html><body><form method='post'><p>Stop emails to {html.escape(email)}?</p><button>Unsubscribe</button></form></body></html>"
 
     @app.post("/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def unsubscribe(token: str) -> str:
@@ -265,10 +266,13 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             account_ids = sorted(set(s.scalars(select(Contact.account_id).where(Contact.email == email.lower()))))
         for account_id in account_ids:
             await send_event(client, queue, sessions, account_id, EventIn(type="email.unsubscribed", data={"to": email}))
-        return f"<html><body><p>{email} will get no more emails from us.</p></body></html>"
+        return f"<html><body><p>{html.escape(email)} will get no more emails from us.</p></body></html>"
 
     from touchpoint.api import events, webhooks
 
     app.include_router(events.make_router(client, queue, sessions, guarded=guarded, denied=denied))
     app.include_router(webhooks.make_router(settings, client, sessions))
+    from touchpoint.console import console_router
+
+    app.include_router(console_router(settings, client, sessions))
     return app

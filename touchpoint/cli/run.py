@@ -37,6 +37,7 @@ def dev(folder: Path = typer.Argument(Path("playbooks"), help="The playbooks fol
             for line in stack.report.lines():
                 console.print(f"  {line}", markup=False)
             console.print(f"API       {stack.api_url}  (OpenAPI at {stack.api_url}/docs)")
+            console.print(f"Console   {stack.api_url}/console")
             console.print(f"Temporal  {config.temporal_address}" + (f"  (web UI {stack.ui_url})" if stack.ui_url else ""))
             console.print("Ctrl-C stops everything.")
             await stop.wait()

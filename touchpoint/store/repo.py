@@ -6,8 +6,9 @@ repeat on retry are idempotent: they are keyed (event id, ledger key, provider e
 a repeat returns what the first call stored instead of raising.
 
 The functions live in one module per area (`accounts`, `deployments`, `runs`, `delivery`,
-`bookkeeping`; `health`, `triggers` and `reviews` hold the batch queries); this module is the
-one name callers use for the per-row ones (`repo.get_run`, `repo.add_task`, ...).
+`bookkeeping`; `health`, `triggers` and `reviews` hold the batch queries; `console` the console's
+read-only counts and searches); this module is the one name callers use for the per-row ones
+(`repo.get_run`, `repo.add_task`, ...) and the console's.
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ from .common import (
     SuppressionReason,
     insert_ignore,
     normalize_email,
+)
+from .console import (
+    AccountRow,
+    account_labels,
+    account_messages,
+    delivery_status,
+    emails_sent_since,
+    find_runs,
+    health_tiers,
+    run_counts,
+    runs_at_steps,
+    search_accounts,
+    steps_reached,
+    task_counts,
+    timelines,
 )
 from .delivery import (
     add_field_update,
@@ -144,4 +160,18 @@ __all__ = [
     "unsuppress",
     "upsert_account",
     "upsert_run",
+    # the console's reads (`console`)
+    "AccountRow",
+    "account_labels",
+    "account_messages",
+    "delivery_status",
+    "emails_sent_since",
+    "find_runs",
+    "health_tiers",
+    "run_counts",
+    "runs_at_steps",
+    "search_accounts",
+    "steps_reached",
+    "task_counts",
+    "timelines",
 ]
