@@ -211,6 +211,21 @@ def _bound(value: float) -> str:
 _installed: TemporalMetrics | None = None
 
 
+def core_logging() -> LoggingConfig:
+    """The SDK core's warnings through Python logging (the `temporalio.core` logger), formatted
+    and routed like every other record, instead of the core's own lines on stdout."""
+    return LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+
+
+def logging_runtime() -> Runtime:
+    """A runtime without metrics whose core logs go to Python logging (`core_logging`), for a
+    one-shot command whose stdout is its output (`touchpoint simulate --on-server`)."""
+    return Runtime(telemetry=TelemetryConfig(logging=core_logging()))
+
+
 def temporal_runtime() -> tuple[Runtime, TemporalMetrics]:
     """A runtime whose SDK metrics land in the default Prometheus registry and whose core
     warnings go to the `temporalio.core` logger (once per process).
@@ -219,12 +234,7 @@ def temporal_runtime() -> tuple[Runtime, TemporalMetrics]:
     """
     global _installed
     buffer = MetricBuffer(100_000, duration_format=MetricBufferDurationFormat.SECONDS)
-    # The SDK core's own warnings go through Python logging too (JSON lines like the rest).
-    core_logs = LoggingConfig(
-        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
-    )
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, logging=core_logs))
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, logging=core_logging()))
     bridge = TemporalMetrics(buffer)
     if _installed is not None:
         REGISTRY.unregister(_installed)
