@@ -27,7 +27,7 @@ from opentelemetry import trace
 from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.runtime import (
     BUFFERED_METRIC_KIND_COUNTER,
@@ -50,7 +50,9 @@ EVENTS_ACCEPTED = Counter(
 )
 EMAILS = Counter(
     "touchpoint_emails",
-    "Emails by outcome (sent, suppressed, failed, uncertain, skipped, held) by playbook and step.",
+    "Emails by playbook, step and status: an outcome (sent, suppressed, failed, uncertain), skipped (a step with no "
+    "recipient, a schedule step's `when` false for a CSM's book) or held (waited for a send window, holiday or "
+    "frequency cap before its outcome, which it also counts under).",
     ["playbook", "step", "status"],
 )
 PROVIDER_CALLS = Counter(
@@ -70,9 +72,14 @@ workflow started after its scheduled time."""
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-def email_outcome(playbook: str, step: str, status: str) -> None:
-    """Count one email outcome."""
-    EMAILS.labels(playbook=playbook, step=step, status=status).inc()
+def email_outcome(playbook: str, step: str, status: str, *, session: Session | None = None) -> None:
+    """Count one email by status; with ``session``, once its transaction commits (a rolled-back
+    attempt is retried and counted then, never twice)."""
+    counter = EMAILS.labels(playbook=playbook, step=step, status=status)
+    if session is None:
+        counter.inc()
+    else:
+        event.listen(session, "after_commit", lambda _: counter.inc(), once=True)
 
 
 @dataclass
