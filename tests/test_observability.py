@@ -4,6 +4,10 @@
   SendGrid call (in-memory span exporter; the real app, worker, dev server and a SendGrid
   stand-in).
 - JSON log lines carry the account, playbook, run and step, and no secret.
+- After real runs (a `touchpoint worker` process, the API, a SendGrid stand-in), `/metrics`
+  holds the right values: provider calls by status and their latency count, emails sent,
+  failed, held and skipped, run outcomes, a Schedule's tick lag; the worker logs JSON lines
+  whose email lines name their account, playbook, run and step.
 - `touchpoint config` masks every secret and names a bad variable; worker and API processes
   refuse unsafe settings; one-shot commands need no secret key.
 """
