@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ from touchpoint.unsubscribe import unsubscribe_url
 from workflows import names
 
 SEND_TIMEOUT = 20.0
+log = logging.getLogger(__name__)
 
 
 def message_id_for(key: str) -> str:
@@ -221,7 +223,9 @@ class EmailActivities:
             error=result.error,
             sent_at=input.now,
         )
-        email_outcome(input.run.playbook, input.step, result.status)
+        email_outcome(input.run.playbook, input.step, result.status, session=s)
+        # The activity's log context adds account, playbook, run and step; never the address or the body.
+        log.info("email %s (message %s, template %s, via %s)", result.status, message_id, input.template, backend)
         if input.writes_timeline:
             detail = {"to": result.to, "template": input.template, "status": result.status}
             repo.add_run_step(s, input.run.id, input.now, input.run.day, input.step, "email", detail)

@@ -50,6 +50,7 @@ from touchpoint.dsl.schedule import (
     schedule_cursor_name,
 )
 from touchpoint.dsl.schema import AccountDoc, Playbook, is_address
+from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, reviews
 from workflows import names
 
@@ -241,6 +242,7 @@ class ScheduleActivities:
             except ex.ExpressionError as exc:
                 raise ApplicationError(str(exc), type="Rejected", non_retryable=True) from None
             if not wanted:
+                email_outcome(call.run.playbook, input.step, "skipped")
                 return SendEmailResult(status="skipped", to=input.to.recipient.email, template=input.template)
         return await self.email.deliver(request, context)
 

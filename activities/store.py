@@ -11,8 +11,9 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.service import RPCError
 
 from activities.deps import Deps
-from touchpoint.dsl.runtime import EffectInput, EventIn, initial_scorecard
+from touchpoint.dsl.runtime import EffectInput, EventIn, StepRecord, initial_scorecard
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import Event, repo, utcnow
 from workflows import names, search
 from workflows.messages import (
@@ -241,4 +242,15 @@ def project_runs(s: Session, projections: list[RunProjection]) -> None:
             waiting=p.waiting,
         )
         for record in p.records:
-            repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq)
+            added = repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq)
+            if added and record.action == "email":
+                _count_email_line(s, p.playbook, record)
+
+
+def _count_email_line(s: Session, playbook: str, record: StepRecord) -> None:
+    """Emails only the run's timeline knows of (the email activity counts outcomes): a held one
+    (it waited for a window, holiday or cap), and a step that had no recipient."""
+    if record.detail.get("held"):
+        email_outcome(playbook, record.step, "held", session=s)
+    if record.detail.get("status") == "skipped":
+        email_outcome(playbook, record.step, "skipped", session=s)

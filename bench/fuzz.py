@@ -1,9 +1,9 @@
 """``python -m bench.fuzz [--cases 10000] [--seed N]``: schemathesis against the real API, then a
 look for anything half-applied.
 
-The API (`touchpoint.api.app`, bearer token on) runs under uvicorn on 127.0.0.1 with a worker, a
-fresh `temporal server start-dev` and a SQLite store; schemathesis' CLI runs every check and every
-phase (examples, coverage, fuzzing, stateful) from the API's own OpenAPI document. Every request
+The production API (`touchpoint.api.ops.build_app`: routes, ops middleware and probes; bearer
+token on) runs under uvicorn on 127.0.0.1 with a worker, a fresh `temporal server start-dev` and a
+SQLite store; schemathesis' CLI runs every check and every phase (examples, coverage, fuzzing, stateful) from the API's own OpenAPI document. Every request
 and its status are recorded on the way in, and afterwards, once the worker has caught up:
 
 - a refused request (4xx/5xx) about an account no accepted request named left nothing: no account
@@ -196,7 +196,7 @@ async def half_applied(exchanges: Sequence[Exchange], client: Any, sessions: Any
 async def run(cases: int, seed: int) -> dict[str, Any]:
     """One fuzzing run of about ``cases`` requests; the report as a dict."""
     from activities.deps import Deps
-    from touchpoint.api.app import create_app
+    from touchpoint.api.ops import build_app
     from touchpoint.config import load_settings
     from touchpoint.deploy import deploy_project
     from touchpoint.dsl.validate import load_project
@@ -213,7 +213,7 @@ async def run(cases: int, seed: int) -> dict[str, Any]:
             project.raise_for_problems()
             with deps.sessions.begin() as s:
                 deploy_project(s, project)
-            recorder = Recorder(create_app(settings, server.env.client, deps.sessions))
+            recorder = Recorder(build_app(settings, server.env.client, deps.sessions))
             worker = build_worker(server.env.client, deps, task_queue=queue)
             begin = time.monotonic()
             runs: list[dict[str, Any]] = []

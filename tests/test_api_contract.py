@@ -1,8 +1,10 @@
 """The OpenAPI document describes the API: schemathesis (all checks) finds no failure.
 
-The real app runs under uvicorn on 127.0.0.1 with a real worker, a time-skipping Temporal server
-of its own and a SQLite store; schemathesis' own CLI tests it from its document, with a fixed seed
-and a bounded number of examples per operation.
+The production app (`touchpoint.api.ops.build_app`: routes, ops middleware, probes) runs under
+uvicorn on 127.0.0.1 with a real worker, a time-skipping Temporal server of its own and a SQLite
+store; schemathesis' own CLI tests it from its document, with a fixed seed and a bounded number of
+examples per operation. One run configures the API as reachable from other machines with no
+SendGrid key, so the middleware's refusal of unsigned webhook batches is fuzzed too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.conftest import Stack, write_folder
-from touchpoint.api.app import create_app
+from touchpoint.api.ops import build_app
 from touchpoint.config import load_settings
 
 TOKEN = "contract-test-token-0123456789abcdef"
@@ -43,14 +45,21 @@ async def stack(own_stack: Stack) -> Stack:
     return own_stack
 
 
-def contract_app(stack: Stack, *, token: str | None = TOKEN) -> FastAPI:
+LOOPBACK = "127.0.0.1:8000"
+EXPOSED = "0.0.0.0:8000"
+"""The bind the settings name (uvicorn binds 127.0.0.1 regardless): with it and no SendGrid key,
+`OpsMiddleware` answers every `POST /webhooks/sendgrid` with 401."""
+
+
+def contract_app(stack: Stack, *, token: str | None = TOKEN, bind: str = LOOPBACK) -> FastAPI:
     settings = load_settings(
         home=stack.settings.home,
         database_url=stack.settings.database_url,
         task_queue=stack.task_queue,
         api_token=token,
+        api_bind=bind,
     )
-    return create_app(settings, stack.client, stack.deps.sessions)
+    return build_app(settings, stack.client, stack.deps.sessions)
 
 
 @contextlib.asynccontextmanager
@@ -105,17 +114,18 @@ async def run_schemathesis(
 
 # The coverage phase is not bounded by `--max-examples`: on `PUT /accounts/{id}` it tries every
 # time zone of the enum twice (about 1,200 requests, a minute here). `python -m bench.fuzz` runs
-# every phase on every operation; the suite runs it on the others.
+# every phase on every operation; the suite runs it on the others, with the API's settings saying
+# it is reachable from other machines (the webhook's middleware refusal included).
 RUNS = {
-    "generated": ("examples,fuzzing,stateful", ()),
-    "coverage": ("coverage", ("--exclude-name", "PUT /accounts/{account_id}")),
+    "generated": ("examples,fuzzing,stateful", (), LOOPBACK),
+    "coverage": ("coverage", ("--exclude-name", "PUT /accounts/{account_id}"), EXPOSED),
 }
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))
 async def test_api_contract_schemathesis_finds_no_failure(stack: Stack, tmp_path: Path, run: str) -> None:
-    phases, extra = RUNS[run]
-    async with serve(contract_app(stack)) as url:
+    phases, extra, bind = RUNS[run]
+    async with serve(contract_app(stack, bind=bind)) as url:
         code, output = await run_schemathesis(url, tmp_path / "events.ndjson", examples=10, seed=20261204, phases=phases, extra=extra)
     assert code == 0, output[-6000:]
     counted = re.search(r"(\d+) generated, (\d+) passed", output)
@@ -166,6 +176,20 @@ async def test_api_contract_document_lists_statuses_and_one_error_shape(stack: S
         assert "RFC 3339" in refused.json()["detail"]
         accepted = await http.post("/events", json={"type": "a.b", "account_id": "x", "at": "2026-03-01T09:30:00Z"}, headers=auth)
         assert accepted.status_code == 202 and accepted.json()["status"] == "accepted"
+    # On loopback with no key an unsigned batch is taken: no 401 to document.
+    assert "401" not in doc["paths"]["/webhooks/sendgrid"]["post"]["responses"]
+
+
+async def test_api_contract_middleware_refusal_is_documented_in_the_error_shape(stack: Stack) -> None:
+    async with serve(contract_app(stack, bind=EXPOSED)) as url, httpx.AsyncClient(base_url=url) as http:
+        doc = (await http.get("/openapi.json")).json()
+        refused = await http.post("/webhooks/sendgrid", json=[{"event": "open", "sg_event_id": "e1", "email": "a@b.example", "timestamp": 1}])
+    assert refused.status_code == 401
+    assert sorted(refused.json()) == ["detail", "errors"] and refused.json()["errors"] == []
+    assert "TOUCHPOINT_SENDGRID_WEBHOOK_KEY" in refused.json()["detail"]
+    documented = doc["paths"]["/webhooks/sendgrid"]["post"]["responses"]["401"]
+    assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "TOUCHPOINT_SENDGRID_WEBHOOK_KEY" in documented["description"]
 
 
 async def test_api_contract_schema_describes_the_token_only_when_enforced(stack: Stack) -> None:

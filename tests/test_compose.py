@@ -109,6 +109,18 @@ def test_dockerfile_is_slim_and_not_root() -> None:
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
 
 
+def test_dockerfile_installs_dependencies_before_copying_the_code() -> None:
+    """The dependency layer depends on pyproject.toml only, so a code change reuses it."""
+    instructions = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text()).splitlines()  # continuation lines joined
+    steps = [line for line in instructions if re.match(r"^(COPY|RUN) ", line)]
+    deps = next(i for i, line in enumerate(steps) if line.startswith("RUN ") and "pip install" in line)
+    first_code = next(i for i, line in enumerate(steps) if re.match(r"^COPY .*\b(touchpoint|workflows|activities|worker\.py)\b", line))
+    assert deps < first_code, steps
+    assert all(line.split()[1:-1] == ["pyproject.toml"] for line in steps[:deps] if line.startswith("COPY ")), steps
+    (install,) = [line for line in steps[first_code:] if "pip install" in line]
+    assert "--no-deps" in install, install
+
+
 def _compose_command() -> list[str] | None:
     """`docker compose` (v2) or `docker-compose` (v1), whichever this machine has."""
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0:

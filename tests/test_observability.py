@@ -4,16 +4,22 @@
   SendGrid call (in-memory span exporter; the real app, worker, dev server and a SendGrid
   stand-in).
 - JSON log lines carry the account, playbook, run and step, and no secret.
+- After real runs (a `touchpoint worker` process, the API, a SendGrid stand-in), `/metrics`
+  holds the right values: provider calls by status and their latency count, emails sent,
+  failed, held and skipped, run outcomes, a Schedule's tick lag; the worker logs JSON lines
+  whose email lines name their account, playbook, run and step.
 - `touchpoint config` masks every secret and names a bad variable; worker and API processes
   refuse unsafe settings; one-shot commands need no secret key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -256,3 +262,141 @@ def test_api_insecure_flag_allows_an_open_bind_and_refuses_unsigned_sendgrid(tmp
         assert process.wait(timeout=20) == 0
         if process.stdout:
             process.stdout.close()
+
+
+METERED = {
+    "workspace.yaml": (
+        "timezone: UTC\nsender: {email: cs@example.com, name: CS}\n"
+        'send_window: {days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00"}\n'
+        # One email per contact per 3 s: the second email of a run waits for the cap (held).
+        "frequency_cap: {emails: 1, per: PT3S}\n"
+    ),
+    "metered.yaml": (
+        "playbook: metered\ntrigger: {event: trial.started}\naudience: [champion]\nsteps:\n"
+        "  - email: {template: hi}\n    id: hello\n"
+        "  - email: {template: hi, to: [csm]}\n    id: nobody\n"  # no CSM on these accounts: skipped
+        "  - email: {template: hi}\n    id: again\n    on_error: stop\n"
+    ),
+    "ticker.yaml": 'playbook: ticker\ntrigger: {schedule: "0 8 * * mon"}\nsteps:\n  - set: {seen: "accounts | length"}\n    id: count\n',
+    "templates/hi.subject.j2": "Hi {{ account.name }}",
+    "templates/hi.html.j2": "<p>Hello {{ contact.name }}, the body text</p>",
+}
+
+
+def _samples(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` in a Prometheus exposition whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHPOINT_")}
+    return {**base, "PYTHONPATH": str(ROOT), "TOUCHPOINT_SECRET_KEY": "k" * 40, "TOUCHPOINT_HOME": str(tmp_path / "home"), **extra}
+
+
+@pytest.mark.timeout(180)
+async def test_worker_and_api_metrics_count_what_real_runs_did(server: DevServerEnvironment, tmp_path: Path) -> None:
+    """Provider calls by status and their latency count, emails sent/failed/held/skipped, run
+    outcomes, a Schedule's tick lag: the values after real runs (a `touchpoint worker` process,
+    the API in this process, a SendGrid stand-in that throttles once and rejects one address).
+    The worker's log is JSON lines, and the email activity's line says which account, playbook,
+    run and step it is about."""
+    from touchpoint.schedules import prefix, sync_schedules
+
+    queue = f"metered-{uuid.uuid4().hex[:8]}"
+    database = f"sqlite:///{tmp_path}/store.db"
+    metrics_port = free_port()
+    worker_metrics = f"http://127.0.0.1:{metrics_port}"
+    with run_sendgrid_server(KEY, verified_senders=["cs@example.com"], rejected_addresses=["bounce@bad.example"]) as sendgrid:
+        sendgrid.fail_next(429, headers={"Retry-After": "1"}, times=1)
+        env = _worker_env(
+            tmp_path,
+            TOUCHPOINT_TEMPORAL_ADDRESS=server.client.service_client.config.target_host,
+            TOUCHPOINT_DATABASE_URL=database,
+            TOUCHPOINT_TASK_QUEUE=queue,
+            TOUCHPOINT_METRICS_BIND=f"127.0.0.1:{metrics_port}",
+            TOUCHPOINT_EMAIL_BACKEND="sendgrid",
+            SENDGRID_API_KEY=KEY,
+            TOUCHPOINT_SENDGRID_URL=sendgrid.url,
+        )
+        settings = load_settings(home=tmp_path / "home", database_url=database, task_queue=queue, temporal_address=env["TOUCHPOINT_TEMPORAL_ADDRESS"])
+        deps = Deps.from_settings(settings)
+        project = load_project(write_folder(tmp_path / "playbooks", METERED))
+        with deps.sessions.begin() as s:
+            deploy_project(s, project)
+        with open(tmp_path / "worker.log", "wb") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "touchpoint.cli.main", "worker"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while _get(f"{worker_metrics}/readyz") != 200:
+                assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                await _sleep(0.2)
+            await sync_schedules(server.client, project, task_queue=queue)
+            app = build_app(settings, server.client, deps.sessions)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+                for account, email in (("good", "kim@good.example"), ("bad", "bounce@bad.example")):
+                    doc = {"name": account.title(), "timezone": "UTC", "contacts": [{"email": email, "name": "Kim", "role": "champion"}]}
+                    assert (await http.put(f"/accounts/{account}", json=doc)).status_code == 202
+                    assert (await http.post("/events", json={"type": "trial.started", "account_id": account, "id": f"start-{account}"})).status_code == 202
+                await server.client.get_schedule_handle(f"{prefix(queue)}playbook/ticker").trigger()
+
+                def ended() -> list[tuple[str, str | None]]:
+                    with deps.sessions() as s:
+                        return sorted((r.playbook_id, r.outcome) for r in repo.list_runs(s) if r.status == "ended")
+
+                deadline = time.monotonic() + 90
+                while len(ended()) < 3:
+                    assert worker.poll() is None and time.monotonic() < deadline, (ended(), (tmp_path / "worker.log").read_text()[-3000:])
+                    await _sleep(0.2)
+                assert ended() == [("metered", "completed"), ("metered", "failed"), ("ticker", "completed")]
+                api_text = (await http.get("/metrics")).text
+            worker_text = httpx.get(f"{worker_metrics}/metrics", timeout=5).text
+            worker.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(worker.wait, 30) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+            await deps.close()
+    assert len(sendgrid.sent) == 2
+
+    def emails(step: str, status: str) -> float:
+        return _samples(worker_text, "touchpoint_emails_total", playbook="metered", step=step, status=status)
+
+    # The stand-in answered 429 once (retried after its Retry-After), 202 twice, 400 twice.
+    calls = {status: _samples(worker_text, "touchpoint_provider_calls_total", provider="sendgrid", status=status) for status in ("202", "400", "429")}
+    assert calls == {"202": 2, "400": 2, "429": 1}, calls
+    assert _samples(worker_text, "touchpoint_provider_calls_total") == 5
+    assert _samples(worker_text, "touchpoint_provider_call_seconds_count", provider="sendgrid") == 5
+    assert (emails("hello", "sent"), emails("hello", "failed"), emails("again", "sent"), emails("again", "failed")) == (1, 1, 1, 1)
+    assert emails("hello", "held") == 0 and emails("again", "held") == 2  # the cap held each second email
+    assert emails("nobody", "skipped") == 2
+    assert _samples(worker_text, "touchpoint_emails_total", playbook="metered") == 8
+    assert _samples(worker_text, "touchpoint_schedule_tick_lag_count") == 1
+    assert _samples(worker_text, "touchpoint_schedule_tick_lag_sum") >= 0
+    assert _samples(api_text, "touchpoint_run_outcomes_total", playbook="metered", outcome="completed") == 1
+    assert _samples(api_text, "touchpoint_run_outcomes_total", playbook="metered", outcome="failed") == 1
+    assert _samples(api_text, "touchpoint_enrollments_total", playbook="metered") == 2
+    assert _samples(api_text, "touchpoint_events_accepted_total", type="trial.started", path="/events") >= 2
+
+    # `touchpoint worker` logs JSON lines only; the email activity's lines carry the work's context.
+    text = (tmp_path / "worker.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert KEY not in text and "the body text" not in text and "kim@good.example" not in text
+    sent = [line for line in lines if line["logger"] == "activities.email" and line["msg"].startswith("email sent")]
+    assert len(sent) == 2, lines
+    assert {(line["account"], line["playbook"], line["step"]) for line in sent} == {("good", "metered", "hello"), ("good", "metered", "again")}
+    assert all(line["run"] for line in sent)
+
+
+def _get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0

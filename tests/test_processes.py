@@ -1,9 +1,11 @@
 """Clean processes: `touchpoint dev` stops everything on SIGINT/SIGTERM/SIGHUP, its server dies
-with it when it is killed, it keeps a generated secret key, and the suite catches leftovers."""
+with it when it is killed, it keeps a generated secret key, it logs human lines, and the suite
+catches leftovers."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from touchpoint.temporal_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = {
-    "workspace.yaml": "timezone: UTC\nsender: {email: cs@example.com}\n",
+    "workspace.yaml": 'timezone: UTC\nsender: {email: cs@example.com}\nsend_window: {days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00"}\n',
     "hello.yaml": "playbook: hello\ntrigger: manual\nsteps:\n  - email: {template: hi}\n    id: hi\n",
     "templates/hi.subject.j2": "Hi",
     "templates/hi.html.j2": "<p>Hi</p>",
@@ -133,6 +135,24 @@ def test_dev_generates_a_private_secret_key_and_keeps_it(dev: Dev) -> None:
         again.process.send_signal(signal.SIGTERM)
         again.process.wait(timeout=10)
         again.close()
+
+
+def test_dev_logs_human_lines_with_the_work_in_progress(dev: Dev) -> None:
+    account = {"name": "Acme", "contacts": [{"email": "kim@acme.example", "role": "champion"}]}
+    assert httpx.put(f"{dev.api}/accounts/acme", json=account, timeout=30).status_code == 202
+    assert httpx.post(f"{dev.api}/runs", json={"playbook": "hello", "account_id": "acme"}, timeout=30).status_code == 202
+    deadline = time.monotonic() + 60
+    while not list((dev.root / ".touchpoint" / "outbox").glob("*.eml")):
+        assert time.monotonic() < deadline and dev.process.poll() is None, "no email was sent"
+        time.sleep(0.1)
+    dev.process.send_signal(signal.SIGTERM)
+    assert dev.process.wait(timeout=10) == 0
+    lines = dev.output().splitlines()
+    # `HH:MM:SS LEVEL logger: message [account=... playbook=... run=... step=...]`, never JSON.
+    assert not [line for line in lines if line.lstrip().startswith("{")], lines
+    sent = [line for line in lines if "activities.email: email sent" in line]
+    assert len(sent) == 1, lines
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO +activities\.email: email sent \(message m\w+, template hi, via outbox\) \[account=acme playbook=hello run=\S+ step=hi\]", sent[0]), sent
 
 
 def test_suite_fails_when_a_test_leaves_a_process_behind(tmp_path: Path) -> None:

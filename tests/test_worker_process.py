@@ -1,10 +1,14 @@
-"""`touchpoint worker` as a process: it waits for Temporal instead of exiting, and SIGTERM
-drains it without losing the activity in flight (the run goes on, nothing twice)."""
+"""`touchpoint worker` as a process: it waits for Temporal instead of exiting, outlives a server
+restart, waits with back-off for a store it cannot reach, takes its queue and cache size as
+flags, and SIGTERM drains it without losing the activity in flight (the run goes on, nothing
+twice)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -74,9 +78,9 @@ def hook() -> Iterator[SlowHook]:
     server.close()
 
 
-def _spawn(root: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+def _spawn(root: Path, env: dict[str, str], name: str, *args: str) -> subprocess.Popen[bytes]:
     with open(root / f"{name}.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "touchpoint.cli.main", "worker"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "touchpoint.cli.main", "worker", *args], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def _until(predicate: Any, what: str, timeout: float = 60) -> None:
@@ -172,3 +176,153 @@ async def test_worker_waits_for_temporal_and_drains_on_sigterm(tmp_path: Path, h
                 process.wait()
         if server is not None:
             await server.shutdown()
+
+
+EMAIL_FOLDER = {
+    "workspace.yaml": 'timezone: UTC\nsender: {email: cs@example.com}\nsend_window: {days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00"}\n',
+    "p.yaml": "playbook: p\ntrigger: {event: trial.started}\naudience: [champion]\nsteps:\n  - email: {template: hi}\n    id: hello\n",
+    "templates/hi.subject.j2": "Hi",
+    "templates/hi.html.j2": "<p>Hi</p>",
+}
+
+
+def _worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHPOINT_")}
+    return {**base, "PYTHONPATH": str(ROOT), "TOUCHPOINT_HOME": str(tmp_path / "home"), "TOUCHPOINT_SECRET_KEY": secrets.token_urlsafe(40), **extra}
+
+
+@pytest.mark.timeout(180)
+async def test_worker_outlives_a_server_restart_and_takes_its_queue_as_a_flag(tmp_path: Path) -> None:
+    port, metrics = free_port(), free_port()
+    queue = f"restart-{uuid.uuid4().hex[:8]}"
+    database = f"sqlite:///{tmp_path}/store.db"
+    history = tmp_path / "temporal.db"  # the server's state survives its restart
+    env = _worker_env(
+        tmp_path,
+        TOUCHPOINT_TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        TOUCHPOINT_DATABASE_URL=database,
+        TOUCHPOINT_TASK_QUEUE="not-this-queue",  # the flag wins
+        TOUCHPOINT_METRICS_BIND=f"127.0.0.1:{metrics}",
+    )
+    ready = f"http://127.0.0.1:{metrics}/readyz"
+    log_file = tmp_path / "worker.log"
+    server = await start_dev_server(port=port, database_file=history)
+    worker = _spawn(tmp_path, env, "worker", "--task-queue", queue, "--max-cached-workflows", "7")
+    engine = make_engine(database)
+    try:
+        await _until(lambda: _status(ready) == 200, "the worker never became ready")
+        assert f"worker polling task queue '{queue}' on 127.0.0.1:{port} namespace 'default' (cache 7 workflows" in log_file.read_text()
+        migrate(engine)
+        sessions = session_factory(engine)
+        with sessions.begin() as s:
+            deploy_project(s, load_project(write_folder(tmp_path / "playbooks", EMAIL_FOLDER)))
+
+        async def enroll(account_id: str) -> None:
+            client = await connect(load_settings(temporal_address=f"127.0.0.1:{port}"))
+            doc = AccountDoc.model_validate({"id": account_id, "name": account_id, "contacts": [{"email": f"kim@{account_id}.example", "role": "champion"}]})
+            await put_account(client, queue, sessions, doc)
+            await send_event(client, queue, sessions, account_id, EventIn(id=f"start-{account_id}", type="trial.started"))
+
+        def sent() -> list[str]:
+            with sessions() as s:
+                return sorted(m.account_id or "" for m in repo.list_messages(s) if m.status == "sent")
+
+        await enroll("before")
+        await _until(lambda: sent() == ["before"], "no email before the restart")
+
+        # The server goes away: the worker stays, says so, and is not ready.
+        await server.shutdown()
+        server = None
+        await _until(lambda: "does not answer" in log_file.read_text() or "waiting for Temporal" in log_file.read_text(), "the worker did not notice", timeout=30)
+        await _until(lambda: _status(ready) == 503, "/readyz still says ready")
+        assert worker.poll() is None, log_file.read_text()
+
+        # Back on the same port: the worker says so and takes new work.
+        server = await start_dev_server(port=port, database_file=history)
+        await _until(lambda: _status(ready) == 200, "the worker did not come back", timeout=90)
+        text = log_file.read_text()
+        assert "answers again" in text or "reachable again" in text, text
+        await enroll("after")
+        await _until(lambda: sent() == ["after", "before"], "no email after the restart", timeout=90)
+        assert worker.poll() is None
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 30) == 0, log_file.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        engine.dispose()
+        if server is not None:
+            await server.shutdown()
+
+
+class Gate:
+    """A TCP port that refuses connections until `open()`, then forwards them to ``target``."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def open(self) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+            self.writers += [writer, upstream_writer]
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+        self.server = await asyncio.start_server(forward, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for writer in self.writers:
+                writer.close()
+            await self.server.wait_closed()
+
+
+@pytest.mark.timeout(120)
+async def test_worker_waits_with_backoff_for_a_store_it_cannot_reach(tmp_path: Path) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests import pg
+
+    with pg.schema("tp_wait") as schema:
+        real = urlsplit(pg.schema_url(schema))
+        gate = Gate((real.hostname or "127.0.0.1", real.port or 5432))
+        netloc = real.netloc.rsplit("@", 1)
+        url = urlunsplit(real._replace(netloc=f"{netloc[0]}@127.0.0.1:{gate.port}" if len(netloc) == 2 else f"127.0.0.1:{gate.port}"))
+        metrics = free_port()
+        env = _worker_env(tmp_path, TOUCHPOINT_DATABASE_URL=url, TOUCHPOINT_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}", TOUCHPOINT_METRICS_BIND=f"127.0.0.1:{metrics}")
+        log_file = tmp_path / "worker.log"
+        worker = _spawn(tmp_path, env, "worker")
+        try:
+            # Nothing listens at the store's address: the worker waits, each time twice as long.
+            await _until(lambda: "attempt 3 failed" in log_file.read_text(), "no third attempt", timeout=60)
+            lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+            waits = [re.fullmatch(r"waiting for the store at \S+ \(attempt (\d+) failed: .*\); retrying in ([\d.]+)s", line["msg"]) for line in lines]
+            assert [(int(m[1]), float(m[2])) for m in waits if m][:3] == [(1, 0.5), (2, 1.0), (3, 2.0)], lines
+            assert f"127.0.0.1:{gate.port}" in log_file.read_text()
+            assert _status(f"http://127.0.0.1:{metrics}/healthz") == 200 and _status(f"http://127.0.0.1:{metrics}/readyz") == 503
+            assert worker.poll() is None
+            # The store answers: the worker migrates it and goes on to wait for Temporal.
+            await gate.open()
+            await _until(lambda: "waiting for Temporal at" in log_file.read_text(), "the worker did not get past the store", timeout=60)
+            assert re.search(r"the store at \S+ is reachable again after \d+ failed attempts", log_file.read_text()), log_file.read_text()
+            worker.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(worker.wait, 30) == 0, log_file.read_text()
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+            await gate.close()

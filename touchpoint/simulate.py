@@ -225,10 +225,12 @@ async def simulate_on_server(
     """
     import asyncio
 
+    from touchpoint.observability.metrics import logging_runtime
     from touchpoint.temporal_server import start_time_skipping
 
     project, playbook, version, account, events = _inputs(playbook_file, account_file, events_file)
-    server = asyncio.create_task(start_time_skipping())
+    # The SDK core's warnings go to Python logging (stderr), not between the timeline's lines.
+    server = asyncio.create_task(start_time_skipping(runtime=logging_runtime()))
     await asyncio.sleep(0)
     try:
         env = await server

@@ -25,6 +25,7 @@ from pathlib import Path
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.testing import WorkflowEnvironment
 
 from workflows import search
@@ -222,10 +223,12 @@ async def _start_dev_server(
         await asyncio.sleep(0.05)
 
 
-async def start_time_skipping() -> WorkflowEnvironment:
-    """Start the time-skipping test server (90 days of timers in well under a second)."""
+async def start_time_skipping(*, runtime: Runtime | None = None) -> WorkflowEnvironment:
+    """Start the time-skipping test server (90 days of timers in well under a second); its
+    client, and the workers built on it, use ``runtime`` (default: the SDK's default runtime)."""
     return await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
+        runtime=runtime,
         test_server_existing_path=binary("temporal-test-server"),
         test_server_startup_timeout=STARTUP_TIMEOUT,
     )

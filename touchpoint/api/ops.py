@@ -6,7 +6,8 @@
   needs the API token (a scraper or a probe has none).
 - `OpsMiddleware` counts accepted events by type and route (`touchpoint_events_accepted`) and
   refuses SendGrid batches that nothing can verify: with no `TOUCHPOINT_SENDGRID_WEBHOOK_KEY`
-  on an API bound to a non-loopback address, `POST /webhooks/sendgrid` answers 401.
+  on an API bound to a non-loopback address, `POST /webhooks/sendgrid` answers 401 in the one
+  error shape (`ErrorBody`); the route's OpenAPI entry lists that 401 whenever it can happen.
 
 `build_app` puts them around `touchpoint.api.app.create_app`; `touchpoint dev` and `touchpoint
 api` serve what it returns.
@@ -28,12 +29,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
+from touchpoint.api.models import ErrorBody
 from touchpoint.config import Settings
 from touchpoint.observability.metrics import EVENTS_ACCEPTED, StoreMetrics
 
 PROBE_TIMEOUT = 2.0
 MAX_COUNTED_BODY = 1 << 20
 """Bodies up to this size are kept to read their event types; bigger ones count as `unknown`."""
+
+UNSIGNED_REFUSED = (
+    "unsigned SendGrid batches are refused on an API reachable from other machines: set "
+    "TOUCHPOINT_SENDGRID_WEBHOOK_KEY to the signed webhook's public key (SendGrid > Mail Settings > "
+    "Event Webhook > Signature Verification)"
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -117,14 +125,7 @@ class OpsMiddleware:
             return
         method, path = scope["method"], scope["path"]
         if self.refuse_unsigned and method == "POST" and path == "/webhooks/sendgrid":
-            response = JSONResponse(
-                {
-                    "detail": "unsigned SendGrid batches are refused on an API reachable from other machines: set "
-                    "TOUCHPOINT_SENDGRID_WEBHOOK_KEY to the signed webhook's public key (SendGrid > Mail Settings > "
-                    "Event Webhook > Signature Verification)"
-                },
-                status_code=401,
-            )
+            response = JSONResponse(ErrorBody(detail=UNSIGNED_REFUSED).model_dump(mode="json"), status_code=401)
             await response(scope, receive, send)
             return
         counted = next(((label, kind) for m, pattern, label, kind in COUNTED if m == method and pattern.match(path)), None)

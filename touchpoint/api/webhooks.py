@@ -263,14 +263,21 @@ def make_router(settings: Settings, client: Client, sessions: sessionmaker[Sessi
 
     # The body is read raw (its signature covers the exact bytes), so the document states its schema.
     batch_schema = {"type": "array", "maxItems": MAX_EVENTS, "items": SendGridEvent.model_json_schema()}
+    # 401 comes from the signature check (a key is set) or, without a key on an API reachable
+    # from other machines, from `touchpoint.api.ops.OpsMiddleware`, which refuses every batch.
+    refused = (
+        "A bad or missing signature, or a stale timestamp."
+        if verifier is not None
+        else "Unsigned batches are refused on an API reachable from other machines: set TOUCHPOINT_SENDGRID_WEBHOOK_KEY."
+    )
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorBody, "description": why}
         for status, why in (
             (400, "Not a SendGrid event batch; nothing was recorded."),
-            (401, "A bad or missing signature, or a stale timestamp (only with TOUCHPOINT_SENDGRID_WEBHOOK_KEY set)."),
+            (401, refused),
             (503, "Temporal did not take some events; SendGrid retries the batch."),
         )
-        if status != 401 or verifier is not None
+        if status != 401 or not settings.sendgrid_unsigned_allowed
     }
 
     @router.post(

@@ -34,12 +34,12 @@ def _refuse(exc: ConfigError) -> typer.Exit:
 
 @app.command()
 def worker(
-    task_queue: str | None = typer.Option(None, "--task-queue", help="Queue to poll [default: TOUCHPOINT_TASK_QUEUE]."),
+    task_queue: str | None = typer.Option(None, "--task-queue", help="Queue to poll \\[default: TOUCHPOINT_TASK_QUEUE]."),
     max_cached_workflows: int | None = typer.Option(
-        None, "--max-cached-workflows", help="Workflows kept in memory [default: TOUCHPOINT_WORKER_CACHE]."
+        None, "--max-cached-workflows", help="Workflows kept in memory \\[default: TOUCHPOINT_WORKER_CACHE]."
     ),
     max_concurrent_activities: int | None = typer.Option(
-        None, "--max-concurrent-activities", help="Activities at once [default: TOUCHPOINT_MAX_CONCURRENT_ACTIVITIES]."
+        None, "--max-concurrent-activities", help="Activities at once \\[default: TOUCHPOINT_MAX_CONCURRENT_ACTIVITIES]."
     ),
 ) -> None:
     """Run a worker (no API, no server) until SIGTERM, which drains it."""
@@ -64,7 +64,7 @@ def worker(
 @app.command()
 def api(
     workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes."),
-    bind: str | None = typer.Option(None, "--bind", help="host:port [default: TOUCHPOINT_API_BIND]."),
+    bind: str | None = typer.Option(None, "--bind", help="host:port \\[default: TOUCHPOINT_API_BIND]."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback bind without TOUCHPOINT_API_TOKEN."),
 ) -> None:
     """Serve the API (and console) with uvicorn: /healthz, /readyz, /metrics, OpenAPI at /docs."""

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.runtime import (
     BUFFERED_METRIC_KIND_COUNTER,
@@ -50,7 +50,9 @@ EVENTS_ACCEPTED = Counter(
 )
 EMAILS = Counter(
     "touchpoint_emails",
-    "Emails by outcome (sent, suppressed, failed, uncertain, skipped, held) by playbook and step.",
+    "Emails by playbook, step and status: an outcome (sent, suppressed, failed, uncertain), skipped (a step with no "
+    "recipient, a schedule step's `when` false for a CSM's book) or held (waited for a send window, holiday or "
+    "frequency cap before its outcome, which it also counts under).",
     ["playbook", "step", "status"],
 )
 PROVIDER_CALLS = Counter(
@@ -70,9 +72,14 @@ workflow started after its scheduled time."""
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-def email_outcome(playbook: str, step: str, status: str) -> None:
-    """Count one email outcome."""
-    EMAILS.labels(playbook=playbook, step=step, status=status).inc()
+def email_outcome(playbook: str, step: str, status: str, *, session: Session | None = None) -> None:
+    """Count one email by status; with ``session``, once its transaction commits (a rolled-back
+    attempt is retried and counted then, never twice)."""
+    counter = EMAILS.labels(playbook=playbook, step=step, status=status)
+    if session is None:
+        counter.inc()
+    else:
+        event.listen(session, "after_commit", lambda _: counter.inc(), once=True)
 
 
 @dataclass
@@ -211,6 +218,21 @@ def _bound(value: float) -> str:
 _installed: TemporalMetrics | None = None
 
 
+def core_logging() -> LoggingConfig:
+    """The SDK core's warnings through Python logging (the `temporalio.core` logger), formatted
+    and routed like every other record, instead of the core's own lines on stdout."""
+    return LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+
+
+def logging_runtime() -> Runtime:
+    """A runtime without metrics whose core logs go to Python logging (`core_logging`), for a
+    one-shot command whose stdout is its output (`touchpoint simulate --on-server`)."""
+    return Runtime(telemetry=TelemetryConfig(logging=core_logging()))
+
+
 def temporal_runtime() -> tuple[Runtime, TemporalMetrics]:
     """A runtime whose SDK metrics land in the default Prometheus registry and whose core
     warnings go to the `temporalio.core` logger (once per process).
@@ -219,12 +241,7 @@ def temporal_runtime() -> tuple[Runtime, TemporalMetrics]:
     """
     global _installed
     buffer = MetricBuffer(100_000, duration_format=MetricBufferDurationFormat.SECONDS)
-    # The SDK core's own warnings go through Python logging too (JSON lines like the rest).
-    core_logs = LoggingConfig(
-        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
-    )
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, logging=core_logs))
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, logging=core_logging()))
     bridge = TemporalMetrics(buffer)
     if _installed is not None:
         REGISTRY.unregister(_installed)
