@@ -171,9 +171,10 @@ async def test_quiet_cli_sends_a_file_in_batches_and_lists_the_log(stack: Stack,
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1,099 events accepted: 1,097 quiet (recorded only), 1 to account workflows, 1 repeated id; 1 rejected" in result.stdout, result.stdout
     assert "events.jsonl:9: type: String should match pattern" in result.stderr, result.stderr
+    # The listened event is stored by its account workflow's store step: wait for it, then count.
+    await eventually(stack, lambda s: (e := repo.get_event(s, "listened")) is not None and e.applied_by is not None)
     with stack.deps.sessions() as s:
         assert len(repo.event_log(s, "acme", limit=2000)) == 1098
-    await eventually(stack, lambda s: (e := repo.get_event(s, "listened")) is not None and e.applied_by is not None)
 
     listed = await asyncio.to_thread(cli, stack, tmp_path, "events", "acme", "--type", "feature.used", "--limit", "3", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -71,15 +71,44 @@ def test_quiet_rule_nested_wait_for_and_trigger_lists() -> None:
     "extra",
     [
         'exit_when: "event.data.churned"',
-        "goal: \"event.type == 'won.deal'\"",
+        "goal: \"event.type != 'won.deal' and event.data.x\"",
+        "goal: \"event.type == 'won.deal' or event.data.x\"",
         "scorecard:\n  milestones:\n    - {id: m, weight: 1, when: \"event.data.x == 1\"}",
-        "scorecard:\n  milestones:\n    - {id: m, weight: 1, event: m.done, when: \"event.data.x == 1\"}",
     ],
 )
 def test_quiet_rule_a_condition_reading_event_hears_everything(extra: str) -> None:
     listening = heard(f"playbook: p\ntrigger: manual\n{extra}\nsteps:\n  - wait: 1d\n")
     assert listening.every and listening.hears("feature.used")
     assert listening.because == ("p",)
+
+
+@pytest.mark.parametrize(
+    ("extra", "types"),
+    [
+        ("goal: \"event.type == 'won.deal'\"", {"won.deal"}),
+        ("goal: \"event.type == 'health.changed' and event.data.tier == 'green'\"", {"health.changed"}),
+        ("exit_when: \"event.data.x > 1 and event.type in ['a.b', 'c.d']\"", {"a.b", "c.d"}),
+        ("exit_when: \"(event.type == 'a.b' and event.data.x) or event.type == 'c.d'\"", {"a.b", "c.d"}),
+        ("scorecard:\n  milestones:\n    - {id: m, weight: 1, event: m.done, when: \"event.data.x == 1\"}", {"m.done"}),
+    ],
+)
+def test_quiet_rule_a_condition_guarded_by_its_event_type_hears_only_that_type(extra: str, types: set[str]) -> None:
+    """A condition that can be true only for some types (it says `event.type == 'x' and ...`, or
+    it is a milestone's `when`, checked on its own `event` only) listens to those types alone:
+    an event of any other type cannot change what it decides, arriving or not."""
+    listening = heard(f"playbook: p\ntrigger: manual\n{extra}\nsteps:\n  - wait: 1d\n")
+    assert not listening.every and listening.types == types
+    assert listening.quiet("feature.used")
+
+
+def test_quiet_rule_the_shipped_playbooks_leave_product_events_quiet() -> None:
+    from touchpoint.dsl.validate import load_project
+
+    project = load_project(Path(__file__).resolve().parent.parent / "playbooks")
+    together = combined(of_playbook(loaded.playbook, name) for name, loaded in project.playbooks.items())
+    assert not together.every
+    assert together.quiet("page.viewed") and together.quiet("webinar.attended")
+    assert together.hears("setup.sso_configured") and together.hears("meeting.booked")
 
 
 def test_quiet_rule_conditions_that_do_not_read_event_change_nothing() -> None:

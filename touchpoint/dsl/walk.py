@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from touchpoint.dsl.schema import (
     IfStep,
@@ -79,25 +80,74 @@ def event_types_named(playbook: Playbook) -> set[str]:
             named.update(step.wait_for.event)
     if playbook.scorecard:
         named.update(m.event for m in playbook.scorecard.milestones if m.event)
-    return named
+    return named | guarded_event_types(playbook)
 
 
-def reads_event(playbook: Playbook) -> bool:
-    """Whether `exit_when`, `goal` or a milestone's `when` reads `event` (any event may then matter)."""
+def _event_sources(playbook: Playbook) -> list[str]:
+    """The conditions checked on every event: `exit_when`, `goal`, and milestone `when`s
+    without an `event` (one with an `event` is checked on events of that type only)."""
+    sources = [playbook.exit_when, playbook.goal]
+    if playbook.scorecard:
+        sources.extend(m.when for m in playbook.scorecard.milestones if not m.event)
+    return [source for source in sources if source]
+
+
+def event_guard(tree: Any) -> set[str] | None:
+    """The event types an expression can be true for when it says so itself (`event.type ==
+    'x' and ...`, `event.type in ['x', 'y'] and ...`); None when any type may make it true."""
+    from jinja2 import nodes
+
+    if isinstance(tree, nodes.And):
+        left, right = event_guard(tree.left), event_guard(tree.right)
+        if left is not None and right is not None:
+            return left & right
+        return left if left is not None else right
+    if isinstance(tree, nodes.Or):
+        left, right = event_guard(tree.left), event_guard(tree.right)
+        return left | right if left is not None and right is not None else None
+    if isinstance(tree, nodes.Compare) and len(tree.ops) == 1:
+        subject, op = tree.expr, tree.ops[0]
+        if not (isinstance(subject, nodes.Getattr) and subject.attr == "type" and isinstance(subject.node, nodes.Name) and subject.node.name == "event"):
+            return None
+        if op.op == "eq" and isinstance(op.expr, nodes.Const) and isinstance(op.expr.value, str):
+            return {op.expr.value}
+        if op.op == "in" and isinstance(op.expr, (nodes.List, nodes.Tuple)):
+            values = [item.value for item in op.expr.items if isinstance(item, nodes.Const)]
+            if len(values) == len(op.expr.items) and all(isinstance(v, str) for v in values):
+                return set(values)
+    return None
+
+
+def _reading(playbook: Playbook) -> tuple[bool, set[str]]:
+    """Whether a condition checked on every event may react to any type, and the types the
+    guarded ones react to."""
     from jinja2 import nodes
 
     from touchpoint.dsl import expressions as ex
 
-    sources = [playbook.exit_when, playbook.goal]
-    if playbook.scorecard:
-        sources.extend(m.when for m in playbook.scorecard.milestones)
-    for source in sources:
-        if not source:
-            continue
+    guarded: set[str] = set()
+    for source in _event_sources(playbook):
         try:
             tree = ex.parse_expression(source)
         except Exception:  # a syntax error: validation reports it; assume it may read `event`
-            return True
-        if any(node.name == "event" for node in tree.find_all(nodes.Name)):
-            return True
-    return False
+            return True, guarded
+        if not any(node.name == "event" for node in tree.find_all(nodes.Name)):
+            continue
+        guard = event_guard(tree)
+        if guard is None:
+            return True, guarded
+        guarded |= guard
+    return False, guarded
+
+
+def reads_event(playbook: Playbook) -> bool:
+    """Whether `exit_when`, `goal` or a milestone's `when` reads `event` for any type (any event
+    may then matter). A milestone with an `event` reads only events of its type, and a condition
+    guarded by `event.type == 'x' and ...` only events of type ``x``: those types are named
+    (`event_types_named`) instead."""
+    return _reading(playbook)[0]
+
+
+def guarded_event_types(playbook: Playbook) -> set[str]:
+    """The types that guarded conditions on every event react to (`event.type == 'x' and ...`)."""
+    return _reading(playbook)[1]
