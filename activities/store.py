@@ -245,3 +245,6 @@ def project_runs(s: Session, projections: list[RunProjection]) -> None:
         )
         for record in p.records:
             repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq)
+        decided = [record.model_dump() for record in p.records if record.action == "approval"]
+        if decided or p.status == "ended":
+            repo.settle_from_timeline(s, p.run_id, p.status == "ended", decided)

@@ -1,4 +1,4 @@
-"""FastAPI app: `POST /events`, `PUT/GET /accounts/{id}`, `GET/POST /runs`, tasks, unsubscribe.
+"""FastAPI app: `POST /events`, `PUT/GET /accounts/{id}`, `GET/POST /runs`, tasks, approvals, unsubscribe.
 
 The OpenAPI document (`/openapi.json`) describes every JSON route exactly: typed bodies
 (`touchpoint.api.models`), every status it answers, one error shape
@@ -274,7 +274,9 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             await send_event(client, queue, sessions, account_id, EventIn(type="email.unsubscribed", data={"to": email}))
         return f"<html><body><p>{email} will get no more emails from us.</p></body></html>"
 
+    from touchpoint.api import approvals
     from touchpoint.api.webhooks import make_router
 
+    app.include_router(approvals.make_router(settings, client, sessions, error_responses, guarded, denied))
     app.include_router(make_router(settings, client, sessions))
     return app

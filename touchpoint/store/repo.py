@@ -6,7 +6,7 @@ repeat on retry are idempotent: they are keyed (event id, ledger key, provider e
 a repeat returns what the first call stored instead of raising.
 
 The functions live in one module per area (`accounts`, `deployments`, `runs`, `delivery`,
-`bookkeeping`; `health`, `triggers` and `reviews` hold the batch queries); this module is the
+`approvals`, `bookkeeping`; `health`, `triggers` and `reviews` hold the batch queries); this module is the
 one name callers use for the per-row ones (`repo.get_run`, `repo.add_task`, ...).
 """
 
@@ -21,6 +21,14 @@ from .accounts import (
     list_events,
     record_event,
     upsert_account,
+)
+from .approvals import (
+    add_approval,
+    claim_decision,
+    get_approval,
+    list_approvals,
+    release_decision,
+    settle_from_timeline,
 )
 from .bookkeeping import (
     add_health_score,
@@ -82,6 +90,12 @@ from .runs import (
 
 __all__ = [
     "CONTACT_FIELDS",
+    "add_approval",
+    "claim_decision",
+    "get_approval",
+    "list_approvals",
+    "release_decision",
+    "settle_from_timeline",
     "LEDGER_STATUSES",
     "LedgerStatus",
     "SUPPRESSION_REASONS",
