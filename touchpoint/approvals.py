@@ -99,6 +99,30 @@ def detail(row: Approval, public_url: str | None = None) -> dict[str, Any]:
     return {**summary(row, public_url), "emails": emails, "subject": row.subject, "html": row.html}
 
 
+def review_lines(item: dict[str, Any], *, html: bool = False) -> list[str]:
+    """What the approver reads (`touchpoint approvals show`, `touchpoint preview`): who decides by
+    when, then each recipient's subject and text (or HTML)."""
+    then = "send as rendered" if item["on_timeout"] == "send" else "skip"
+    lines = [
+        f"approval  {item['id']} ({item['status'].replace('_', ' ')})",
+        f"by        {item['by']}, until {item['expires_at']} (then: {then})",
+        f"run       {item['playbook']}:{item['step']} for {item['account_id']}" + (f" (run {item['run_id']})" if item.get("run_id") else ""),
+    ]
+    if item.get("decided_by"):
+        lines.append(f"decided   {item['status']} by {item['decided_by']} at {item['decided_at']}" + (f": {item['reason']}" if item.get("reason") else ""))
+    for part in item.get("edited") or []:
+        lines.append(f"edited {part}: {item[part]}")
+    for email in item["emails"]:
+        lines.append("")
+        lines.append(f"to {email['to']}" + (f" ({email['name']})" if email.get("name") else ""))
+        if email.get("error"):
+            lines.append(f"  could not render: {email['error']}")
+            continue
+        lines.append(f"subject: {email['subject']}")
+        lines.append(str(email["html"] if html else email["text"]).rstrip())
+    return lines
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="seconds") if value is not None else None
 

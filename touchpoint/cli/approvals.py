@@ -86,23 +86,7 @@ def show(
     if as_json:
         print(json.dumps(item), flush=True)
         return
-    lines = [
-        f"approval  {item['id']} ({item['status'].replace('_', ' ')})",
-        f"by        {item['by']}, until {item['expires_at']} (then: {'send as rendered' if item['on_timeout'] == 'send' else 'skip'})",
-        f"run       {item['playbook']}:{item['step']} for {item['account_id']} (run {item['run_id']})",
-    ]
-    if item["decided_by"]:
-        lines.append(f"decided   {item['status']} by {item['decided_by']} at {item['decided_at']}" + (f": {item['reason']}" if item["reason"] else ""))
-    for part in item["edited"]:
-        lines.append(f"edited {part}: {item[part]}")
-    for email in item["emails"]:
-        lines.append("")
-        lines.append(f"to {email['to']}" + (f" ({email['name']})" if email["name"] else ""))
-        if email["error"]:
-            lines.append(f"  could not render: {email['error']}")
-            continue
-        lines.append(f"subject: {email['subject']}")
-        lines.append(str(email["html"] if html else email["text"]).rstrip())
+    lines = approvals.review_lines(item, html=html)
     for line in lines:
         console.print(line, markup=False, soft_wrap=True, highlight=False)
 
