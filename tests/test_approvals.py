@@ -226,3 +226,57 @@ async def test_approvals_a_decision_after_the_run_was_cancelled_is_refused(stack
     assert (await api.get("/approvals", params={"status": "pending"})).json() == []
     missing = await api.post("/approvals/apr_nothing", json={"decision": "approved"})
     assert missing.status_code == 404
+
+
+async def test_approvals_cli_lists_shows_approves_with_an_edit_and_rejects(stack: Stack, folder: Path, tmp_path: Path) -> None:
+    import asyncio
+    import json
+    import sys
+
+    from tests.conftest import invoke_cli
+
+    doc, run_id, row = await started(stack, folder)
+    kim = doc.contacts[0].email
+    env = {
+        "TOUCHPOINT_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
+        "TOUCHPOINT_DATABASE_URL": stack.settings.db_url,
+        "TOUCHPOINT_TASK_QUEUE": stack.task_queue,
+        "TOUCHPOINT_HOME": str(tmp_path / "cli-home"),
+        "COLUMNS": "200",
+    }
+    listed = await asyncio.to_thread(invoke_cli, ["approvals", "list", "--json", "--by", "dana@example.com"], env)
+    assert listed.exit_code == 0, listed.output
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [row.id]
+    table = await asyncio.to_thread(invoke_cli, ["approvals", "list"], env)
+    assert row.id in table.stdout and "dana@example.com" in table.stdout
+    shown = await asyncio.to_thread(invoke_cli, ["approvals", "show", row.id], env)
+    assert shown.exit_code == 0 and f"to {kim} (Kim)\nsubject: Welcome Acme\nHi Kim" in shown.stdout, shown.output
+
+    # $EDITOR gets the template source of the subject and the HTML; what it saves is the edit.
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        "import sys, pathlib\n"
+        "p = pathlib.Path(sys.argv[1])\n"
+        "p.write_text(p.read_text().replace('Subject: Welcome {{ account.name }}', 'Subject: Hello {{ contact.name }}').replace('<p>Hi', '<p>Dear'))\n"
+    )
+    broken = tmp_path / "broken.py"
+    broken.write_text("import sys, pathlib\np = pathlib.Path(sys.argv[1])\np.write_text(p.read_text().replace('<p>Hi', '<p>{{ contact.nmae }}'))\n")
+    refused = await asyncio.to_thread(invoke_cli, ["approvals", "approve", row.id, "--edit"], {**env, "EDITOR": f"{sys.executable} {broken}"})
+    assert refused.exit_code == 1 and "the edit cannot be sent" in refused.output and "nmae" in refused.output, refused.output
+    approved = await asyncio.to_thread(invoke_cli, ["approvals", "approve", row.id, "--edit", "--by", "lead@example.com"], {**env, "EDITOR": f"{sys.executable} {editor}"})
+    assert approved.exit_code == 0, approved.output
+    assert approved.stdout.strip() == f"approved {row.id} by lead@example.com, edited: subject, html"
+    await note_written(stack, run_id)
+    sent = {m.to_email: m for m in messages(stack, run_id)}
+    assert sent[kim].subject == "Hello Kim" and "<p>Dear Kim</p>" in sent[kim].html
+    again = await asyncio.to_thread(invoke_cli, ["approvals", "reject", row.id], env)
+    assert again.exit_code == 1 and "already approved by lead@example.com" in again.output
+
+    other, other_run, second = await started(stack, folder, doc=account())
+    rejected = await asyncio.to_thread(invoke_cli, ["approvals", "reject", second.id, "--reason", "not now"], env)
+    assert rejected.exit_code == 0 and rejected.stdout.strip() == f"rejected {second.id} by dana@example.com", rejected.output
+    await note_written(stack, other_run)
+    assert messages(stack, other_run) == []
+    history = await asyncio.to_thread(invoke_cli, ["approvals", "list", "--status", "all", "--json"], env)
+    statuses = {json.loads(line)["id"]: json.loads(line)["status"] for line in history.stdout.splitlines()}
+    assert statuses == {row.id: "approved", second.id: "rejected"}
