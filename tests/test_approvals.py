@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, eventually, write_folder
+from tests.conftest import Stack, eventually, on_both_stores, write_folder
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
 from touchpoint.dsl.runtime import EventIn
@@ -113,6 +113,7 @@ async def note_written(stack: Stack, run_id: str) -> None:
     await eventually(stack, lambda s: (r := repo.get_run(s, run_id)) is not None and r.status == "ended")
 
 
+@on_both_stores()
 async def test_approvals_approve_sends_the_rendered_emails_once(stack: Stack, folder: Path, api: httpx.AsyncClient) -> None:
     doc, run_id, row = await started(stack, folder)
     kim, lee = (c.email for c in doc.contacts)
