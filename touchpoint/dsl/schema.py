@@ -121,7 +121,7 @@ class StepBase(Model):
 class Approval(Model):
     """A human approves (optionally editing) or rejects an email step's rendered emails first."""
 
-    by: str = "csm"
+    by: str = Field("csm", json_schema_extra={"anyOf": [{"enum": list(INTERNAL_RECIPIENTS)}, {"pattern": _ADDRESS.pattern}]})
     timeout: PositiveDuration = Field(default_factory=lambda: parse_duration("2d"))
     on_timeout: Literal["send", "skip"] = "skip"
 
