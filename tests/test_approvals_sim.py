@@ -161,7 +161,10 @@ def test_approvals_simulate_cli_prints_requests_and_decisions(tmp_path: Path) ->
         },
     )
     (tmp_path / "acme.yaml").write_text(json.dumps(ACCOUNT.model_dump(mode="json")))
-    (tmp_path / "events.yaml").write_text("- {after: 1d, type: approval.decided, data: {step: welcome, decision: approved, html: '<p>Dear {{ contact.name }}</p>'}}\n")
+    (tmp_path / "events.yaml").write_text(
+        "- {after: 1d, type: approval.decided, data: {step: welcome, decision: approved, html: '<p>Dear {{ contact.name }}</p>'}}\n"
+        "- {after: 12h, type: approval.decided, data: {step: welcom, decision: rejected}}\n"
+    )
     result = CliRunner().invoke(
         app, ["simulate", str(folder / "p.yaml"), "--account", str(tmp_path / "acme.yaml"), "--events", str(tmp_path / "events.yaml"), "--start", "2027-03-01T10:00:00Z", "--json"]
     )
@@ -172,3 +175,9 @@ def test_approvals_simulate_cli_prints_requests_and_decisions(tmp_path: Path) ->
     assert lines[1]["html"] == "<p>Dear {{ contact.name }}</p>" and lines[1]["day"] == 1
     assert lines[2]["held"] == {"since": "2027-03-01T10:00:00+00:00", "reason": "approval"}
     assert lines[-1]["outcome"] == "completed"
+    # A decision for a step without approval (a typo) is ignored with a warning (stderr).
+    from touchpoint.simulate import simulate
+
+    warnings: list[str] = []
+    simulate(folder / "p.yaml", tmp_path / "acme.yaml", events_file=tmp_path / "events.yaml", start=datetime(2027, 3, 1, 10, tzinfo=UTC), warn=warnings.append)
+    assert warnings == ["approval.decided names step welcom, which is not an email step with approval in p (those: welcome): ignored"]

@@ -171,7 +171,11 @@ class Approving(Emailing):
                     self._take(thread, hold, event)
             return
         step = data.get("step")
-        if not isinstance(step, str) or data.get("playbook") not in (None, self.playbook.playbook) or step not in self._approval_steps():
+        if not isinstance(step, str) or data.get("playbook") not in (None, self.playbook.playbook):
+            return
+        if step not in self._approval_steps():
+            known = ", ".join(sorted(self._approval_steps())) or "none"
+            self._warn(f"{DECIDED} names step {step}, which is not an email step with approval in {self.playbook.playbook} (those: {known}): ignored")
             return
         book = self.state.decisions.setdefault(step, Decisions())
         book.given += 1
