@@ -17,6 +17,7 @@ from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.workflow import SandboxImportNotificationPolicy
 
+from activities.approvals import ApprovalActivities
 from activities.crm import CrmActivities
 from activities.deps import Deps
 from activities.email import EmailActivities
@@ -75,6 +76,7 @@ def activities_for(deps: Deps) -> list[Any]:
         accounts.project_runs,
         email.send_email,
         email.reserve_send_slot,
+        ApprovalActivities(deps, crm).request_approval,
         crm.create_task,
         crm.add_note,
         crm.update_fields,

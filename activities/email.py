@@ -18,9 +18,9 @@ import shutil
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -32,6 +32,9 @@ from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, write_tx
 from touchpoint.unsubscribe import unsubscribe_url
 from workflows import names
+
+if TYPE_CHECKING:
+    from touchpoint.email.render import RenderedEmail
 
 SEND_TIMEOUT = 20.0
 log = logging.getLogger(__name__)
@@ -48,10 +51,15 @@ def materialize_templates(deps: Deps, playbook: str, version: str) -> Path:
     The store holds every version's templates, so a run keeps rendering the templates it started
     with even after the folder changes.
     """
-    target = deps.template_cache / playbook / version
+    return materialize(deps.sessions, deps.template_cache, playbook, version)
+
+
+def materialize(sessions: sessionmaker[Session], cache: Path, playbook: str, version: str) -> Path:
+    """`materialize_templates` for any process with a store and a cache folder (the API's too)."""
+    target = cache / playbook / version
     if target.is_dir():
         return target
-    with deps.sessions() as s:
+    with sessions() as s:
         deployment = repo.get_deployment(s, "playbook", playbook, version)
         templates = dict((deployment.content or {}).get("templates", {})) if deployment else None
     if templates is None:
@@ -147,7 +155,11 @@ class EmailActivities:
         context = {**context_of(input, contact=_contact(input.recipient), **input.extra_context), **(context or {})}
         link = unsubscribe_url(self.deps.settings.public_url, self.deps.settings.secret_key.get_secret_value(), to)
         try:
-            rendered = await asyncio.to_thread(render_email, templates, input.template, context, locales=input.locales, unsubscribe_url=link)
+            approved = await self._approved(input, templates, context, link) if input.approval_id else None
+            if approved is not None:
+                rendered = approved
+            else:
+                rendered = await asyncio.to_thread(render_email, templates, input.template, context, locales=input.locales, unsubscribe_url=link)
         except TemplateError as exc:
             result = SendEmailResult(status="failed", to=to, template=input.template, error=str(exc))
             await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, None))
@@ -197,6 +209,25 @@ class EmailActivities:
         provider_id = sent.provider_message_id
         await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, rendered, provider_id))
         return result
+
+    async def _approved(self, input: SendEmailInput, templates: Path, context: dict[str, Any], link: str) -> RenderedEmail | None:
+        """What an approved email sends: the approver's edit rendered for this recipient, else what
+        the request rendered (None when it could not: the template renders again)."""
+        from touchpoint.email.render import RenderedEmail, render_edited
+
+        if input.edit_subject is not None or input.edit_html is not None:
+            return await asyncio.to_thread(
+                render_edited, templates, input.template, context, locales=input.locales, unsubscribe_url=link,
+                subject=input.edit_subject, html=input.edit_html,
+            )
+        approval_id, to = str(input.approval_id), input.recipient.email.lower()
+
+        def held(s: Session) -> dict[str, Any] | None:
+            found = repo.get_approval(s, approval_id)
+            return next((e for e in (found.emails if found else []) if str(e.get("to", "")).lower() == to), None)
+
+        email = await self.deps.read(held)
+        return RenderedEmail.model_validate(email["rendered"]) if email and email.get("rendered") else None
 
     def _finish(self, s: Session, input: SendEmailInput, message_id: str, result: SendEmailResult, backend: str, rendered: Any, provider_id: str | None = None) -> None:
         self._record(s, input, message_id, result, backend, rendered, provider_id)

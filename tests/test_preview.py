@@ -240,3 +240,26 @@ def test_check_templates_reports_render_errors_at_template_and_step_lines(tmp_pa
     assert problem.file.endswith("templates/csm.html.j2") and problem.line == 2
     assert "`bare`" in problem.message and "`good`" not in problem.message
     assert f"{folder / 'p.yaml'}:5" in problem.message or "p.yaml:5" in problem.message
+
+
+def test_preview_writes_what_the_approver_will_review(tmp_path: Path) -> None:
+    body = PLAYBOOK.replace("  - email: {template: welcome}\n", "  - email: {template: welcome, approval: {by: csm, timeout: 36h, on_timeout: send}}\n")
+    folder = write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "branches.yaml": body, **TEMPLATES})
+    account = tmp_path / "acme.yaml"
+    account.write_text(ACCOUNT)
+    out = tmp_path / "out"
+    result = invoke(["preview", str(folder / "branches.yaml"), "--account", str(account), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in result.stdout.splitlines()]
+    welcome = [item for item in items if item["step"] == "welcome"]
+    assert welcome and all(item["approval"]["by"] == "dana@example.com" for item in welcome)
+    assert all(item["approval"] is None for item in items if item["step"] != "welcome")
+    review = Path(welcome[0]["approval"]["file"])
+    assert review == out / "acme" / "welcome.approval.txt"
+    text = review.read_text()
+    # The approver reads each recipient's own email: Kim's in English, Lee's in German.
+    assert "by        dana@example.com, until 36h after the request (then: send as rendered)" in text
+    assert "to kim@acme.example (Kim)\nsubject: Welcome to Acme, Kim\nHello Kim & team" in text
+    assert "to lee@acme.example (Lee)\nsubject: Willkommen bei Acme, Lee\nHallo Lee" in text
+    table = invoke(["preview", str(folder / "branches.yaml"), "--account", str(account), "--out", str(out)])
+    assert f"approval of welcome: by dana@example.com within 36h (then send), as the approver sees it: {review}" in table.stdout

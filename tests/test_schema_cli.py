@@ -199,7 +199,8 @@ def test_schema_accepts_the_short_forms_the_loader_accepts() -> None:
         ({"steps": [{"wait": "three days"}]}, "steps"),  # not a duration
         ({"steps": [{"exit": {"outcome": "won"}}]}, "steps"),  # not an outcome
         ({"steps": [{"id": "lonely"}]}, "steps"),  # a step without an action
-        ({"steps": [{"email": {"template": "t", "approval": {"by": "csm"}}}]}, "steps"),  # planned, not available
+        ({"steps": [{"email": {"template": "t", "approval": {"by": "csm", "on_timeout": "later"}}}]}, "steps"),  # not send or skip
+        ({"steps": [{"email": {"template": "t", "approval": {"by": "the-csm"}}}]}, "steps"),  # neither csm, owner nor an address
     ],
 )
 def test_schema_rejects_what_validate_rejects(change: dict[str, Any], where: str) -> None:

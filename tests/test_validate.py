@@ -68,7 +68,10 @@ def test_validate_accepts_a_good_playbook(tmp_path: Path) -> None:
         ("  - email: {template: welcome}\n    wait: 3d\n", "bad.yaml:5: steps[1]: a step has exactly one action key, found `email`, `wait`"),
         ("  - wait_for: {event: a.b}\n", "bad.yaml:5: steps[1].wait_for.timeout: `timeout` is required"),
         ("  - task: {title: t}\n    on_error: contine\n", "bad.yaml:6: steps[1].on_error: expected 'continue' or 'stop', found 'contine' (did you mean `continue`?)"),
-        ("  - email: {template: welcome, approval: {by: csm}}\n", "bad.yaml:5: steps[1].email.approval: `approval` is not supported yet"),
+        ("  - email: {template: welcome, approval: {by: the-csm}}\n", "bad.yaml:5: steps[1].email.approval.by: expected `csm`, `owner` or an email address, found 'the-csm'"),
+        ("  - email:\n      template: welcome\n      approval:\n        on_timeout: sned\n", "bad.yaml:8: steps[1].email.approval.on_timeout: expected 'send' or 'skip', found 'sned' (did you mean `send`?)"),
+        ("  - email: {template: welcome, approval: {timeout: 0d}}\n", "bad.yaml:5: steps[1].email.approval.timeout: expected a duration longer than zero"),
+        ("  - email: {template: welcome, approval: {by: csm, timout: 2d}}\n", "bad.yaml:5: steps[1].email.approval: unknown key `timout` (did you mean `timeout`?)"),
     ],
 )
 def test_validate_reports_schema_errors_at_their_line(tmp_path: Path, body: str, expected: str) -> None:
@@ -183,3 +186,27 @@ def test_validate_reports_a_misspelled_trigger_key_at_its_own_line(tmp_path: Pat
     root = make_folder(tmp_path, {"bad.yaml": text})
     found = problems_of(root)
     assert any(p.startswith("bad.yaml:4: trigger: expected exactly one of") for p in found), found
+
+
+def test_validate_accepts_approval_and_refuses_it_in_schedule_playbooks(tmp_path: Path) -> None:
+    approved = """\
+    playbook: approved
+    trigger: manual
+    audience: [champion]
+    steps:
+      - email: {template: welcome, approval: {by: owner, timeout: 36h, on_timeout: send}}
+      - email: {template: welcome, approval: {by: lead@example.com}}
+      - email: {template: welcome, approval: {}}
+    """
+    digest = """\
+    playbook: digest
+    trigger: {schedule: "0 9 * * mon"}
+    steps:
+      - email: {template: digest, for_each: csm, approval: {by: csm}}
+    """
+    root = make_folder(tmp_path, {"approved.yaml": approved, "digest.yaml": digest}, {"digest.subject.j2": "Your week", "digest.html.j2": "<p>{{ accounts | length }}</p>"})
+    project = load_project(root)
+    (step,) = [s for s in project.playbooks["approved"].playbook.steps[2:]]
+    assert step.email.approval is not None  # type: ignore[attr-defined]
+    assert (step.email.approval.by, step.email.approval.timeout.days, step.email.approval.on_timeout) == ("csm", 2, "skip")  # type: ignore[attr-defined]
+    assert problems_of(root) == ["digest.yaml:4: steps[0].email.approval: `approval` needs an account's run to hold the email; a schedule playbook sends once per tick (approve the digest's content in its templates instead)"]

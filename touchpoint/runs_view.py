@@ -26,6 +26,8 @@ def waiting_words(entries: Sequence[dict[str, Any]], tz: str) -> str | None:
             words.append(f"email held{when}" + (f": {detail}" if detail else ""))
         elif kind == "event":
             words.append(f"waiting for {detail or 'an event'}{when}")
+        elif kind == "approval":
+            words.append(f"waiting for {detail or 'an approval'}{when}")
         elif kind == "task":
             words.append(f"waiting for its task to be completed{when}")
         elif kind == "paused":

@@ -14,6 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from touchpoint.dsl.runtime import (
+        ApprovalResult,
         EffectInput,
         EffectResult,
         RunResult,
@@ -35,6 +36,7 @@ TIMELINE_LIMIT = 20_000
 RESULT_TYPES: dict[str, type[Any]] = {
     names.SEND_EMAIL: SendEmailResult,
     names.RESERVE_SEND_SLOT: datetime,
+    names.REQUEST_APPROVAL: ApprovalResult,
     names.CREATE_TASK: TaskResult,
     names.ADD_NOTE: EffectResult,
     names.UPDATE_FIELDS: EffectResult,

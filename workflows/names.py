@@ -2,6 +2,8 @@
 
 SEND_EMAIL = "send_email"
 RESERVE_SEND_SLOT = "reserve_send_slot"
+REQUEST_APPROVAL = "request_approval"
+"""Render an email step's emails, store them as one approval request, tell the approver."""
 CREATE_TASK = "create_task"
 ADD_NOTE = "add_note"
 UPDATE_FIELDS = "update_fields"

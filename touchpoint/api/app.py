@@ -1,4 +1,4 @@
-"""FastAPI app: `POST/GET /events` (`touchpoint.api.events`), `PUT/GET /accounts/{id}`, `GET/POST /runs`, tasks, unsubscribe.
+"""FastAPI app: `POST/GET /events` (`touchpoint.api.events`), `PUT/GET /accounts/{id}`, `GET/POST /runs`, tasks, approvals, unsubscribe.
 
 The OpenAPI document (`/openapi.json`) describes every JSON route exactly: typed bodies
 (`touchpoint.api.models`), every status it answers, one error shape
@@ -268,9 +268,10 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             await send_event(client, queue, sessions, account_id, EventIn(type="email.unsubscribed", data={"to": email}))
         return f"<html><body><p>{html.escape(email)} will get no more emails from us.</p></body></html>"
 
-    from touchpoint.api import events, webhooks
+    from touchpoint.api import approvals, events, webhooks
 
     app.include_router(events.make_router(client, queue, sessions, guarded=guarded, denied=denied))
+    app.include_router(approvals.make_router(settings, client, sessions, error_responses, guarded, denied))
     app.include_router(webhooks.make_router(settings, client, sessions))
     from touchpoint.console import console_router
 

@@ -334,3 +334,71 @@ class WebhookReceipt(BaseModel):
     received: int
     processed: int
     duplicates: int
+
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "timed_out", "closed"]
+
+
+class ApprovalView(BaseModel):
+    """One approval request in `GET /approvals`: who approves it, its recipients, its decision."""
+
+    id: str
+    status: ApprovalStatus
+    by: str = Field(description="The approver (the account's CSM or owner, an address, or the fallback owner).")
+    account_id: str | None = None
+    playbook: str
+    version: str
+    run_id: str
+    step: str
+    template: str
+    to: list[str] = Field(default_factory=list)
+    requested_at: datetime
+    expires_at: datetime
+    on_timeout: Literal["send", "skip"]
+    task_id: str | None = None
+    link: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+    edited: list[Literal["subject", "html"]] = Field(default_factory=list)
+
+
+class ApprovalEmail(BaseModel):
+    """One recipient's email as rendered for the request (``error`` when it could not render)."""
+
+    to: str
+    name: str | None = None
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    locale: str | None = None
+    error: str | None = None
+
+
+class ApprovalDetail(ApprovalView):
+    """`GET /approvals/{id}`: the request with each recipient's rendered email, and the approved edit."""
+
+    emails: list[ApprovalEmail] = Field(default_factory=list)
+    subject: str | None = Field(None, description="The approved subject (template source), when edited.")
+    html: str | None = Field(None, description="The approved HTML (template source), when edited.")
+
+
+class Approve(Strict):
+    """Approve, optionally editing the subject and the HTML (template source, rendered per recipient)."""
+
+    decision: Literal["approved"]
+    subject: Annotated[str, Field(min_length=1, max_length=1_000, pattern=NOT_BLANK_PATTERN)] | None = None
+    html: Annotated[str, Field(min_length=1, max_length=200_000, pattern=NOT_BLANK_PATTERN)] | None = None
+    by: Email | None = Field(None, description="Who decided (the console asks the reviewer); default: the approver.")
+
+
+class Reject(Strict):
+    """Reject, with a reason: nothing is sent and the step completes as skipped."""
+
+    decision: Literal["rejected"]
+    reason: Annotated[str, Field(max_length=2_000)] | None = None
+    by: Email | None = Field(None, description="Who decided (the console asks the reviewer); default: the approver.")
+
+
+DecisionBody = Annotated[Approve | Reject, Field(discriminator="decision")]
+"""`POST /approvals/{id}`: approve (optionally with an edit) or reject (optionally with a reason)."""

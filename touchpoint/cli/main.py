@@ -99,7 +99,7 @@ def main() -> None:
 
 def load_commands() -> None:
     """Register the commands defined in other modules (they import `app` from here)."""
-    from touchpoint.cli import events, health, migrate, ops, preview, run, schema, serve, simulate, sync  # noqa: F401
+    from touchpoint.cli import approvals, events, health, migrate, ops, preview, run, schema, serve, simulate, sync  # noqa: F401
 
 
 if not getattr(sys.modules["touchpoint.cli"], "LAZY", False):

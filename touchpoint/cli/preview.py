@@ -109,6 +109,7 @@ def preview(
             book=book,
             changes=changes,
         )
+        reviews = {} if book is not None else _approvals(loaded, doc, project, result.out_dir, settings)
     if as_json:
         for email in result.emails:
             item = {
@@ -123,6 +124,7 @@ def preview(
                 "text": str(email.text_path) if email.text_path else None,
                 "sent_to": email.sent_to,
                 "error": email.error,
+                "approval": reviews.get(email.step),
             }
             typer.echo(json.dumps(item, ensure_ascii=False))
     else:
@@ -142,8 +144,24 @@ def preview(
                 row.append(Text(sent, style="" if email.sent_to else "red"))
             rows.append(row)
         print_table(console, columns, rows, title=title)
+        for step, review in reviews.items():
+            console.print(f"approval of {step}: by {review['by']} within {review['timeout']} (then {review['on_timeout']}), as the approver sees it: {review['file']}", markup=False, soft_wrap=True)
     if not result.emails:
         err.print(f"{playbook_file} has no email steps: nothing to preview")
     if result.failed:
         err.print(f"[red]{len(result.failed)} of {plural(len(result.emails), 'email')} failed[/]")
         raise typer.Exit(1)
+
+
+def _approvals(loaded: Any, doc: Any, project: Any, out_dir: Path, settings: Any) -> dict[str, dict[str, Any]]:
+    """The approver's view of each approval step (`touchpoint.preview_approvals`), by step."""
+    from touchpoint.preview_approvals import preview_approvals
+
+    found = preview_approvals(
+        loaded, doc, project.workspace, project.templates_dir, out_dir,
+        unsubscribe_base=settings.public_url, secret_key=settings.secret_key.get_secret_value(),
+    )
+    return {
+        a.step: {"by": a.by, "timeout": a.timeout, "on_timeout": a.on_timeout, "recipients": list(a.recipients), "file": str(a.path), "errors": list(a.errors)}
+        for a in found
+    }

@@ -70,7 +70,12 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "cc_csm": "Copy the account's CSM.",
         "locale": "An expression choosing the template variant, instead of each contact's locale.",
         "for_each": "Schedule playbooks: one email per CSM over their own book.",
-        "approval": "Planned, not yet available: a human approves the email before it goes out.",
+        "approval": "A person approves (optionally editing subject and HTML) or rejects the rendered emails before they go out.",
+    },
+    "Approval": {
+        "by": "Who approves: csm (default), owner, or an email address (the workspace's crm.fallback_owner when the account has no such person).",
+        "timeout": "How long the request waits for a decision, from the request (default 2d).",
+        "on_timeout": "Without a decision by the timeout: skip (default, nothing is sent) or send the emails as rendered.",
     },
     "WaitForAction": {
         "event": "The event type (or a list of types) to wait for.",
@@ -134,8 +139,6 @@ class EditorSchema(GenerateJsonSchema):
                 prop["description"] = texts[key]
         if cls.__name__ == "ExitStep":
             value["required"] = ["exit"]
-        if cls.__name__ == "EmailAction" and "approval" in properties:
-            properties["approval"] = {"type": "null", "description": texts["approval"]}
         return value
 
 

@@ -155,6 +155,50 @@ class SendEmailInput(EffectInput):
     categories: list[str] = Field(default_factory=list)
     unsubscribe_group: int | None = None
     extra_context: dict[str, Any] = Field(default_factory=dict)
+    approval_id: str | None = None
+    """The approval this email went through: without an edit, what it rendered is sent."""
+    edit_subject: str | None = None
+    """The approver's subject (template source), rendered for this recipient instead of the template's."""
+    edit_html: str | None = None
+    """The approver's HTML (template source); the text part is then made from it."""
+
+
+class ApprovalRecipient(Data):
+    """One recipient of an approval request: who, the send's ledger key, the locales to render in."""
+
+    recipient: Recipient
+    key: str
+    locales: list[str] = Field(default_factory=list)
+
+
+class ApprovalInput(SendEmailInput):
+    """Render each recipient's email and hold it for a person (`request_approval`).
+
+    The `SendEmailInput` fields are the first recipient's; ``key`` is the request's own ledger key.
+    """
+
+    approval_id: str
+    approver: str
+    approver_spec: str = "csm"
+    """`by` as written (csm, owner, an address): the approver's CRM task is assigned from it."""
+    fallback_owner: str | None = None
+    expires_at: datetime
+    on_timeout: Literal["send", "skip"] = "skip"
+    recipients: list[ApprovalRecipient] = Field(default_factory=list)
+
+    def send_inputs(self) -> list[SendEmailInput]:
+        """Each recipient's email as the send would render it."""
+        base = {name: getattr(self, name) for name in SendEmailInput.model_fields}
+        return [SendEmailInput(**{**base, "recipient": r.recipient, "key": r.key, "locales": r.locales}) for r in self.recipients]
+
+
+class ApprovalResult(Data):
+    """An approval request, stored and its approver told."""
+
+    approval_id: str
+    approver: str
+    task_id: str | None = None
+    to: list[str] = Field(default_factory=list)
 
 
 class SendEmailResult(Data):

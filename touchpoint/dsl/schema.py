@@ -118,25 +118,40 @@ class StepBase(Model):
     on_error: Literal["continue", "stop"] = "continue"
 
 
+class Approval(Model):
+    """A human approves (optionally editing) or rejects an email step's rendered emails first."""
+
+    by: str = Field("csm", json_schema_extra={"anyOf": [{"enum": list(INTERNAL_RECIPIENTS)}, {"pattern": _ADDRESS.pattern}]})
+    timeout: PositiveDuration = Field(default_factory=lambda: parse_duration("2d"))
+    on_timeout: Literal["send", "skip"] = "skip"
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, value: str) -> str:
+        if value in INTERNAL_RECIPIENTS or is_address(value):
+            return value
+        raise ValueError(f"expected `csm`, `owner` or an email address, found {value!r}")
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if value.total_seconds() <= 0:
+            raise ValueError("expected a duration longer than zero, e.g. 2d")
+        return value
+
+
 class EmailAction(Model):
     template: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")]
     to: list[str] | None = None
     cc_csm: bool = False
     locale: Expr | None = None
     for_each: Literal["csm"] | None = None
-    approval: Any = None
+    approval: Approval | None = None
 
     @field_validator("to", mode="before")
     @classmethod
     def _to_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-
-    @field_validator("approval")
-    @classmethod
-    def _approval(cls, value: Any) -> Any:
-        if value is not None:
-            raise NotSupportedYet("`approval` is not supported yet (it arrives with a later release)")
-        return value
 
 
 class EmailStep(StepBase):

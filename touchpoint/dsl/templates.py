@@ -142,6 +142,15 @@ class Templates:
         return TemplateCheck(tuple(problems), tuple(references))
 
 
+def check_source(tdir: Path, name: str, source: str) -> list[tuple[int, str]]:
+    """What `validate` says of an email template's text given as source (an approver's edit):
+    syntax, names and fields, sandbox escapes, bounds, and files it names that do not exist."""
+    found = _check_text(tdir, name, source, False)
+    problems = list(found.problems)
+    problems.extend((line, f"`{target}` not found in {rel(tdir)}") for target, line in found.references if not (tdir / target).is_file())
+    return problems
+
+
 def _static_check(tdir: Path, name: str, source: str, schedule: bool) -> TemplateCheck:
     """What a template's text alone says: its problems and every file it names (existing or
     not); kept in the CLI's cache (`touchpoint.cache`) by the text's hash."""

@@ -533,6 +533,8 @@ def _check_step(
             check.add(base + ("for_each",), "`for_each: csm` is for playbooks with a `schedule` trigger")
         if schedule and not mail.for_each and not mail.to:
             check.add(base, "an email in a schedule playbook needs `for_each: csm` or `to:` addresses (there is no single account)")
+        if schedule and mail.approval is not None:
+            check.add(base + ("approval",), "`approval` needs an account's run to hold the email; a schedule playbook sends once per tick (approve the digest's content in its templates instead)")
         check.expr(base + ("locale",), mail.locale, names)
         _check_email_template(mail.template, base + ("template",), templates, schedule, check)
     elif isinstance(step, WaitUntilStep):

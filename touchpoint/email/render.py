@@ -32,6 +32,7 @@ __all__ = [
     "ResolvedTemplate",
     "TemplatePart",
     "get_environment",
+    "render_edited",
     "render_email",
     "resolve_parts",
 ]
@@ -366,9 +367,64 @@ def render_email(
         return _render(root, resolved, context, unsubscribe_url)
 
 
-def _render(root: Path, resolved: ResolvedTemplate, context: Mapping[str, object], unsubscribe_url: str) -> RenderedEmail:
+EDIT_SUBJECT = "approval-edit.subject.j2"
+EDIT_HTML = "approval-edit.html.j2"
+_EDIT_NAMES = {EDIT_SUBJECT: "the edited subject", EDIT_HTML: "the edited HTML"}
+
+
+def render_edited(
+    templates_dir: Path | str,
+    name: str,
+    context: Mapping[str, object],
+    *,
+    locales: Sequence[str],
+    unsubscribe_url: str,
+    subject: str | None = None,
+    html: str | None = None,
+    seconds: float = bounds.RENDER_SECONDS,
+) -> RenderedEmail:
+    """Render template ``name`` with an approver's edit in place of its subject and/or HTML.
+
+    The edit is template source, rendered in the same sandbox and bounds as the files (it may
+    extend and include files of the folder; HTML is autoescaped). An edited HTML also replaces
+    the text part, which is then made from it. The unsubscribe link is added back when the
+    edit leaves it out, as for any template.
+
+    Raises:
+        TemplateNotFound: the template has no subject or HTML part.
+        TemplateRenderError: the edit (or a part it kept) failed; the message says which.
+    """
+    root = Path(templates_dir)
+    resolved = resolve_parts(root, name, locales)
+    sources: dict[str, str] = {}
+    if subject is not None:
+        sources[EDIT_SUBJECT] = subject
+        resolved = resolved.model_copy(update={"subject": TemplatePart(file=EDIT_SUBJECT)})
+    if html is not None:
+        sources[EDIT_HTML] = html
+        resolved = resolved.model_copy(update={"html": TemplatePart(file=EDIT_HTML), "text": None})
+    env = TouchpointEnvironment(
+        loader=jinja2.ChoiceLoader([jinja2.DictLoader(sources), jinja2.FileSystemLoader(str(root))]),
+        autoescape=_autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    try:
+        with bounds.budget(seconds=seconds):
+            return _render(root, resolved, context, unsubscribe_url, env)
+    except TemplateRenderError as exc:
+        message, template = str(exc), exc.template
+        for file, words in _EDIT_NAMES.items():
+            message = message.replace(f"{root.name}/{file}", words)
+            template = (template or "").replace(f"{root.name}/{file}", words) or None
+        raise TemplateRenderError(message, template=template, lineno=exc.lineno, detail=exc.detail) from None
+
+
+def _render(
+    root: Path, resolved: ResolvedTemplate, context: Mapping[str, object], unsubscribe_url: str, env: TouchpointEnvironment | None = None
+) -> RenderedEmail:
     name = resolved.name
-    env = get_environment(root)
+    env = env or get_environment(root)
     values: dict[str, object] = {**context, "unsubscribe_url": unsubscribe_url}
 
     subject = _WHITESPACE.sub(" ", _render_part(env, root, resolved.subject.file, values)).strip()

@@ -16,6 +16,8 @@ from typing import Any
 
 from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.runtime import (
+    ApprovalInput,
+    ApprovalResult,
     EffectInput,
     EffectResult,
     NoteInput,
@@ -80,12 +82,35 @@ def task_result(input: TaskInput) -> tuple[TaskResult, str | None]:
     return result, notes
 
 
+def approval_task(input: ApprovalInput, link: str | None = None) -> TaskInput:
+    """The CRM task that tells the approver of a request (its ledger key derives from the request's)."""
+    count = len(input.recipients)
+    where = f"Review it at {link}" if link else "Review it"
+    notes = (
+        f"{where}, or run `touchpoint approvals show {input.approval_id}`, then approve (optionally editing the subject"
+        f" and HTML) or reject it. Without a decision by {input.expires_at.isoformat(timespec='minutes')} it is"
+        f" {'sent as rendered' if input.on_timeout == 'send' else 'not sent'}."
+    )
+    fields = {name: getattr(input, name) for name in EffectInput.model_fields if name != "projections"}
+    return TaskInput(
+        **{**fields, "key": f"{input.key}|approval"},
+        title=f"Approve the {input.template} email for {{{{ account.name }}}} ({count} recipient{'s' if count != 1 else ''})",
+        notes=notes,
+        owner=input.approver_spec,
+        fallback_owner=input.fallback_owner,
+        due_at=input.expires_at,
+        priority="high",
+    )
+
+
 class LocalEffects:
     """Performs effects in memory for a run without a server (see the module docstring)."""
 
     def __init__(self, templates: Path) -> None:
         self.templates = templates
         self.slots: dict[str, dict[str, datetime]] = {}
+        self.approvals: dict[str, dict[str, Any]] = {}
+        """What each approval request rendered, by recipient (an edit renders anew)."""
 
     def perform(self, effect: Effect) -> EffectDone | None:
         """The answer to ``effect`` (None for `start_playbook`, which has none)."""
@@ -103,6 +128,9 @@ class LocalEffects:
             return self.send_email(input)
         if kind == "reserve_send_slot":
             return self.reserve(input)
+        if kind == "request_approval":
+            assert isinstance(input, ApprovalInput)
+            return self.request_approval(input)
         if kind == "create_task":
             assert isinstance(input, TaskInput)
             return task_result(input)[0]
@@ -122,16 +150,38 @@ class LocalEffects:
         return None
 
     def send_email(self, input: SendEmailInput) -> SendEmailResult | EffectDone:
+        held = self.approvals.get(input.approval_id or "", {}).get(input.recipient.email.lower())
+        rendered = held if held is not None and input.edit_subject is None and input.edit_html is None else self.render(input)
+        locale = rendered.locale_used.html if hasattr(rendered.locale_used, "html") else None
+        return SendEmailResult(status="sent", to=input.recipient.email, message_id=None, subject=rendered.subject, template=input.template, locale=locale)
+
+    def render(self, input: SendEmailInput) -> Any:
+        """The recipient's email as the send renders it (with an approved edit, if any)."""
         from touchpoint.email.errors import TemplateError
-        from touchpoint.email.render import render_email
+        from touchpoint.email.render import render_edited, render_email
 
         context = context_of(input, contact=input.recipient.model_dump(), **input.extra_context)
         try:
-            rendered = render_email(self.templates, input.template, context, locales=input.locales, unsubscribe_url=SIMULATED_UNSUBSCRIBE)
+            if input.edit_subject is not None or input.edit_html is not None:
+                return render_edited(
+                    self.templates, input.template, context, locales=input.locales, unsubscribe_url=SIMULATED_UNSUBSCRIBE,
+                    subject=input.edit_subject, html=input.edit_html,
+                )
+            return render_email(self.templates, input.template, context, locales=input.locales, unsubscribe_url=SIMULATED_UNSUBSCRIBE)
         except TemplateError as exc:
             raise ex.ExpressionError(str(exc)) from None
-        locale = rendered.locale_used.html if hasattr(rendered.locale_used, "html") else None
-        return SendEmailResult(status="sent", to=input.recipient.email, message_id=None, subject=rendered.subject, template=input.template, locale=locale)
+
+    def request_approval(self, input: ApprovalInput) -> ApprovalResult:
+        """Render every recipient's email and keep it for the send; the approver's task is not stored."""
+        rendered: dict[str, Any] = {}
+        for send in input.send_inputs():
+            try:
+                rendered[send.recipient.email.lower()] = self.render(send)
+            except ex.ExpressionError:
+                continue  # the send renders again, and fails as it would without approval
+        self.approvals[input.approval_id] = rendered
+        task, _ = task_result(approval_task(input))
+        return ApprovalResult(approval_id=input.approval_id, approver=input.approver, task_id=task.task_id, to=[r.recipient.email for r in input.recipients])
 
     def reserve(self, input: ReserveSlotInput) -> datetime:
         """The store's cap rule (`earliest_free_slot`), per contact, in memory."""

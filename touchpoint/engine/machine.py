@@ -132,6 +132,8 @@ def effect_in_flight(state: RunState) -> bool:
         for frame in thread.frames:
             if frame.effect is not None or any(part.effect is not None for part in frame.parts or []):
                 return True
+            if frame.approval is not None and frame.approval.effect is not None:
+                return True
     return False
 
 
@@ -193,6 +195,7 @@ class _Machine(Steps):
         if len(state.seen) > SEEN_LIMIT:
             state.seen_dropped += len(state.seen) - SEEN_LIMIT
             del state.seen[:-SEEN_LIMIT]
+        self._approval_event(event)
         for thread in state.threads:
             wait, frame = thread.wait, thread.frames[-1] if thread.frames else None
             if wait is None or frame is None or wait.ready:
@@ -321,6 +324,10 @@ class _Machine(Steps):
             if frame.effect == done.id:
                 self.thread = thread
                 self._effect_result(thread, frame, done)
+                return
+            if frame.approval is not None and frame.approval.effect == done.id:
+                self.thread = thread
+                self._approval_result(thread, frame, done)
                 return
             for part in frame.parts or []:
                 if part.effect == done.id:

@@ -35,7 +35,7 @@ class Part(Data):
     tz: str
     country: str | None = None
     internal: bool = False
-    phase: Literal["window", "reserve", "slot", "send", "held", "done"] = "window"
+    phase: Literal["approval", "window", "reserve", "slot", "send", "held", "done"] = "window"
     until: datetime | None = None
     """When a `window` or `slot` phase wakes."""
     effect: str | None = None
@@ -43,6 +43,41 @@ class Part(Data):
     held_since: datetime | None = None
     held_reason: str | None = None
     result: SendEmailResult | None = None
+
+
+class Hold(Data):
+    """An email step's approval request (`touchpoint.engine.approving`): who, until when, the decision."""
+
+    id: str
+    step: str
+    number: int
+    """The n-th request of this step in the run (an events file's n-th decision for it decides it)."""
+    by: str
+    asked_at: datetime
+    timeout_seconds: float
+    on_timeout: Literal["send", "skip"] = "skip"
+    effect: str | None = None
+    """The request in flight (rendering, storing, telling the approver)."""
+    requested: bool = False
+    decision: Literal["approved", "rejected", "timed_out"] | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    subject: str | None = None
+    """An approved edit of the subject (template source)."""
+    html: str | None = None
+    """An approved edit of the HTML (template source)."""
+    reason: str | None = None
+    settled: bool = False
+    """The decision is on the timeline and applied: the parts go on (or the step was skipped)."""
+
+
+class Decisions(Data):
+    """Per step name: requests made, decisions given without an approval id (an events file's
+    `{type: approval.decided, data: {step}}`), and those given before their request."""
+
+    made: int = 0
+    given: int = 0
+    early: dict[int, EventIn] = Field(default_factory=dict)
 
 
 class Frame(Data):
@@ -64,12 +99,13 @@ class Frame(Data):
     due_at: datetime | None = None
     recorded: bool = False
     parts: list[Part] | None = None
+    approval: Hold | None = None
 
 
 class Wait(Data):
     """What a thread waits for: a time, an event, a task's completion, an effect, a resume."""
 
-    kind: Literal["time", "date", "event", "task", "effect", "email", "paused"]
+    kind: Literal["time", "date", "event", "task", "effect", "email", "approval", "paused"]
     until: datetime | None = None
     matched: EventIn | None = None
     detail: str | None = None
@@ -119,6 +155,8 @@ class RunState(Data):
     seq: int = 0
     """Effects issued so far: each effect's id is ``<run_id>#<seq>``."""
     simulation: bool = False
+    decisions: dict[str, Decisions] = Field(default_factory=dict)
+    """Approval decisions that name a step, not a request (`touchpoint.engine.approving`)."""
 
     @property
     def ended(self) -> bool:

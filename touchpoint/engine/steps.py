@@ -38,14 +38,14 @@ from touchpoint.dsl.schema import (
     step_kind,
 )
 from touchpoint.dsl.timing import local_midnight
-from touchpoint.engine.emailing import Emailing
+from touchpoint.engine.approving import Approving
 from touchpoint.engine.people import variant_of
 from touchpoint.engine.program import CONFIGURATION_ERROR, EffectDone
 from touchpoint.engine.state import Frame, PathPart, Thread, Wait
 
 
-class Steps(Emailing):
-    """The steps of the interpreter (on `Base` and `Emailing`)."""
+class Steps(Approving):
+    """The steps of the interpreter (on `Base`, `Emailing` and `Approving`)."""
 
     def _enter(self, thread: Thread, frame: Frame, step: StepBase, path: list[PathPart]) -> None:
         self._check_end(None)
@@ -186,6 +186,9 @@ class Steps(Emailing):
         if wait.kind == "email":
             wait.ready = False
             self._email_progress(thread, frame, step)  # type: ignore[arg-type]
+            return
+        if wait.kind == "approval":
+            self._approval_wake(thread)
             return
         thread.wait = None
         if wait.kind == "paused":
@@ -329,3 +332,4 @@ def advance_frame(frame: Frame) -> None:
     frame.round = None
     frame.recorded = False
     frame.parts = None
+    frame.approval = None

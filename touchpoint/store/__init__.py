@@ -19,6 +19,7 @@ from .columns import UTCDateTime, jsonable
 from .db import make_engine, migrate, session_factory, write_tx
 from .models import (
     Account,
+    Approval,
     Base,
     CapLock,
     Contact,
@@ -92,6 +93,7 @@ from .repo import (
 __all__ = [
     "CONTACT_FIELDS",
     "Account",
+    "Approval",
     "Base",
     "CapLock",
     "Contact",

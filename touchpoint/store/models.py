@@ -220,6 +220,43 @@ class Task(Base):
     completed_at: Mapped[dt.datetime | None]
 
 
+class Approval(Base):
+    """An email step's approval request: the emails it rendered per recipient, and its decision.
+
+    ``status`` is ``pending`` until a person decides (``approved``, ``rejected``), the run times
+    it out (``timed_out``) or the run ends first (``closed``).
+    """
+
+    __tablename__ = "approvals"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    ledger_key: Mapped[str] = mapped_column(String, unique=True)
+    run_id: Mapped[str] = mapped_column(String, index=True)
+    account_id: Mapped[str | None] = mapped_column(String, index=True)
+    playbook_id: Mapped[str] = mapped_column(String)
+    version: Mapped[str] = mapped_column(String)
+    step: Mapped[str] = mapped_column(String)
+    template: Mapped[str] = mapped_column(String)
+    approver: Mapped[str] = mapped_column(String, index=True)
+    """Lower-cased."""
+    status: Mapped[str] = mapped_column(String, index=True, default="pending")
+    on_timeout: Mapped[str] = mapped_column(String, default="skip")
+    requested_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    emails: Mapped[list[dict[str, Any]]] = mapped_column(json_type(), default=list)
+    """Per recipient: ``{to, name, subject, html, text, locale, error}`` as rendered for the request."""
+    request: Mapped[dict[str, Any]] = mapped_column(json_type(), default=dict)
+    """The request as the run asked for it (`ApprovalInput`): an edit is tried against it."""
+    task_id: Mapped[str | None] = mapped_column(String)
+    decided_by: Mapped[str | None] = mapped_column(String)
+    decided_at: Mapped[dt.datetime | None]
+    subject: Mapped[str | None] = mapped_column(Text)
+    """The approver's subject (template source), when they edited it."""
+    html: Mapped[str | None] = mapped_column(Text)
+    """The approver's HTML (template source), when they edited it."""
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
 class Note(Base):
     """A note on an account's timeline."""
 

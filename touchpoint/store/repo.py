@@ -6,7 +6,7 @@ repeat on retry are idempotent: they are keyed (event id, ledger key, provider e
 a repeat returns what the first call stored instead of raising.
 
 The functions live in one module per area (`accounts`, `deployments`, `runs`, `delivery`,
-`bookkeeping`; `health`, `triggers` and `reviews` hold the batch queries; `console` the console's
+`approvals`, `bookkeeping`; `health`, `triggers` and `reviews` hold the batch queries; `console` the console's
 read-only counts and searches); this module is the one name callers use for the per-row ones
 (`repo.get_run`, `repo.add_task`, ...) and the console's.
 """
@@ -22,6 +22,14 @@ from .accounts import (
     list_events,
     record_event,
     upsert_account,
+)
+from .approvals import (
+    add_approval,
+    claim_decision,
+    get_approval,
+    list_approvals,
+    release_decision,
+    settle_from_timeline,
 )
 from .bookkeeping import (
     add_health_score,
@@ -101,6 +109,12 @@ from .runs import (
 
 __all__ = [
     "CONTACT_FIELDS",
+    "add_approval",
+    "claim_decision",
+    "get_approval",
+    "list_approvals",
+    "release_decision",
+    "settle_from_timeline",
     "LEDGER_STATUSES",
     "LedgerStatus",
     "SUPPRESSION_REASONS",
