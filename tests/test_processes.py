@@ -140,7 +140,7 @@ def test_dev_generates_a_private_secret_key_and_keeps_it(dev: Dev) -> None:
 def test_dev_logs_human_lines_with_the_work_in_progress(dev: Dev) -> None:
     account = {"name": "Acme", "contacts": [{"email": "kim@acme.example", "role": "champion"}]}
     assert httpx.put(f"{dev.api}/accounts/acme", json=account, timeout=30).status_code == 202
-    assert httpx.post(f"{dev.api}/runs", json={"playbook": "hello", "account_id": "acme"}, timeout=30).status_code == 202
+    assert httpx.post(f"{dev.api}/runs", json={"playbook": "hello", "account_id": "acme"}, timeout=30).status_code == 201
     deadline = time.monotonic() + 60
     while not list((dev.root / ".touchpoint" / "outbox").glob("*.eml")):
         assert time.monotonic() < deadline and dev.process.poll() is None, "no email was sent"
