@@ -112,8 +112,9 @@ class ForecastEffects(LocalEffects):
 class Tally:
     """Counts per (day, kind, key) from timeline records, as they stream."""
 
-    def __init__(self, tz: str) -> None:
+    def __init__(self, tz: str, end: datetime) -> None:
         self.zone = zone(tz)
+        self.end = end
         self.counts: Counter[tuple[int, str, str]] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.warnings: Counter[str] = Counter()
@@ -128,6 +129,8 @@ class Tally:
         action = record.action
         if action not in COUNTED:
             return
+        if record.at >= self.end:
+            return  # due at the window's very end (a day-90 judgement at midnight): the next day's
         detail = record.detail
         status = detail.get("status")
         day = record.at.astimezone(self.zone).toordinal()
@@ -182,9 +185,7 @@ class Forecast:
             by_day[day.toordinal()] = {"date": day.isoformat(), "emails": {}, "tasks": {}, "approvals": {}, "webhooks": 0, "held": 0}
         plural = {"email": "emails", "task": "tasks", "approval": "approvals"}
         for (ordinal, kind, key), n in sorted(self.tally.counts.items()):
-            item = by_day.get(ordinal)
-            if item is None:  # pragma: no cover - every run ends at the window's end
-                continue
+            item = by_day[ordinal]
             if kind in plural:
                 item[plural[kind]][key] = n
             else:
@@ -222,7 +223,7 @@ def forecast(
     accounts: str | Path = "store",
     events_file: Path | None = None,
     days: int = 90,
-    start: datetime | None = None,
+    start: datetime | date | None = None,
     jobs: int | None = None,
     replay: bool = True,
     database_url: str | None = None,
@@ -230,8 +231,8 @@ def forecast(
 ) -> Forecast:
     """Forecast ``playbook_file`` over ``accounts`` for ``days`` from ``start``.
 
-    ``start`` defaults to today's midnight in the workspace's zone (then the window is exactly
-    ``days`` days). ``jobs`` is the number of worker processes (default: one per core, from
+    ``start`` defaults to today's midnight in the workspace's zone, and a date means its
+    midnight there (then the window is exactly ``days`` days). ``jobs`` is the number of worker processes (default: one per core, from
     `PARALLEL_FROM` enrollments). ``replay=False`` runs every account in full instead of
     replaying recorded runs for accounts that decide alike (`touchpoint.forecast_replay`).
 
@@ -262,7 +263,9 @@ def forecast(
     from touchpoint.forecast_replay import replayable
 
     book = load_portfolio(accounts, workspace, database_url=database_url, warn=note)
-    begin = (start or _midnight(datetime.now(UTC), workspace.timezone)).astimezone(UTC)
+    if start is None or not isinstance(start, datetime):
+        start = _midnight(start or datetime.now(UTC), workspace.timezone)
+    begin = start.astimezone(UTC)
     end = begin + timedelta(days=days)
     program = Program(playbook, workspace, loaded.version)
     job = _Job(program, project.root / "templates", book, events, begin, end, workspace.timezone, replay and replayable(events))
@@ -341,8 +344,8 @@ def _trigger_type(playbook: Playbook) -> str:
     return str(event or "manual")
 
 
-def _midnight(at: datetime, tz: str) -> datetime:
-    local = at.astimezone(zone(tz)).date()
+def _midnight(at: datetime | date, tz: str) -> datetime:
+    local = at.astimezone(zone(tz)).date() if isinstance(at, datetime) else at
     return datetime.combine(local, time(0), tzinfo=zone(tz))
 
 
@@ -381,7 +384,7 @@ def _run(job: _Job, jobs: int | None) -> Tally:
     # enrolls and runs the accounts of its shares.
     shares = workers * 4
     bounds = [(count * i // shares, count * (i + 1) // shares) for i in range(shares)]
-    tally = Tally(job.tz)
+    tally = Tally(job.tz, job.end)
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
             for part in pool.map(_run_forked, bounds):
@@ -402,7 +405,7 @@ def _run_share(job: _Job, indexes: range) -> Tally:
     from touchpoint.forecast_replay import Leaf, Recorder, Replays
 
     global _replays
-    tally = Tally(job.tz)
+    tally = Tally(job.tz, job.end)
     resolved: dict[tuple[str, tuple[str, ...]], str | None] = {}
     replays = None
     if job.replay:
@@ -432,7 +435,7 @@ def _run_share(job: _Job, indexes: range) -> Tally:
                 tally.warnings.update(leaf.warnings)
                 continue
         recorder = Recorder() if replays is not None else None
-        own = Tally(job.tz)
+        own = Tally(job.tz, job.end)
         seen: set[str] = set()
         result = run_local(
             program if recorder is None else replace(program, observe=recorder),
