@@ -125,12 +125,13 @@ def _problems(file: Path, text: str) -> list[Problem]:
 
 
 def _from_store(database_url: str | None, warn: Callable[[str], None] | None) -> Iterator[AccountDoc]:
-    """Every account of the store, a page at a time (nothing is written)."""
-    from sqlalchemy import inspect
+    """Every account of the store, a page at a time, with plain column reads (nothing is written)."""
+    from sqlalchemy import inspect, select
 
     from touchpoint.config import settings
-    from touchpoint.store import make_engine, session_factory
-    from touchpoint.store.accounts import list_accounts
+    from touchpoint.store import make_engine
+    from touchpoint.store.common import CONTACT_FIELDS
+    from touchpoint.store.models import Account, Contact
 
     url = database_url or settings().db_url
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -138,22 +139,30 @@ def _from_store(database_url: str | None, warn: Callable[[str], None] | None) ->
         if not file.exists():
             raise ContractError([Problem(str(file), 1, "", "no store here (TOUCHPOINT_DATABASE_URL); pass --accounts FILE or DIR, or deploy first")])
     engine = make_engine(url)
+    columns = [getattr(Contact, name) for name in CONTACT_FIELDS]
     try:
         if not inspect(engine).has_table("accounts"):
             raise ContractError([Problem(url, 1, "", "the store has no accounts table yet; pass --accounts FILE or DIR")])
-        factory = session_factory(engine)
         after: str | None = None
-        while True:
-            with factory() as s:
-                page = list_accounts(s, after=after, limit=1000)
-            for doc, contacts in page:
-                try:
-                    yield AccountDoc.model_validate({**doc, "contacts": contacts})
-                except ValidationError as exc:
-                    if warn is not None:
-                        warn(f"store: account {doc.get('id')!r} skipped: {exc.errors(include_url=False)[0]['msg']}")
-            if len(page) < 1000:
-                return
-            after = str(page[-1][0]["id"])
+        with engine.connect() as db:
+            while True:
+                query = select(Account.id, Account.doc).order_by(Account.id).limit(_PAGE)
+                page = db.execute(query if after is None else query.where(Account.id > after)).all()
+                if not page:
+                    return
+                contacts: dict[str, list[dict[str, Any]]] = {row.id: [] for row in page}
+                found = db.execute(select(Contact.account_id, *columns).where(Contact.account_id.in_(list(contacts))).order_by(Contact.id))
+                for account_id, *values in found:
+                    contacts[account_id].append(dict(zip(CONTACT_FIELDS, values, strict=True)))
+                for account_id, doc in page:
+                    try:
+                        yield AccountDoc.model_validate({**doc, "id": account_id, "contacts": contacts[account_id]})
+                    except ValidationError as exc:
+                        if warn is not None:
+                            warn(f"store: account {account_id!r} skipped: {exc.errors(include_url=False)[0]['msg']}")
+                after = str(page[-1][0])
     finally:
         engine.dispose()
+
+
+_PAGE = 5000
