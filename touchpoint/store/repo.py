@@ -13,6 +13,7 @@ one name callers use for the per-row ones (`repo.get_run`, `repo.add_task`, ...)
 from __future__ import annotations
 
 from .accounts import (
+    account_history,
     contacts_by_account,
     derived_events,
     get_account,
@@ -80,6 +81,7 @@ from .runs import (
 )
 
 __all__ = [
+    "account_history",
     "CONTACT_FIELDS",
     "LEDGER_STATUSES",
     "LedgerStatus",
