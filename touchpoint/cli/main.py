@@ -101,7 +101,7 @@ def main() -> None:
 
 def load_commands() -> None:
     """Register the commands defined in other modules (they import `app` from here)."""
-    from touchpoint.cli import forecast, health, ops, preview, report, run, schema, serve, simulate, sync  # noqa: F401
+    from touchpoint.cli import calibrate, forecast, health, ops, preview, report, run, schema, serve, simulate, sync  # noqa: F401
 
 
 if not getattr(sys.modules["touchpoint.cli"], "LAZY", False):
