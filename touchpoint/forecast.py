@@ -16,9 +16,12 @@ the store and nothing is sent: effects are answered in memory by `ForecastEffect
 renders no text (a count needs an email's template and a task's owner, not their words; a
 template that does not exist still fails its email, as in `simulate`).
 
-Runs are spread over the machine's cores (forked worker processes, each given a share of the
-accounts, each returning its counts), so 10,000 accounts over 90 days take seconds
-(`python -m bench --only forecast`).
+Two things make 10,000 accounts over 90 days take seconds (`python -m bench --only forecast`):
+an account that would make the same decisions as one already run is counted from that run
+(`touchpoint.forecast_replay`, which checks every expression that reads the account), and the
+accounts are spread over the machine's cores (forked worker processes, each enrolling and
+running a share of the accounts and returning its counts). The window is ``[start, end)``: a
+step due at its very end belongs to the next day, outside it.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ if TYPE_CHECKING:
     from touchpoint.forecast_replay import Replays
 
 PARALLEL_FROM = 400
-"""Enrollments from which the runs are spread over worker processes (below, forking costs more)."""
+"""Accounts from which the runs are spread over worker processes (below, forking costs more)."""
 COUNTED = frozenset({"email", "task", "webhook", "approval"})
 
 
@@ -232,15 +235,17 @@ def forecast(
     """Forecast ``playbook_file`` over ``accounts`` for ``days`` from ``start``.
 
     ``start`` defaults to today's midnight in the workspace's zone, and a date means its
-    midnight there (then the window is exactly ``days`` days). ``jobs`` is the number of worker processes (default: one per core, from
-    `PARALLEL_FROM` enrollments). ``replay=False`` runs every account in full instead of
-    replaying recorded runs for accounts that decide alike (`touchpoint.forecast_replay`).
+    midnight there (then the window is exactly ``days`` days). ``jobs`` is the number of worker
+    processes (default: one per core from `PARALLEL_FROM` accounts). ``replay=False`` runs every
+    account in full instead of replaying recorded runs for accounts that decide alike
+    (`touchpoint.forecast_replay`).
 
     Raises:
         ContractError: the playbook, an account or the events file is not valid.
         ForecastError: the playbook has a schedule trigger.
     """
     from touchpoint.dsl.validate import load_project
+    from touchpoint.forecast_replay import replayable
     from touchpoint.portfolio import load_portfolio
     from touchpoint.simulate import listens, load_events
 
@@ -260,8 +265,6 @@ def forecast(
 
     for kind in sorted({e.type for e in events if e.type is not None and not listens(playbook, e.type)}):
         note(f"{events_file}: no part of {playbook.playbook} listens to `{kind}`: it would be quiet and reach no run")
-    from touchpoint.forecast_replay import replayable
-
     book = load_portfolio(accounts, workspace, database_url=database_url, warn=note)
     if start is None or not isinstance(start, datetime):
         start = _midnight(start or datetime.now(UTC), workspace.timezone)
