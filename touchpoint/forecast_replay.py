@@ -190,7 +190,7 @@ class Replays:
                 if len(node.branches) >= MAX_BRANCHES:
                     return
                 child = _Node()
-                node.branches.append(((outcome[0], copy.deepcopy(outcome[1])), child))
+                node.branches.append((outcome, child))
             node = child
         if node.check is None:
             node.leaf = leaf
@@ -207,7 +207,7 @@ class Recorder:
             return
         # `now` and `today` are immutable; `run` and `event` hold dicts the run goes on changing.
         rest = {k: v if k in ("now", "today") else copy.deepcopy(v) for k, v in context.items() if k not in ACCOUNT_NAMES}
-        outcome: Outcome = (False, str(value)) if isinstance(value, ex.ExpressionError) else (True, value)
+        outcome: Outcome = (False, str(value)) if isinstance(value, ex.ExpressionError) else (True, copy.deepcopy(value))
         self.checks.append((Check(source, rest), outcome))
 
 
@@ -246,7 +246,9 @@ _SCALARS = frozenset({bool, int, str, type(None)})
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal, and of the same types all the way down (`1` and `True` lead to different runs)."""
+    """Alike in every way a later step could tell: the same types all the way down (`1` and
+    `True` lead to different runs), equal, and written the same (`-0.0` and `0.0` are equal but
+    print differently; so do equal times in different zones)."""
     kind = type(a)
     if kind is not type(b):
         return False
@@ -257,6 +259,6 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     try:
-        return bool(a == b)
+        return bool(a == b) and repr(a) == repr(b)
     except Exception:  # a value that cannot compare: treat as different, the account runs
         return False
