@@ -327,3 +327,17 @@ def test_forecast_errors_name_the_file_line_and_field(tmp_path: Path) -> None:
         forecast(PLAYBOOKS / "weekly-seat-digest.yaml", accounts=bad, start=START)
     cli = CliRunner().invoke(app, ["forecast", str(PLAYBOOKS / "onboarding-scale.yaml"), "--accounts", str(tmp_path / "nowhere")])
     assert cli.exit_code == 1 and "nowhere:1: no such file or folder" in cli.output
+
+
+def test_forecast_reads_the_csv_of_accounts_import(tmp_path: Path) -> None:
+    book_csv = tmp_path / "book.csv"
+    book_csv.write_text(
+        "id,name,segment,timezone,seats.licensed,seats.active,csm.email,contact.email,contact.role\n"
+        "acme,Acme,scale,America/Chicago,200,150,dana@example.com,kim@acme.example,champion\n"
+        "acme,Acme,scale,America/Chicago,200,150,dana@example.com,it@acme.example,admin\n"
+        "globex,Globex,enterprise,America/New_York,3000,100,lee@example.com,hank@globex.example,champion\n"
+    )
+    result = forecast(PLAYBOOKS / "onboarding-scale.yaml", accounts=book_csv, days=14, start=date(2026, 9, 7))
+    assert (result.considered, result.enrolled) == (2, 1)
+    first = result.daily()[0]
+    assert first["emails"] == {"welcome": 2} and first["tasks"] == {"dana@example.com": 1}
