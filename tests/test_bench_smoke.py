@@ -14,7 +14,7 @@ from bench.run import SCENARIOS, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--quick", "--accounts", "10", "--events", "6", "--rate", "10", "--parked", "20", "--resume", "10", "--resume-wait", "2", "--playbooks", "5", "--migrate", "20",
-        "--event-accounts", "5", "--quiet-events", "200", "--listened-events", "20", "--mixed-events", "100", "--bare-events", "20"]
+        "--event-accounts", "5", "--quiet-events", "200", "--listened-events", "20", "--mixed-events", "100", "--bare-events", "20", "--forecast-accounts", "100"]
 
 
 def test_bench_smoke_reports_every_scenario_with_baseline_and_ratio(tmp_path: Path) -> None:
@@ -50,6 +50,9 @@ def test_bench_smoke_reports_every_scenario_with_baseline_and_ratio(tmp_path: Pa
     parked = data["scenarios"]["parked"]["extra"]
     assert parked["touchpoint"]["resumed"] == parked["baseline"]["resumed"] == 10
     assert parked["touchpoint"]["still_parked"] == parked["baseline"]["still_parked"] == 20
+    forecast = data["scenarios"]["forecast"]["extra"]
+    assert forecast["accounts"] == forecast["summary"]["accounts"] == 100
+    assert forecast["summary"]["emails"] > 0 and forecast["summary"]["tasks"] > 0
     table = render(data)
     assert all(f"| {key} |" in table for key in SCENARIOS)
     assert "Touchpoint vs bare Temporal" in result.stdout

@@ -84,6 +84,8 @@ def main() -> None:
     if sys.argv[1:2] == ["simulate"]:
         # Start-up time is most of what a simulation costs: load only its command's module.
         from touchpoint.cli import simulate as _simulate  # noqa: F401
+    elif sys.argv[1:2] == ["forecast"]:
+        from touchpoint.cli import forecast as _forecast  # noqa: F401
     else:
         load_commands()
     try:
@@ -99,7 +101,22 @@ def main() -> None:
 
 def load_commands() -> None:
     """Register the commands defined in other modules (they import `app` from here)."""
-    from touchpoint.cli import approvals, events, health, migrate, ops, preview, run, schema, serve, simulate, sync  # noqa: F401
+    from touchpoint.cli import (  # noqa: F401
+        approvals,
+        calibrate,
+        events,
+        forecast,
+        health,
+        migrate,
+        ops,
+        preview,
+        report,
+        run,
+        schema,
+        serve,
+        simulate,
+        sync,
+    )
 
 
 if not getattr(sys.modules["touchpoint.cli"], "LAZY", False):

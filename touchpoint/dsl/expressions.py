@@ -130,7 +130,11 @@ def parse_expression(source: str) -> nodes.Expr:
 
 @lru_cache(maxsize=4096)
 def _compiled_expression(source: str) -> Any:
-    return expression_environment().compile_expression(source, undefined_to_none=False)
+    compiled = expression_environment().compile_expression(source, undefined_to_none=False)
+    # The template's globals are a ChainMap over the environment's, which Jinja2 copies twice
+    # per call; the environment's globals never change once built, so one flat copy is the same.
+    compiled._template.globals = dict(compiled._template.globals)
+    return compiled
 
 
 @lru_cache(maxsize=4096)
@@ -153,6 +157,20 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     if type(result).__name__ == "StrictUndefined":
         raise ExpressionError(f"expression `{source}` failed: {result._undefined_message}")
     return result
+
+
+@lru_cache(maxsize=4096)
+def root_names(source: str) -> frozenset[str] | None:
+    """The top-level names an expression reads (None when it does not parse: it needs them all).
+
+    An expression binds no names of its own, so every `Name` in it is looked up in the context:
+    a context holding just these names evaluates it exactly as the whole context would.
+    """
+    try:
+        parsed = parse_expression(source)
+    except (TemplateError, ValueError, OverflowError, RecursionError):
+        return None
+    return frozenset(node.name for node in parsed.find_all(nodes.Name))
 
 
 def is_true(source: str | None, context: Mapping[str, Any]) -> bool:

@@ -278,10 +278,28 @@ def _dateish(value: Any) -> Any:
     return value
 
 
+_last_account: tuple[AccountDoc, dict[str, Any], list[dict[str, Any]]] | None = None
+
+
 def account_context(account: AccountDoc | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`account` and `contacts` as expressions see them."""
+    """`account` and `contacts` as expressions see them.
+
+    An account document is frozen, and a run evaluates many expressions against the same one:
+    the view of the last account asked for is kept (its nested values are shared between
+    evaluations, which the sandbox never lets modify them).
+    """
+    global _last_account
     if account is None:
         return {}, []
+    last = _last_account
+    if last is not None and last[0] is account:
+        return dict(last[1]), last[2]
+    doc, contacts = _account_view(account)
+    _last_account = (account, doc, contacts)
+    return dict(doc), contacts
+
+
+def _account_view(account: AccountDoc) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     doc = account.model_dump(mode="python")
     contacts = doc.pop("contacts")
     doc["metrics"] = _free(doc.get("metrics"))
@@ -301,12 +319,32 @@ def event_context(event: EventIn) -> dict[str, Any]:
 
 def run_context(run: RunView) -> dict[str, Any]:
     """`run` as expressions see it."""
-    view = run.model_dump(mode="python")
-    view["vars"] = _free(run.vars)
-    card = dict(run.scorecard or {})
+    return run_values(
+        id=run.id, playbook=run.playbook, version=run.version, started_at=run.started_at,
+        day=run.day, round=run.round, step=run.step, vars=run.vars, scorecard=run.scorecard,
+    )
+
+
+def run_values(
+    *,
+    id: str,
+    playbook: str,
+    version: str,
+    started_at: datetime,
+    day: int,
+    round: int,
+    step: str | None,
+    vars: dict[str, Any],
+    scorecard: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """`run` as expressions see it, from its values (the interpreter builds no `RunView` for a
+    condition). Nested values are shared with the run: the sandbox never modifies them."""
+    card = dict(scorecard or {})
     card["milestones"] = _free(card.get("milestones"))
-    view["scorecard"] = card
-    return view
+    return {
+        "id": id, "playbook": playbook, "version": version, "started_at": started_at, "day": day,
+        "round": round, "step": step, "vars": _free(vars), "scorecard": card,
+    }
 
 
 def build_context(
@@ -317,21 +355,24 @@ def build_context(
     now: datetime,
     tz: str,
     extra: dict[str, Any] | None = None,
+    names: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """The names of contract section 2 for one evaluation."""
+    """The names of contract section 2 for one evaluation.
+
+    With ``names`` (what an expression reads, `expressions.root_names`) `account`, `contacts`,
+    `event` and `run` are built only when named: the expression sees the same values.
+    """
     from touchpoint.dsl.timing import zone
 
-    account_view, contacts = account_context(account)
     context: dict[str, Any] = {
         "now": now,
         "today": Day.of(now.astimezone(zone(tz))),
     }
-    if account is not None:
-        context["account"] = account_view
-        context["contacts"] = contacts
-    if event is not None:
+    if account is not None and (names is None or "account" in names or "contacts" in names):
+        context["account"], context["contacts"] = account_context(account)
+    if event is not None and (names is None or "event" in names):
         context["event"] = event_context(event)
-    if run is not None:
+    if run is not None and (names is None or "run" in names):
         context["run"] = run_context(run)
     if extra:
         context.update(extra)

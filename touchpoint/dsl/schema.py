@@ -566,6 +566,27 @@ class SendGridSettings(Model):
     categories: list[str] = Field(default_factory=list, max_length=7)
 
 
+class Activity(Model):
+    """Extension (workspace `activities`): a CSM activity `touchpoint report` counts, by an event
+    type (``{event: plan.shared}``) or a playbook step (``{step: renewal-ai-plan:workshop_held}``)."""
+
+    event: EventType | None = None
+    step: str | None = None
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z0-9][a-z0-9-]*:[A-Za-z_][A-Za-z0-9_-]*$", value):
+            raise ValueError(f"expected `playbook-id:step_id` (e.g. renewal-ai-plan:workshop_held), found {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> Activity:
+        if (self.event is None) == (self.step is None):
+            raise ValueError("expected exactly one of `event` (an event type) or `step` (playbook-id:step_id)")
+        return self
+
+
 class Workspace(Model):
     """``workspace.yaml`` (contract section 7)."""
 
@@ -578,6 +599,10 @@ class Workspace(Model):
     crm: CrmSettings = Field(default_factory=CrmSettings)
     roles: list[str] = Field(default_factory=list)
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
+    indicators: list[str] = Field(default_factory=list)
+    """Extension: `account.metrics` names `touchpoint report` shows as leading indicators."""
+    activities: dict[str, Activity] = Field(default_factory=dict)
+    """Extension: the CSM activities `touchpoint report` counts, by name."""
 
     @field_validator("timezone")
     @classmethod

@@ -149,6 +149,8 @@ def load_project(target: Path | str, *, only: Iterable[Path] | None = None) -> P
         if len(problems) == before:
             lp._version = _version(lp.playbook, templates)
             project.playbooks[pid] = lp
+    if isinstance(workspace, Workspace) and workspace.activities:
+        _check_activities(project, root / "workspace.yaml", workspace_positions, problems, all_ids - {""})
     project.problems = sorted(set(problems))
     return project
 
@@ -440,6 +442,30 @@ def _check_workspace(ws: Workspace, file: Path, positions: Positions, problems: 
     names = ex.scope(run=False, event=False)
     for name, rule in ws.segments.items():
         check.expr(("segments", name), rule, names)
+    for i, metric in enumerate(ws.indicators):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", metric):
+            check.add(("indicators", i), f"expected the name of an `account.metrics` entry such as ai_weekly_users, found {metric!r}")
+        elif metric in ws.indicators[:i]:
+            check.add(("indicators", i), f"`{metric}` is listed twice")
+    for name in ws.activities:
+        if not re.match(r"^[a-z][a-z0-9_]*$", name):
+            check.add(("activities", name), f"an activity name is lowercase letters, digits and `_` (e.g. ai_workshop), found {name!r}")
+
+
+def _check_activities(project: Project, file: Path, positions: Positions, problems: list[Problem], known: set[str]) -> None:
+    """Each `activities` step names a playbook of the folder and a step `id` it has."""
+    check = _Checker(file, positions, problems)
+    for name, activity in project.workspace.activities.items():
+        if activity.step is None:
+            continue
+        playbook_id, step_id = activity.step.split(":", 1)
+        if playbook_id not in known:
+            check.add(("activities", name, "step"), f"no playbook `{playbook_id}` in this folder{_hint(playbook_id, sorted(known))}")
+            continue
+        loaded = project.playbooks.get(playbook_id)
+        ids = {step.id for _, step in all_steps(loaded.playbook) if step.id} if loaded else None
+        if ids is not None and step_id not in ids:
+            check.add(("activities", name, "step"), f"playbook `{playbook_id}` has no step with id `{step_id}`{_hint(step_id, sorted(ids))}")
 
 
 def _check_health(health: HealthModel, file: Path, positions: Positions, problems: list[Problem]) -> None:

@@ -16,6 +16,7 @@ from touchpoint.dsl.runtime import (
     StepRecord,
     build_context,
     plain,
+    run_values,
 )
 from touchpoint.dsl.schema import (
     AccountDoc,
@@ -26,6 +27,19 @@ from touchpoint.dsl.timing import run_day
 from touchpoint.dsl.yamlpos import format_path
 from touchpoint.engine.program import Effect, Output, Program
 from touchpoint.engine.state import RECENT_LIMIT, Frame, PathPart, RunState, Thread, Wait
+
+_ACCOUNT_NAMES = frozenset({"account", "contacts"})
+_memo: tuple[AccountDoc, dict[str, Any]] | None = None
+
+
+def _account_memo(account: AccountDoc) -> dict[str, Any]:
+    """The values of account-only expressions for this account document (the last one asked for)."""
+    global _memo
+    memo = _memo
+    if memo is None or memo[0] is not account:
+        memo = _memo = (account, {})
+    return memo[1]
+
 
 STEP_BUDGET = 10_000
 """Steps one input may run before the run fails: a playbook always waits somewhere; a loop that
@@ -59,27 +73,64 @@ class Base:
 
 
     def _view(self) -> RunView:
-        main = next((t for t in self.state.threads if t.name == "main"), None)
+        return RunView(**self._run_fields())
+
+
+    def _run_fields(self) -> dict[str, Any]:
+        state = self.state
+        main = next((t for t in state.threads if t.name == "main"), None)
         rounds = self._rounds(self.thread or main)
-        return RunView(
-            id=self.state.run_id,
-            playbook=self.state.playbook,
-            version=self.state.version,
-            started_at=self.state.started_at,
-            day=run_day(self.state.started_at, self.now),
-            round=rounds[-1] if rounds else 1,
-            step=self.state.step,
-            vars=self.state.vars,
-            scorecard=self.state.scorecard,
-        )
+        return {
+            "id": state.run_id,
+            "playbook": state.playbook,
+            "version": state.version,
+            "started_at": state.started_at,
+            "day": run_day(state.started_at, self.now),
+            "round": rounds[-1] if rounds else 1,
+            "step": state.step,
+            "vars": state.vars,
+            "scorecard": state.scorecard,
+        }
 
 
-    def _context(self, event: EventIn | None = None) -> dict[str, Any]:
-        return build_context(account=self.account, event=event or self.state.event, run=self._view(), now=self.now, tz=self.tz)
+    def _context(self, event: EventIn | None = None, source: str | None = None) -> dict[str, Any]:
+        """What expressions see; for one expression ``source``, only the names it reads."""
+        names = ex.root_names(source) if source is not None else None
+        if names is None:
+            return build_context(account=self.account, event=event or self.state.event, run=self._view(), now=self.now, tz=self.tz)
+        context = build_context(account=self.account, event=event or self.state.event, run=None, now=self.now, tz=self.tz, names=names)
+        if "run" in names:
+            context["run"] = run_values(**self._run_fields())
+        return context
+
+
+    def _evaluate(self, source: str, event: EventIn | None = None) -> Any:
+        """Evaluate an expression of the playbook for this run.
+
+        One that reads nothing but the account is evaluated once per account document (they
+        are frozen): `exit_when: account.properties.churned` is checked before every step.
+        """
+        names = ex.root_names(source)
+        observe = self.program.observe
+        if observe is None:
+            if names is not None and names <= _ACCOUNT_NAMES and self.account is not None:
+                memo = _account_memo(self.account)
+                if source not in memo:
+                    memo[source] = ex.evaluate(source, self._context(event, source))
+                return memo[source]
+            return ex.evaluate(source, self._context(event, source))
+        context = self._context(event, source)
+        try:
+            value = ex.evaluate(source, context)
+        except ex.ExpressionError as exc:
+            observe(source, context, exc)
+            raise
+        observe(source, context, value)
+        return value
 
 
     def _check(self, source: str | None, event: EventIn | None = None) -> bool:
-        return ex.is_true(source, self._context(event))
+        return True if source is None else bool(self._evaluate(source, event))
 
 
     def _safe(self, source: str | None, event: EventIn | None) -> bool:
@@ -201,7 +252,7 @@ class Base:
 
     def _field_value(self, value: Any) -> Any:
         if isinstance(value, dict) and set(value) == {"expr"}:
-            return {"value": plain(ex.evaluate(str(value["expr"]), self._context()))}
+            return {"value": plain(self._evaluate(str(value["expr"])))}
         return value
 
     def _completes(self, event: EventIn, task_id: str, step: str) -> bool:

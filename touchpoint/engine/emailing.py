@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.runtime import (
     ReserveSlotInput,
     SendEmailInput,
@@ -33,7 +32,7 @@ class Emailing(Base):
     """The email step of the interpreter."""
 
     def _email(self, thread: Thread, frame: Frame, step: EmailStep, path: list[PathPart], name: str) -> None:
-        found = recipients(step, self.playbook, self.workspace, self.account, lambda source: ex.evaluate(source, self._context()))
+        found = recipients(step, self.playbook, self.workspace, self.account, self._evaluate)
         if not found:
             self._record(name, "email", status="skipped", reason="no recipients")
             frame.phase = "after"
@@ -109,7 +108,7 @@ class Emailing(Base):
 
     def _send_input(self, thread: Thread, step: EmailStep, path: list[PathPart], name: str, part: Part) -> SendEmailInput:
         mail, account, workspace = step.email, self.account, self.workspace
-        locale_override = str(ex.evaluate(mail.locale, self._context())) if mail.locale else None
+        locale_override = str(self._evaluate(mail.locale)) if mail.locale else None
         cc = [account.csm.email] if mail.cc_csm and account and account.csm and account.csm.email else []
         locales = [x for x in (locale_override, part.recipient.locale, account.locale if account else None) if x]
         return SendEmailInput(

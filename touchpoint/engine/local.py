@@ -60,22 +60,25 @@ def run_local(
     sink: Callable[[StepRecord], None] | None = None,
     warn: Callable[[str], None] | None = None,
     reload: Callable[[RunState], RunState] | None = None,
+    effects: LocalEffects | None = None,
 ) -> LocalResult:
     """Run until the run ends or ``horizon`` has passed (then the outcome is ``running``).
 
     ``reload`` replaces the state between any two inputs (tests pass a JSON round trip: a run
     restored from its serialized state must go on exactly as if it had never stopped).
+    ``effects`` performs the run's effects (default: `LocalEffects` over ``templates``; the
+    forecast passes one that renders nothing).
     """
-    host = _LocalHost(program, account, templates, sink, warn)
+    host = _LocalHost(program, account, effects or LocalEffects(templates), sink, warn)
     host.reload = reload
     return host.run(start=start, horizon=horizon, trigger=trigger, events=events, run_id=run_id)
 
 
 class _LocalHost:
-    def __init__(self, program: Program, account: AccountDoc, templates: Path, sink: Callable[[StepRecord], None] | None, warn: Callable[[str], None] | None) -> None:
+    def __init__(self, program: Program, account: AccountDoc, effects: LocalEffects, sink: Callable[[StepRecord], None] | None, warn: Callable[[str], None] | None) -> None:
         self.program = program
         self.account = account
-        self.effects = LocalEffects(templates)
+        self.effects = effects
         self.sink = sink
         self.warn = warn
         self.now = datetime.min

@@ -75,12 +75,16 @@ class Program:
 
     ``unrestricted`` wraps the calls that read fixed data through restricted modules (the
     `holidays` calendars): a workflow host passes the sandbox's escape hatch, others need none.
+    ``observe``, when set, sees every expression the run evaluates, with its context and its
+    value (or the `ExpressionError` it raised): the forecast learns from it which decisions a
+    run made (`touchpoint.forecast_replay`). Hosts of real runs leave it unset.
     """
 
     playbook: Playbook
     workspace: Workspace
     version: str
     unrestricted: Callable[[], AbstractContextManager[Any]] = _unrestricted
+    observe: Callable[[str, dict[str, Any], Any], None] | None = None
     _lists: dict[tuple[PathPart, ...], Sequence[StepBase]] = field(default_factory=dict, repr=False)
 
     def steps_at(self, path: Sequence[PathPart]) -> Sequence[StepBase]:

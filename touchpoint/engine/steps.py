@@ -80,7 +80,7 @@ class Steps(Approving):
 
     def _begin(self, thread: Thread, frame: Frame, step: StepBase, path: list[PathPart], name: str) -> None:
         if isinstance(step, SetStep):
-            values = {key: plain(ex.evaluate(source, self._context())) for key, source in step.set.items()}
+            values = {key: plain(self._evaluate(source)) for key, source in step.set.items()}
             self.state.vars.update(values)
             self._record(name, "set", vars=values)
             frame.phase = "after"
@@ -234,7 +234,7 @@ class Steps(Approving):
             self._record(name, "wait_until", until=until)
             self._set_wait(thread, "time", until)
             return
-        value = ex.evaluate(str(spec.date), self._context())
+        value = self._evaluate(str(spec.date))
         if value is None:
             self._record(name, "wait_until", status="skipped", reason=f"`{spec.date}` has no value")
             frame.phase = "after"
@@ -323,13 +323,16 @@ class Steps(Approving):
 
 
 
+_WORKING = ("until", "round_start", "due_at", "effect", "task_id", "round", "parts", "approval")
+
+
 def advance_frame(frame: Frame) -> None:
     """Move a frame to the next step of its list, forgetting the last step's working data."""
     frame.index += 1
     frame.phase = "enter"
-    frame.until = frame.round_start = frame.due_at = None
-    frame.effect = frame.task_id = None
-    frame.round = None
-    frame.recorded = False
-    frame.parts = None
-    frame.approval = None
+    values = frame.__dict__
+    for name in _WORKING:  # most are unset already: a model's attribute write is not free
+        if values[name] is not None:
+            setattr(frame, name, None)
+    if frame.recorded:
+        frame.recorded = False

@@ -21,6 +21,7 @@ from .common import (
 )
 from .models import (
     Account,
+    AccountHistory,
     Contact,
     Event,
     utcnow,
@@ -90,17 +91,19 @@ def contacts_by_account(s: Session, account_ids: Sequence[str]) -> dict[str, lis
 
 
 def upsert_account(
-    s: Session, doc: Mapping[str, Any], contacts: Sequence[Mapping[str, Any]]
+    s: Session, doc: Mapping[str, Any], contacts: Sequence[Mapping[str, Any]], *, at: dt.datetime | None = None
 ) -> tuple[bool, dict[str, Any] | None]:
     """Insert or update an account and replace its contacts.
 
-    Idempotent: the same document twice changes nothing (not even ``updated_at``).
+    Idempotent: the same document twice changes nothing (not even ``updated_at``). A new
+    account, or a change of its ARR, seats, segment or metrics, adds an `account_history` row.
 
     Args:
         s: The session.
         doc: The account document (``id`` required); a ``contacts`` key in it is ignored.
         contacts: The account's contacts (``email`` required; emails are lower-cased, and a
             repeated address keeps its last entry).
+        at: When the values held (default now): a backfill of older data passes its own time.
 
     Returns:
         ``(created, previous_doc)``: ``(True, None)`` for a new account, else ``(False, the
@@ -120,6 +123,7 @@ def upsert_account(
     )
     if created:
         s.add_all(Contact(account_id=account_id, **c) for c in new_contacts)
+        s.add(_history_row(account_id, new_doc, at or now))
         s.flush()
         return True, None
     account = s.execute(
@@ -132,6 +136,8 @@ def upsert_account(
             setattr(account, name, value)
         account.doc = new_doc
         changed = True
+        if _tracked(previous) != _tracked(new_doc):
+            s.add(_history_row(account_id, new_doc, at or now))
     if contacts_by_account(s, [account_id])[account_id] != new_contacts:
         s.execute(delete(Contact).where(Contact.account_id == account_id))
         s.add_all(Contact(account_id=account_id, **c) for c in new_contacts)
@@ -140,6 +146,36 @@ def upsert_account(
         account.updated_at = now
     s.flush()
     return False, previous
+
+
+def _tracked(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values `account_history` keeps: ARR, seats, segment and metrics."""
+    row = _history_row("", doc, utcnow())
+    return (row.arr, row.seats_licensed, row.seats_active, row.segment, row.metrics)
+
+
+def _history_row(account_id: str, doc: Mapping[str, Any], at: dt.datetime) -> AccountHistory:
+    seats: Mapping[str, Any] = doc["seats"] if isinstance(doc.get("seats"), Mapping) else {}
+    metrics: Mapping[str, Any] = doc["metrics"] if isinstance(doc.get("metrics"), Mapping) else {}
+    return AccountHistory(
+        account_id=account_id,
+        at=at,
+        arr=float(doc.get("arr") or 0),
+        seats_licensed=int(seats.get("licensed") or 0),
+        seats_active=int(seats.get("active") or 0),
+        segment=doc.get("segment"),
+        metrics=dict(metrics),
+    )
+
+
+def account_history(s: Session, account_ids: Sequence[str] | None = None, *, until: dt.datetime | None = None) -> list[AccountHistory]:
+    """History rows (all accounts, or these), oldest first; with ``until``, only up to it."""
+    query = select(AccountHistory).order_by(AccountHistory.account_id, AccountHistory.at, AccountHistory.id)
+    if account_ids is not None:
+        query = query.where(AccountHistory.account_id.in_(list(account_ids)))
+    if until is not None:
+        query = query.where(AccountHistory.at <= until)
+    return list(s.scalars(query))
 
 
 def get_account(s: Session, account_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -336,6 +337,23 @@ class HealthScore(Base):
     score: Mapped[int] = mapped_column(Integer)
     tier: Mapped[str] = mapped_column(String)
     breakdown: Mapped[dict[str, Any]] = mapped_column(json_type(), default=dict)
+
+
+class AccountHistory(Base):
+    """An account's ARR, seats, segment and metrics as of ``at``: a row each time an upsert or a
+    CRM sync changes one of them (`touchpoint report`, `touchpoint health calibrate`)."""
+
+    __tablename__ = "account_history"
+    __table_args__ = (Index("ix_account_history_account_id_at", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String)
+    at: Mapped[dt.datetime]
+    arr: Mapped[float] = mapped_column(Float)
+    seats_licensed: Mapped[int] = mapped_column(Integer)
+    seats_active: Mapped[int] = mapped_column(Integer)
+    segment: Mapped[str | None] = mapped_column(String)
+    metrics: Mapped[dict[str, Any]] = mapped_column(json_type(), default=dict)
 
 
 class DateTriggerFired(Base):

@@ -14,6 +14,7 @@ read-only counts and searches); this module is the one name callers use for the 
 from __future__ import annotations
 
 from .accounts import (
+    account_history,
     contacts_by_account,
     derived_events,
     get_account,
@@ -108,6 +109,7 @@ from .runs import (
 )
 
 __all__ = [
+    "account_history",
     "CONTACT_FIELDS",
     "add_approval",
     "claim_decision",
