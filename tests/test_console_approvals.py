@@ -146,7 +146,7 @@ async def test_console_approvals_review_edit_approve_reject_and_refuse(stack: St
         assert await page.locator("#pending-approvals").inner_text() == "4"
         await page.click("a:has(#pending-approvals)")
         await page.wait_for_url("**/console/approvals?status=pending")
-        await browser.shot("approvals", readme=True)
+        await browser.shot("approvals")
 
         # --- one request: each recipient's email as it will go, in a frame that runs nothing
         await page.click(f'tr[data-approval="{acme_req.id}"] a.review')
