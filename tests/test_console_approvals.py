@@ -25,7 +25,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from tests.conftest import Stack, eventually, write_folder
+from tests.conftest import Stack, eventually, on_both_stores, write_folder
 from tests.test_console import Browser, serve
 from tests.test_console import browser as browser  # the fixture, used by name
 from touchpoint.api.app import create_app
@@ -117,7 +117,8 @@ async def run_ended(stack: Stack, run_id: str) -> None:
     await eventually(stack, lambda s: (r := repo.get_run(s, run_id)) is not None and r.status == "ended")
 
 
-async def test_console_approvals_review_edit_approve_reject_and_refuse(stack: Stack, folder: Path, browser: Browser) -> None:
+@on_both_stores()
+async def test_console_approvals_review_edit_approve_reject_and_refuse(stack: Stack, folder: Path, browser: Browser, store: str) -> None:
     write_folder(folder, {"workspace.yaml": WORKSPACE, "p.yaml": PLAYBOOK, **TEMPLATES})
     stack.deploy(folder)
     acme, globex, initech, umbrella = account("Acme"), account("Globex", csm="sam@example.com"), account("Initech"), account("Umbrella")
@@ -235,6 +236,8 @@ async def test_console_approvals_review_edit_approve_reject_and_refuse(stack: St
         async with page.expect_navigation():
             await page.click("button:has-text('Approve and send as shown')")
         assert "run ended" in await page.locator("#refusal").inner_text()
+        assert f"Approval {umbrella_req.id}" in (closed := await page.locator("#closed").inner_text()) and "its run ended" in closed
+        assert await page.locator("form.approve").count() == 0
         browser.errors[:] = [e for e in browser.errors if "status of 409" not in e and SCRIPT_BLOCKED not in e]
         await run_ended(stack, initech_run)
         with stack.deps.sessions() as s:

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Query
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from touchpoint import approvals
@@ -34,6 +35,7 @@ from touchpoint.console.actions import ADDRESS, refused
 from touchpoint.console.auth import FormError, Visit
 from touchpoint.console.core import SECURITY_HEADERS, Console, see_other
 from touchpoint.dsl.runtime import ApprovalInput
+from touchpoint.email.errors import TemplateError
 from touchpoint.store import repo
 from touchpoint.store.approvals import STATUSES
 
@@ -169,7 +171,7 @@ def review(console: Console, approval_id: str) -> dict[str, Any] | None:
     if closed is None:
         try:
             form["subject"], form["html"] = approvals.sources(console.db, console.settings.home / "templates", row)
-        except Exception as exc:  # the version's templates are gone: approving as rendered still works
+        except (ApplicationError, TemplateError, OSError) as exc:  # the version's templates are gone: approving as rendered still works
             unavailable = f"The template source cannot be edited here ({exc}); approve or reject as rendered."
     return {
         "row": row, "item": item, "run": run, "account_name": name or row.account_id, "tz": tz or "UTC", "closed": closed, "sent": sent,
