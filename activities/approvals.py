@@ -21,16 +21,12 @@ from activities.deps import Deps
 from activities.email import materialize_templates
 from activities.render import context_of
 from activities.store import write_carried
+from touchpoint.approvals import review_link
 from touchpoint.dsl.runtime import ApprovalInput, ApprovalResult, EventIn
 from touchpoint.engine.effects import approval_task, task_result
 from touchpoint.store import repo
 from touchpoint.unsubscribe import unsubscribe_url
 from workflows import names
-
-
-def approval_link(public_url: str, approval_id: str) -> str:
-    """Where the approver reviews a request (the API's `GET /approvals/{id}`)."""
-    return f"{public_url.rstrip('/')}/approvals/{approval_id}"
 
 
 class ApprovalActivities:
@@ -44,7 +40,7 @@ class ApprovalActivities:
     async def request_approval(self, input: ApprovalInput) -> ApprovalResult:
         """Render, store, and tell the approver, once per request."""
         await write_carried(self.deps, input)
-        link = approval_link(self.deps.settings.public_url, input.approval_id)
+        link = review_link(self.deps.settings.public_url, input.approval_id)
         task_input = approval_task(input, link)
         task_id = task_result(task_input)[0].task_id
         stored = await self.deps.read(lambda s: repo.get_approval(s, input.approval_id) is not None)

@@ -15,8 +15,10 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from activities.deps import Deps
+from touchpoint import approvals
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.runtime import EventIn, RunResult, StartRequest
@@ -56,6 +58,16 @@ steps:
   - wait_for: {event: x.done, timeout: 3d}
   - repeat: {every: 2d, times: 2, steps: [{note: {text: "r{{ run.round }}"}}]}
 """
+REVIEW = """\
+playbook: review
+trigger: {event: review.asked}
+audience: [champion]
+steps:
+  - email: {template: welcome, approval: {by: csm, timeout: 2d}}
+    id: welcome_review
+  - note: {text: reviewed}
+    id: reviewed
+"""
 ACCOUNT = AccountDoc.model_validate(
     {
         "id": "acme",
@@ -79,6 +91,7 @@ async def main() -> None:
     (folder / "templates").mkdir(parents=True)
     (folder / "workspace.yaml").write_text(WORKSPACE)
     (folder / "p.yaml").write_text(RUN)
+    (folder / "review.yaml").write_text(REVIEW)
     (folder / "templates" / "welcome.subject.j2").write_text("Welcome, {{ account.name }}")
     (folder / "templates" / "welcome.html.j2").write_text("<p>Hi {{ contact.name }}</p>")
     try:
@@ -98,10 +111,16 @@ async def main() -> None:
             await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="e-usage", type="usage.reported", data={"metrics": {"weekly_active_users": 80}}))
             await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="e-health", type="health.changed", data={"score": 40, "previous_score": 70, "tier": "red", "previous_tier": "green", "breakdown": {}}))
             await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="e-done", type="x.done"))
+            # An email held for approval, approved with an edit as the console or the API would.
+            await send_event(env.client, queue, deps.sessions, "acme", EventIn(id="e-review", type="review.asked"))
+            request = await until(deps, lambda s: next(iter(repo.list_approvals(s, account_id="acme", status="pending")), None))
+            edit = approvals.Decision(decision="approved", by="lead@example.com", subject="Reviewed: welcome, {{ contact.name }}")
+            await approvals.decide(env.client, queue, deps.sessions, settings.home / "templates", request.id, edit)
+            await until(deps, lambda s: [r for r in repo.list_runs(s, playbook_id="review") if r.status == "ended"])
             account = env.client.get_workflow_handle("account/acme")
             for _ in range(200):
                 with deps.sessions() as s:
-                    if len(repo.list_events(s, account_id="acme")) >= 5:
+                    if len(repo.list_events(s, account_id="acme")) >= 8:
                         break
                 await asyncio.sleep(0.05)
             (OUT / "account.json").write_text((await account.fetch_history()).to_json())
@@ -123,6 +142,17 @@ async def main() -> None:
         await env.shutdown()
     await record_continued(root)
     print(f"recorded {', '.join(sorted(p.name for p in OUT.glob('*.json')))} in {OUT}")
+
+
+async def until(deps: Deps, probe: Any) -> Any:
+    """Poll ``probe(session)`` on the store until it returns something truthy (30 s at most)."""
+    for _ in range(600):
+        with deps.sessions() as s:
+            found = probe(s)
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the recorded run did not get there in 30 s")
 
 
 CONTINUED = """\

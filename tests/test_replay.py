@@ -41,6 +41,25 @@ def test_replay_the_continued_account_carried_its_run_in_flight() -> None:
     assert '"trigger"' not in json.dumps(carried)  # no frozen playbook: the version is loaded again by its id
 
 
+def test_replay_the_account_history_holds_an_approval_and_its_decision() -> None:
+    """`account.json` has an email held for approval: the request made, the decision (with an
+    edit) delivered, then the email sent; so its replay covers the approval phase."""
+    import base64
+
+    events = json.loads((Path(__file__).resolve().parent / "histories" / "account.json").read_text())["events"]
+    steps = []
+    for event in events:
+        if scheduled := event.get("activityTaskScheduledEventAttributes"):
+            steps.append(scheduled["activityType"]["name"])
+        elif signaled := event.get("workflowExecutionSignaledEventAttributes"):
+            payload = json.loads(base64.b64decode(signaled["input"]["payloads"][0]["data"]))
+            steps.append(payload["event"]["type"])
+    start = steps.index("review.asked")
+    assert steps[start:start + 3] == ["review.asked", "request_approval", "approval.requested"], steps
+    decided = steps.index("approval.decided")
+    assert decided > start and "send_email" in steps[decided:], steps
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay_recorded_history(path: Path) -> None:
     text = path.read_text()

@@ -55,6 +55,11 @@ class Decision:
     reason: str | None = None
 
 
+def review_link(public_url: str, approval_id: str) -> str:
+    """Where a person reviews and decides a request: its console page (the JSON is `GET /approvals/{id}`)."""
+    return f"{public_url.rstrip('/')}/console/approvals/{approval_id}"
+
+
 def summary(row: Approval, public_url: str | None = None) -> dict[str, Any]:
     """A request without its emails' bodies, JSON-ready."""
     return {
@@ -72,7 +77,7 @@ def summary(row: Approval, public_url: str | None = None) -> dict[str, Any]:
         "expires_at": _iso(row.expires_at),
         "on_timeout": row.on_timeout,
         "task_id": row.task_id,
-        "link": f"{public_url.rstrip('/')}/approvals/{row.id}" if public_url else None,
+        "link": review_link(public_url, row.id) if public_url else None,
         "decided_by": row.decided_by,
         "decided_at": _iso(row.decided_at),
         "reason": row.reason,
@@ -139,6 +144,19 @@ def get(sessions: sessionmaker[Session], approval_id: str) -> Approval:
             raise ApprovalNotFound(f"no approval {approval_id!r} (see `touchpoint approvals list`)")
         s.expunge(row)
         return row
+
+
+def sources(sessions: sessionmaker[Session], templates_cache: Path, row: Approval) -> tuple[str, str]:
+    """The template source of the request's subject and HTML, what an edit starts from (the
+    first recipient's locale variant)."""
+    from activities.email import materialize
+    from touchpoint.email.render import resolve_parts
+
+    templates = materialize(sessions, templates_cache, row.playbook_id, row.version)
+    request = ApprovalInput.model_validate(row.request)
+    locales = request.recipients[0].locales if request.recipients else []
+    parts = resolve_parts(templates, row.template, locales)
+    return (templates / parts.subject.file).read_text(encoding="utf-8").strip(), (templates / parts.html.file).read_text(encoding="utf-8")
 
 
 def check_edit(templates: Path, request: ApprovalInput, subject: str | None, html: str | None) -> list[tuple[str, str]]:

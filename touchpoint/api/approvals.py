@@ -22,6 +22,7 @@ from touchpoint.api.models import (
     ApprovalDetail,
     ApprovalStatus,
     ApprovalView,
+    Approve,
     DecisionBody,
     ErrorBody,
     ErrorItem,
@@ -31,6 +32,12 @@ from touchpoint.config import Settings
 from touchpoint.store import repo
 
 ApprovalId = Annotated[str, Path(min_length=1, max_length=200, description="The approval's id (`apr_...`).")]
+
+
+def decision_of(body: Approve | Reject) -> approvals.Decision:
+    """The decision a validated body gives (the console's forms are validated as these bodies too)."""
+    edit = {"reason": body.reason} if isinstance(body, Reject) else {"subject": body.subject, "html": body.html}
+    return approvals.Decision(decision=body.decision, by=body.by, **edit)
 
 
 def make_router(settings: Settings, client: Client, sessions: sessionmaker[Session], responses: Callable[..., dict[int | str, dict[str, Any]]], guarded: Sequence[Any], denied: tuple[int, ...]) -> APIRouter:
@@ -60,10 +67,8 @@ def make_router(settings: Settings, client: Client, sessions: sessionmaker[Sessi
     @router.post("/approvals/{approval_id}", response_model=ApprovalDetail, responses=responses(400, *denied, 404, 409, 422, 503))
     async def decide(approval_id: ApprovalId, body: DecisionBody) -> Any:
         """Approve (optionally editing subject and HTML) or reject a pending request (contract section 12)."""
-        edit = {"reason": body.reason} if isinstance(body, Reject) else {"subject": body.subject, "html": body.html}
-        decision = approvals.Decision(decision=body.decision, by=body.by, **edit)
         try:
-            row = await approvals.decide(client, settings.task_queue, sessions, settings.home / "templates", approval_id, decision)
+            row = await approvals.decide(client, settings.task_queue, sessions, settings.home / "templates", approval_id, decision_of(body))
         except approvals.ApprovalNotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except approvals.ApprovalConflict as exc:

@@ -130,7 +130,7 @@ def _edit(approval_id: str, subject: str | None, html: str | None) -> tuple[str 
     except approvals.ApprovalNotFound as exc:
         err.print(f"[red]error:[/] {exc}", markup=False)
         raise typer.Exit(1) from None
-    original_subject, original_html = _sources(sessions, row)
+    original_subject, original_html = approvals.sources(sessions, settings().home / "templates", row)
     start_subject, start_html = subject or original_subject, html or original_html
     text = f"Subject: {start_subject}\n{HTML_MARK}\n{start_html}"
     saved = click.edit(text, extension=".html")
@@ -143,19 +143,6 @@ def _edit(approval_id: str, subject: str | None, html: str | None) -> tuple[str 
         raise typer.Exit(1)
     new_subject, new_html = head.removeprefix("Subject:").strip(), body
     return (new_subject if new_subject != original_subject else None), (new_html if new_html.strip() != original_html.strip() else None)
-
-
-def _sources(sessions: Any, row: Any) -> tuple[str, str]:
-    """The template source of the request's subject and HTML (the first recipient's locale variant)."""
-    from activities.email import materialize
-    from touchpoint.dsl.runtime import ApprovalInput
-    from touchpoint.email.render import resolve_parts
-
-    templates = materialize(sessions, settings().home / "templates", row.playbook_id, row.version)
-    request = ApprovalInput.model_validate(row.request)
-    locales = request.recipients[0].locales if request.recipients else []
-    parts = resolve_parts(templates, row.template, locales)
-    return (templates / parts.subject.file).read_text(encoding="utf-8").strip(), (templates / parts.html.file).read_text(encoding="utf-8")
 
 
 def _decide(approval_id: str, decision: Any) -> None:

@@ -47,7 +47,7 @@ def add_actions(router: APIRouter, console: Console) -> None:
         try:
             fields = await sessions.form(request, visit)
         except FormError as exc:
-            return _refused(console, request, exc)
+            return refused(console, request, exc)
         assert visit is not None
         by = fields.get("by", "").strip()
         target = safe_next(fields.get("next"))
@@ -70,7 +70,7 @@ def add_actions(router: APIRouter, console: Console) -> None:
         try:
             await sessions.form(request, visit)
         except FormError as exc:
-            return _refused(console, request, exc)
+            return refused(console, request, exc)
         response = see_other("/console/login")
         sessions.clear(response)
         return response
@@ -81,7 +81,7 @@ def add_actions(router: APIRouter, console: Console) -> None:
         try:
             fields = await sessions.form(request, visit)
         except FormError as exc:
-            return _refused(console, request, exc)
+            return refused(console, request, exc)
         assert visit is not None
         action = fields.get("action", "")
         if action not in ACTIONS:
@@ -109,7 +109,7 @@ def add_actions(router: APIRouter, console: Console) -> None:
         try:
             fields = await sessions.form(request, visit)
         except FormError as exc:
-            return _refused(console, request, exc)
+            return refused(console, request, exc)
         assert visit is not None
         with console.db.begin() as s:
             task = repo.complete_task(s, task_id, dt.datetime.now(dt.UTC))
@@ -126,6 +126,7 @@ def add_actions(router: APIRouter, console: Console) -> None:
         return see_other(target + ("&" if "?" in target else "?") + "done=complete")
 
 
-def _refused(console: Console, request: Request, exc: FormError) -> Response:
+def refused(console: Console, request: Request, exc: FormError) -> Response:
+    """The page a refused form post gets (403, 413, ...), saying why."""
     visit = console.sessions.read(request) or console.sessions.new(auth=False)
     return console.problem(request, visit, exc.status, "Refused", str(exc))

@@ -30,7 +30,8 @@ from touchpoint.config import Settings
 COOKIE = "touchpoint_console"
 LIFETIME = 12 * 3600
 MAX_FORM = 64 * 1024
-"""Bytes a console form body may have (a refused bigger one gets 413)."""
+"""Bytes a console form body may have (a refused bigger one gets 413); an approval's edit may
+have more (`touchpoint.console.approvals`)."""
 _PROCESS_KEY = secrets.token_bytes(32)
 """Signs sessions of an app built without a secret key (tests in one process only: `touchpoint
 api`, `worker` and `dev` always have one)."""
@@ -121,21 +122,21 @@ class Sessions:
     def _sign(self, payload: str) -> str:
         return base64.urlsafe_b64encode(hmac.new(self.key, payload.encode(), hashlib.sha256).digest()).decode().rstrip("=")
 
-    async def form(self, request: Request, visit: Visit | None) -> dict[str, str]:
+    async def form(self, request: Request, visit: Visit | None, *, limit: int = MAX_FORM) -> dict[str, str]:
         """The posted form's fields, once the post is known to come from this session's page.
 
         Raises:
-            FormError: 413 for a body over `MAX_FORM`, 403 for a post without a session, with
-                a wrong CSRF token or from another origin.
+            FormError: 413 for a body over ``limit`` bytes, 403 for a post without a session,
+                with a wrong CSRF token or from another origin.
         """
         declared = request.headers.get("content-length", "0")
-        too_big = FormError(413, f"a console form is at most {MAX_FORM // 1024} KiB")
-        if not declared.isdigit() or int(declared) > MAX_FORM:
+        too_big = FormError(413, f"this console form is at most {limit // 1024} KiB")
+        if not declared.isdigit() or int(declared) > limit:
             raise too_big
         body = bytearray()
         async for chunk in request.stream():  # a chunked body declares no length: count as it comes
             body.extend(chunk)
-            if len(body) > MAX_FORM:
+            if len(body) > limit:
                 raise too_big
         origin = request.headers.get("origin")
         if origin is not None and origin != "null" and urlsplit(origin).netloc not in (request.headers.get("host", ""), self.public_host):

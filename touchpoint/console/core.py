@@ -63,8 +63,11 @@ class Console:
             return RedirectResponse(f"/console/login?next={quote(target, safe='')}", status_code=303)
         return self.sessions.new(auth=True), True
 
-    def page(self, request: Request, visit: Visit, template: str, *, status: int = 200, fresh: bool = False, **context: Any) -> HTMLResponse:
-        """A page rendered in the console's frame (navigation, who is signed in, CSRF token)."""
+    def page(
+        self, request: Request, visit: Visit, template: str, *, status: int = 200, fresh: bool = False, csp: str | None = None, **context: Any
+    ) -> HTMLResponse:
+        """A page rendered in the console's frame (navigation, who is signed in, CSRF token);
+        ``csp`` replaces the console's Content-Security-Policy for this page."""
         html = self.env.get_template(template).render(
             visit=visit,
             csrf=self.sessions.csrf(visit),
@@ -73,7 +76,8 @@ class Console:
             signed_in=self.sessions.required,
             **context,
         )
-        response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+        headers = SECURITY_HEADERS if csp is None else {**SECURITY_HEADERS, "Content-Security-Policy": csp}
+        response = HTMLResponse(html, status_code=status, headers=headers)
         if fresh:
             self.sessions.write(response, visit)
         return response

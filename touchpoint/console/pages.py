@@ -1,4 +1,4 @@
-"""The console's pages (GET): overview, playbook, accounts, account, tasks, runs, approvals.
+"""The console's pages (GET): overview, playbook, accounts, account, tasks, runs (approvals: `approvals`).
 
 Everything shown is read from the store through `repo` (the projections the account workflows
 write at every step); no page queries Temporal. Each handler is a plain function (FastAPI runs it
@@ -51,6 +51,7 @@ def add_pages(router: APIRouter, console: Console) -> None:
             month = repo.emails_sent_since(s, now - dt.timedelta(days=30))
             open_tasks, overdue = repo.task_counts(s, now)
             tiers = repo.health_tiers(s)
+            pending = repo.approval_counts(s).get("pending", 0)
             rows = []
             for d in deployments:
                 playbook = console.playbook(d)
@@ -67,7 +68,7 @@ def add_pages(router: APIRouter, console: Console) -> None:
         return console.page(
             request, visit, "overview.html", fresh=fresh, playbooks=rows, gone=[(g, counts[g]) for g in gone],
             emails_week=sum(week.values()), emails_month=sum(month.values()), open_tasks=open_tasks, overdue=overdue,
-            tiers=tier_rows, accounts_total=sum(tiers.values()),
+            tiers=tier_rows, accounts_total=sum(tiers.values()), pending_approvals=pending,
         )
 
     @router.get("/playbooks/{playbook_id}")
@@ -134,7 +135,7 @@ def add_pages(router: APIRouter, console: Console) -> None:
                 lines=repo.timelines(s, [r.id for r in runs]), messages=repo.account_messages(s, account_id),
                 delivery=repo.delivery_status(s, account_id), tasks=repo.list_tasks(s, account_id=account_id),
                 notes=repo.list_notes(s, account_id=account_id), notice=DONE_NOTICES.get(done, ""),
-                now=dt.datetime.now(dt.UTC),
+                approvals=repo.list_approvals(s, account_id=account_id), now=dt.datetime.now(dt.UTC),
             )
 
     @router.get("/tasks")
@@ -175,14 +176,6 @@ def add_pages(router: APIRouter, console: Console) -> None:
                 request, visit, "runs.html", fresh=fresh, rows=rows, zones=zones, playbooks=playbooks,
                 filters={"playbook": playbook, "version": version, "step": step, "status": status, "account": account},
             )
-
-    @router.get("/approvals")
-    def approvals(request: Request) -> Response:
-        entered = console.enter(request)
-        if isinstance(entered, Response):
-            return entered
-        visit, fresh = entered
-        return console.page(request, visit, "approvals.html", fresh=fresh)
 
 
 def _milestones_done(playbook: Playbook, runs: list[Run]) -> list[tuple[Milestone, int]]:

@@ -98,6 +98,14 @@ def line_words(action: str, detail: Mapping[str, Any], tz: str | None) -> str:
     if action == "set":
         values = d.get("vars") or {}
         return ", ".join(f"{k} = {v}" for k, v in values.items()) if isinstance(values, Mapping) else str(values)
+    if action == "approval":
+        if d.get("status") == "requested":
+            to = d.get("to")
+            count = f" ({len(to)} recipient{'s' if len(to) != 1 else ''})" if isinstance(to, list) else ""
+            return f"requested of {d.get('by', '')}{count}"
+        edited = [part for part in ("subject", "html") if d.get(part) is not None]
+        words = f"{str(d.get('status', '')).replace('_', ' ')} by {d.get('by', '')}"
+        return words + (f", edited {' and '.join(edited)}" if edited else "") + (f": {d['reason']}" if d.get("reason") else "")
     if action == "draft":
         return f"{d.get('into')} ({d.get('words', '?')} words, {d.get('backend', '?')})"
     return ", ".join(f"{k}: {v}" for k, v in d.items() if v not in (None, "", [], {}))

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from .models import Account, Event, HealthScore, Message, Run, RunStep, Task
+from .models import Account, Approval, Event, HealthScore, Message, Run, RunStep, Task
 
 
 def run_counts(s: Session) -> dict[str, dict[str, int]]:
@@ -200,3 +200,31 @@ def account_labels(s: Session, account_ids: Sequence[str]) -> dict[str, tuple[st
         return {}
     rows = s.execute(select(Account.id, Account.name, Account.timezone).where(Account.id.in_(ids)))
     return {id_: (name, tz) for id_, name, tz in rows}
+
+
+def approval_counts(s: Session) -> dict[str, int]:
+    """Approval requests per status (``pending``: waiting for a person)."""
+    return {status: int(n) for status, n in s.execute(select(Approval.status, func.count()).group_by(Approval.status))}
+
+
+def approvals_to_review(s: Session, *, approver: str | None = None, status: str | None = None, limit: int = 200) -> list[Approval]:
+    """Requests as a reviewer goes through them: pending first, the soonest to expire first; then
+    the rest, the latest decided first. Filtered by approver (any case) and status."""
+    query = select(Approval).order_by(
+        case((Approval.status == "pending", 0), else_=1),
+        case((Approval.status == "pending", Approval.expires_at), else_=None),
+        func.coalesce(Approval.decided_at, Approval.requested_at).desc(),
+        Approval.id,
+    )
+    if approver:
+        query = query.where(Approval.approver == approver.strip().lower())
+    if status:
+        query = query.where(Approval.status == status)
+    return list(s.scalars(query.limit(limit)))
+
+
+def messages_by_keys(s: Session, keys: Sequence[str]) -> list[Message]:
+    """The messages recorded under these ledger keys (an approval's recipients), oldest first."""
+    if not keys:
+        return []
+    return list(s.scalars(select(Message).where(Message.ledger_key.in_(list(keys))).order_by(Message.sent_at, Message.id)))
