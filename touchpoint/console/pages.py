@@ -51,6 +51,7 @@ def add_pages(router: APIRouter, console: Console) -> None:
             month = repo.emails_sent_since(s, now - dt.timedelta(days=30))
             open_tasks, overdue = repo.task_counts(s, now)
             tiers = repo.health_tiers(s)
+            layers = _three_layers(s, now)
             pending = repo.approval_counts(s).get("pending", 0)
             rows = []
             for d in deployments:
@@ -68,7 +69,7 @@ def add_pages(router: APIRouter, console: Console) -> None:
         return console.page(
             request, visit, "overview.html", fresh=fresh, playbooks=rows, gone=[(g, counts[g]) for g in gone],
             emails_week=sum(week.values()), emails_month=sum(month.values()), open_tasks=open_tasks, overdue=overdue,
-            tiers=tier_rows, accounts_total=sum(tiers.values()), pending_approvals=pending,
+            tiers=tier_rows, accounts_total=sum(tiers.values()), layers=layers, pending_approvals=pending,
         )
 
     @router.get("/playbooks/{playbook_id}")
@@ -188,3 +189,22 @@ def _milestones_done(playbook: Playbook, runs: list[Run]) -> list[tuple[Mileston
             if isinstance(state, dict) and state.get("done"):
                 done[milestone] += 1
     return [(m, done[m.id]) for m in playbook.scorecard.milestones]
+
+
+def _three_layers(s: Any, now: dt.datetime) -> dict[str, Any]:
+    """The quarter so far in the three layers of CS metrics (`touchpoint report`, issue 26):
+    ARR and NRR, the leading indicators across customers, and the CSM activities."""
+    from activities.store import current_workspace
+    from touchpoint.report import ALL, build_report, parse_period
+
+    workspace = current_workspace(s)
+    report = build_report(s, workspace, parse_period(None, workspace.timezone, now=now))
+    overall = report["indicators"]["segments"].get(ALL, {})
+    return {
+        "period": report["period"]["label"],
+        "revenue": report["revenue"],
+        "indicators": [(name, overall.get("above_zero", {}).get(name)) for name in report["indicators"]["names"]],
+        "customers": overall.get("customers", 0),
+        "active_per_seat": overall.get("active_per_seat"),
+        "activities": [(name, spec["total"], spec["by_csm"]) for name, spec in report["activities"].items()],
+    }
