@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -169,8 +170,10 @@ def make_deps(root: Path, url: str, *, email_backend: Any = None, crm_backend: A
 
 
 def worker_env(address: str, queue: str, url: str, home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a production worker process (`python worker.py`)."""
+    """The environment of a production worker process (`python worker.py`): outside `touchpoint
+    dev` it refuses to start without a secret key, so a drill run from a shell brings its own."""
     return {
+        "TOUCHPOINT_SECRET_KEY": secrets.token_urlsafe(40),
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "TOUCHPOINT_TEMPORAL_ADDRESS": address,
