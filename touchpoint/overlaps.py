@@ -7,9 +7,9 @@ For `touchpoint validate`: each sample account of the folder (`samples/`, as `va
 such as `trial.started`, come from there). Nothing is rendered: only who is emailed when counts.
 
 An overlap is two playbooks emailing the same contact within one window of the workspace's
-`frequency_cap` (`per`), as sent (after send windows and the shared cap held what they held):
-the cap then decides which of their emails wait, so the playbooks compete for the contact's
-attention. Each pair of playbooks is reported once per account, at its first overlap. Without a
+`frequency_cap` (`per`), counted from when each email was due (the step asked to send it; a send
+window or the shared cap may have held it longer, and the warning says so): the playbooks then
+compete for the contact's attention and the cap decides which of their emails wait. Each pair of playbooks is reported once per account, at its first overlap. Without a
 `frequency_cap` there is no window, and no overlap is reported.
 """
 
@@ -30,14 +30,20 @@ HORIZON_DAYS = 90
 
 @dataclass(frozen=True)
 class Sent:
-    """One email as sent: by which playbook and step, to whom, when (and whether the cap held it)."""
+    """One email sent: by which playbook and step, to whom, when it was due and when it went."""
 
     playbook: str
     step: str
     to: str
-    at: datetime
+    due: datetime
+    due_day: int
     day: int
-    capped: bool
+    held: str | None
+    """Why it was held past its due day (`send_window`, `frequency_cap`, ...), else None."""
+
+    def describe(self) -> str:
+        when = f"day {self.due_day}" + (f", held to day {self.day} by {self.held}" if self.held else "")
+        return f"{self.playbook} `{self.step}` ({when})"
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,7 @@ class Overlap:
     second: Sent
 
     def describe(self, per: str) -> str:
-        a, b = self.first, self.second
-        held = [s for s in (a, b) if s.capped]
-        note = "".join(f"; the cap held {s.playbook} `{s.step}` to day {s.day}" for s in held)
-        return (
-            f"{a.playbook} `{a.step}` (day {a.day}) and {b.playbook} `{b.step}` (day {b.day}) both email"
-            f" {a.to} within one frequency-cap window ({per}){note}"
-        )
+        return f"{self.first.describe()} and {self.second.describe()} both email {self.first.to} within one frequency-cap window ({per})"
 
 
 @dataclass
@@ -113,21 +113,24 @@ def _collector(sent: list[Sent], start: datetime) -> Callable[[str, StepRecord],
         if record.action != "email" or not isinstance(to, str) or record.detail.get("status", "sent") != "sent":
             return
         held = record.detail.get("held")
-        capped = isinstance(held, dict) and held.get("reason") == "frequency_cap"
-        sent.append(Sent(playbook, record.step, to.lower(), record.at, run_day(start, record.at), capped))
+        since = held.get("since") if isinstance(held, dict) else None
+        due = since if isinstance(since, datetime) else datetime.fromisoformat(since) if isinstance(since, str) else record.at
+        due_day, day = run_day(start, due), run_day(start, record.at)
+        reason = str(held.get("reason")) if isinstance(held, dict) and day != due_day else None
+        sent.append(Sent(playbook, record.step, to.lower(), due, due_day, day, reason))
 
     return keep
 
 
 def overlaps(sent: list[Sent], per: timedelta) -> list[Overlap]:
-    """The first overlap of each pair of playbooks: emails to one contact less than ``per`` apart."""
+    """The first overlap of each pair of playbooks: emails to one contact due less than ``per`` apart."""
     found: dict[frozenset[str], Overlap] = {}
-    ordered = sorted(sent, key=lambda s: s.at)
+    ordered = sorted(sent, key=lambda s: s.due)
     for i, first in enumerate(ordered):
         for second in ordered[i + 1 :]:
-            if second.at - first.at >= per:
+            if second.due - first.due >= per:
                 break
             pair = frozenset((first.playbook, second.playbook))
             if second.to == first.to and len(pair) == 2 and pair not in found:
                 found[pair] = Overlap(first, second)
-    return sorted(found.values(), key=lambda o: (o.second.at, o.first.playbook, o.second.playbook))
+    return sorted(found.values(), key=lambda o: (o.second.due, o.first.playbook, o.second.playbook))
