@@ -217,7 +217,7 @@ def test_validate_warns_when_two_playbooks_email_a_sample_account_within_one_cap
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert warnings == [
         "warning: sample brightlane: digital-touch `digital_welcome` (day 0) and trial-to-paid `day0_tips` (day 0, held to day 7"
-        " by frequency_cap) both email lea@brightlane.example within one frequency-cap window (1 per 1w)"
+        " by the cap) both email lea@brightlane.example within one frequency-cap window (1 per 1w)"
     ], err
 
 
@@ -237,7 +237,7 @@ def test_validate_says_nothing_when_the_playbooks_email_weeks_apart(tmp_path: Pa
     (root / "samples" / "trial-events.yaml").write_text("- {after: 1h, type: trial.started}\n")
     loud = CliRunner().invoke(app, ["validate", str(root)])
     assert loud.exit_code == 0 and "with trial-events.yaml) enters digital-touch (day 0), trial-to-paid (day 0)" in loud.stdout
-    assert "trial-to-paid `day0_tips` (day 0, held to day 7 by frequency_cap)" in loud.stderr
+    assert "trial-to-paid `day0_tips` (day 0, held to day 7 by the cap)" in loud.stderr
 
 
 def test_validate_of_the_shipped_playbooks_lists_the_samples_and_stays_fast() -> None:

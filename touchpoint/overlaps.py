@@ -38,11 +38,11 @@ class Sent:
     due: datetime
     due_day: int
     day: int
-    held: str | None
-    """Why it was held past its due day (`send_window`, `frequency_cap`, ...), else None."""
+    capped: bool
+    """The frequency cap held it (first of all: a send window that held it first hides this)."""
 
     def describe(self) -> str:
-        when = f"day {self.due_day}" + (f", held to day {self.day} by {self.held}" if self.held else "")
+        when = f"day {self.due_day}" + (f", held to day {self.day} by the cap" if self.capped and self.day != self.due_day else "")
         return f"{self.playbook} `{self.step}` ({when})"
 
 
@@ -115,9 +115,8 @@ def _collector(sent: list[Sent], start: datetime) -> Callable[[str, StepRecord],
         held = record.detail.get("held")
         since = held.get("since") if isinstance(held, dict) else None
         due = since if isinstance(since, datetime) else datetime.fromisoformat(since) if isinstance(since, str) else record.at
-        due_day, day = run_day(start, due), run_day(start, record.at)
-        reason = str(held.get("reason")) if isinstance(held, dict) and day != due_day else None
-        sent.append(Sent(playbook, record.step, to.lower(), due, due_day, day, reason))
+        capped = isinstance(held, dict) and held.get("reason") == "frequency_cap"
+        sent.append(Sent(playbook, record.step, to.lower(), due, run_day(start, due), run_day(start, record.at), capped))
 
     return keep
 
