@@ -247,3 +247,20 @@ def test_validate_of_the_shipped_playbooks_lists_the_samples_and_stays_fast() ->
     assert "sample northwind (playbooks/samples/scale.yaml with scale-events.yaml) enters onboarding-scale (day 0)" in proc.stdout
     assert "sample tinyco (playbooks/samples/digital.yaml) enters" in proc.stdout  # live: no onboarding
     assert datetime.now(UTC) - begin < timedelta(seconds=10)  # bench/validation.py holds the 2 s goal
+
+
+def test_simulate_folder_with_one_entered_playbook_prints_what_simulate_of_its_file_prints() -> None:
+    # The shipped folder and a new scale account: only onboarding-scale starts, and the folder's
+    # host (triggers, every run fed every event) runs it exactly as the one-playbook host does.
+    samples = ROOT / "playbooks" / "samples"
+    start = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    sim = simulate_folder(ROOT / "playbooks", samples / "scale.yaml", events_file=samples / "scale-events.yaml", start=start, days=120)
+    alone = simulate(ROOT / "playbooks" / "onboarding-scale.yaml", samples / "scale.yaml", events_file=samples / "scale-events.yaml", start=start, days=120)
+
+    def shown(record: Any) -> tuple[Any, ...]:
+        return (record.at, record.day, record.step, record.action, {k: v for k, v in record.detail.items() if k != "task_id"})
+
+    assert [e.playbook for e in sim.entered] == ["onboarding-scale"]
+    assert {playbook for playbook, _ in sim.records} == {"onboarding-scale"}
+    assert [shown(r) for _, r in sim.records] == [shown(r) for r in alone.records]
+    assert (sim.entered[0].outcome, sim.entered[0].because, sim.entered[0].day) == (alone.outcome, alone.because, alone.day)
