@@ -48,6 +48,7 @@ def validate(
 def _validate(targets: list[Path]) -> None:
     problems: list[Problem] = []
     summaries: list[str] = []
+    projects = []
     for target in targets:
         if not target.exists():
             err.print(f"[red]error:[/] {target}: no such file or folder")
@@ -57,6 +58,7 @@ def _validate(targets: list[Path]) -> None:
         # Render every template against the sample accounts: run-time errors show up here.
         problems.extend(check_templates(project, project.root / "samples"))
         summaries.extend(summary(lp) for lp in project.playbooks.values())
+        projects.append(project)
     for problem in problems:
         console.print(str(problem), markup=False, soft_wrap=True)
     if problems:
@@ -64,6 +66,32 @@ def _validate(targets: list[Path]) -> None:
         raise typer.Exit(1)
     for line in summaries:
         console.print(f"[green]ok[/] {line}", soft_wrap=True)
+    for project in projects:
+        _overlaps(project)
+
+
+def _overlaps(project: Any) -> None:
+    """Which playbooks each sample account enters, and a warning for each pair that email one
+    contact within one frequency-cap window (`touchpoint.overlaps`); never an error."""
+    from touchpoint.dsl.durations import format_duration
+    from touchpoint.overlaps import HORIZON_DAYS, sample_reports
+
+    cap = project.workspace.frequency_cap
+    per = f"{cap.emails} per {format_duration(cap.per)}" if cap else ""
+    for report in sample_reports(project, project.root / "samples"):
+        where = _shown(report.path) + (f" with {report.events.name}" if report.events else "")
+        entered = ", ".join(f"{name} (day {day})" for name, day in report.entered) or f"no playbook in {HORIZON_DAYS} days"
+        console.print(f"sample {report.account_id} ({where}) enters {entered}", markup=False, soft_wrap=True)
+        for overlap in report.overlaps:
+            err.print(f"warning: sample {report.account_id}: {overlap.describe(per)}", markup=False, soft_wrap=True)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def run_async(coro: Any) -> Any:
