@@ -60,13 +60,17 @@ def run_local(
     sink: Callable[[StepRecord], None] | None = None,
     warn: Callable[[str], None] | None = None,
     reload: Callable[[RunState], RunState] | None = None,
+    effects: LocalEffects | None = None,
 ) -> LocalResult:
     """Run until the run ends or ``horizon`` has passed (then the outcome is ``running``).
 
     ``reload`` replaces the state between any two inputs (tests pass a JSON round trip: a run
     restored from its serialized state must go on exactly as if it had never stopped).
+    ``effects`` performs the effects (default: `LocalEffects` on ``templates``, drafts by `none`).
     """
     host = _LocalHost(program, account, templates, sink, warn)
+    if effects is not None:
+        host.effects = effects
     host.reload = reload
     return host.run(start=start, horizon=horizon, trigger=trigger, events=events, run_id=run_id)
 
