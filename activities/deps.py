@@ -109,9 +109,8 @@ class Deps:
         closer = getattr(self.crm_backend, "aclose", None)
         if closer:
             await closer()
-        client = getattr(self._ai, "client", None)
-        if client is not None:
-            client.close()
+        if self._ai is not None:
+            self._ai.close()
         bind = self.sessions.kw.get("bind")
         if bind is not None:
             bind.dispose()

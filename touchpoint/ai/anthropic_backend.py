@@ -26,6 +26,10 @@ class AnthropicBackend:
         self.timeout = timeout
         self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
 
+    def close(self) -> None:
+        """Release the client's connections."""
+        self.client.close()
+
     def ask(self, question: Question) -> Answer:
         """One message with the prompt as the user's turn."""
         messages: Any = [{"role": "user", "content": question.prompt}]

@@ -77,6 +77,10 @@ class AiBackend(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Release its connections."""
+        ...
+
 
 def retry_hint(headers: Mapping[str, str] | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a response's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""

@@ -26,6 +26,10 @@ class OpenAIBackend:
         # Local servers (Ollama, vLLM) take no key; the client insists on one.
         self.client = openai.OpenAI(api_key=api_key or "no-key", base_url=base_url or None, timeout=timeout, max_retries=0)
 
+    def close(self) -> None:
+        """Release the client's connections."""
+        self.client.close()
+
     def ask(self, question: Question) -> Answer:
         """One chat completion with the prompt as the user's message."""
         messages: Any = [{"role": "user", "content": question.prompt}]
