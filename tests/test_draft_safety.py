@@ -230,3 +230,18 @@ def test_draft_safety_a_schedule_playbook_may_not_draft(tmp_path: Path) -> None:
     (root / "p.yaml").write_text("playbook: p\ntrigger: {schedule: '0 9 * * mon'}\nsteps:\n  - draft: {prompt: plan_prompt, into: plan}\n")
     (found,) = problems(root)
     assert "p.yaml:4:" in found and "a `draft` step needs an account" in found
+
+
+def test_draft_safety_the_shipped_renewal_plan_is_refused_without_its_approval(tmp_path: Path) -> None:
+    import shutil
+
+    shipped = Path(__file__).resolve().parent.parent / "playbooks"
+    root = tmp_path / "playbooks"
+    shutil.copytree(shipped, root)
+    text = (root / "renewal-ai-plan.yaml").read_text()
+    assert "      approval: {by: csm, timeout: 5d, on_timeout: skip}\n" in text
+    (root / "renewal-ai-plan.yaml").write_text(text.replace("      approval: {by: csm, timeout: 5d, on_timeout: skip}\n", ""))
+    line = 1 + text.splitlines().index("  - email:", text.splitlines().index("    id: plan_task"))
+    (found,) = problems(root)
+    assert found.startswith(f"renewal-ai-plan.yaml:{line}: ") and "email step `plan_email`" in found
+    assert "`run.vars.plan`, read by templates/renewal-plan" in found
