@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.servers.ai_server import DEFAULT_REPLY, FakeAI, run_ai_server
-from touchpoint.ai.base import AiBackend, AiConfigurationError, AiRejected, AiTransientError, Question, backend_from_settings, retry_hint
+from touchpoint.ai.base import (
+    AiBackend,
+    AiConfigurationError,
+    AiRejected,
+    AiTransientError,
+    Question,
+    backend_from_settings,
+    retry_hint,
+)
 from touchpoint.ai.drafts import write_draft
 from touchpoint.config import load_settings
 from touchpoint.dsl.runtime import DraftInput, EventIn, RunView
