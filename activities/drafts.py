@@ -41,7 +41,9 @@ class DraftActivities:
             backend = self.deps.ai_backend() if input.use_model else None
             return await asyncio.to_thread(write_draft, input, templates, backend, self.deps.settings.ai_backend)
         except TemplateError as exc:
-            raise ApplicationError(str(exc), type="Rejected", non_retryable=True) from None
+            # Name the file as the playbook folder does (`templates/x.txt.j2`), not the worker's copy.
+            message = str(exc).replace(f"{templates.name}/", "templates/")
+            raise ApplicationError(message, type="Rejected", non_retryable=True) from None
         except AiConfigurationError as exc:
             raise ApplicationError(str(exc), type=names.CONFIGURATION_ERROR, non_retryable=True) from None
         except AiTransientError as exc:
