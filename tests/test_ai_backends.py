@@ -191,3 +191,32 @@ def test_ai_backends_none_writes_the_fallback_else_the_prompt(templates: Path) -
     assert (result.text, result.source, result.backend, result.words) == ("Fallback plan for Acme.", "fallback", "none", 4)
     bare = write_draft(draft_input(fallback=None), templates, None, "none")
     assert (bare.text, bare.source) == ("Plan for Acme (80 active): Ship 30% faster", "prompt")
+
+
+# ---------------------------------------------------------------------------- simulate with a backend
+
+
+def test_ai_backends_simulate_asks_the_backend_the_environment_names(ai: FakeAI, tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import invoke_cli, write_folder
+
+    folder = write_folder(tmp_path / "pb", {
+        "workspace.yaml": "timezone: UTC\n",
+        "p.yaml": "playbook: p\ntrigger: manual\nsteps:\n  - draft: {prompt: plan_prompt, into: plan, fallback: plan_fallback}\n    id: plan\n",
+        "templates/plan_prompt.txt.j2": "Plan for {{ account.name }}\n",
+        "templates/plan_fallback.txt.j2": "Fallback for {{ account.name }}\n",
+    })
+    (tmp_path / "acme.yaml").write_text("id: acme\nname: Acme\n")
+    keys = {"TOUCHPOINT_AI_KEY": KEY} if ai.provider == "openai" else {"ANTHROPIC_API_KEY": KEY}
+    env = {"TOUCHPOINT_AI_BACKEND": ai.provider, "TOUCHPOINT_AI_URL": ai.base_url, "TOUCHPOINT_AI_MODEL": "sim-model", "TOUCHPOINT_HOME": str(tmp_path / "home"), **keys}
+    ai.fail_next(429, headers={"retry-after-ms": "50"})  # tried again after the hint
+    args = ["simulate", str(folder / "p.yaml"), "--account", str(tmp_path / "acme.yaml"), "--json"]
+    result = invoke_cli(args, env)
+    assert result.exit_code == 0, result.output
+    draft, outcome = (json.loads(line) for line in result.stdout.splitlines())
+    assert (draft["backend"], draft["source"], draft["model"], draft["text"]) == (ai.provider, "model", "sim-model", DEFAULT_REPLY)
+    assert outcome["outcome"] == "completed" and len(ai.requests) == 2
+    # Without the environment's backend, simulate writes the fallback and calls nobody.
+    offline = invoke_cli(args, {"TOUCHPOINT_HOME": str(tmp_path / "home")})
+    assert json.loads(offline.stdout.splitlines()[0])["text"] == "Fallback for Acme" and len(ai.requests) == 2

@@ -180,19 +180,23 @@ def simulate(
     records: list[StepRecord] = []
     at = start or datetime.now(UTC)
     effects = _local_effects(project.root / "templates")
-    result = run_local(
-        Program(playbook, project.workspace, version),
-        account,
-        templates=project.root / "templates",
-        start=at,
-        horizon=timedelta(days=days),
-        trigger=EventIn(type=_trigger_type(playbook), at=at, data=dict(trigger_data or {})),
-        events=events,
-        run_id=f"sim-{uuid.uuid4().hex[:12]}",
-        sink=sink or records.append,
-        warn=note,
-        effects=effects,
-    )
+    try:
+        result = run_local(
+            Program(playbook, project.workspace, version),
+            account,
+            templates=project.root / "templates",
+            start=at,
+            horizon=timedelta(days=days),
+            trigger=EventIn(type=_trigger_type(playbook), at=at, data=dict(trigger_data or {})),
+            events=events,
+            run_id=f"sim-{uuid.uuid4().hex[:12]}",
+            sink=sink or records.append,
+            warn=note,
+            effects=effects,
+        )
+    finally:
+        if effects.ai is not None:
+            effects.ai.close()
     return Simulated(outcome=result.outcome, because=result.because, at=result.at, day=result.day, records=records, account=result.account, warnings=warnings, scorecard=result.state.scorecard, vars=result.state.vars)
 
 
@@ -223,6 +227,10 @@ class _LazyBackend:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.backend: Any = None
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
 
     def ask(self, question: Any) -> Any:
         if self.backend is None:
