@@ -31,7 +31,7 @@ from touchpoint.dsl.schema import (
     is_address,
 )
 from touchpoint.dsl.templates import Templates, template_environment
-from touchpoint.dsl.walk import all_steps
+from touchpoint.dsl.walk import all_steps, step_name
 from touchpoint.dsl.yamlpos import Path as YPath
 
 ACCOUNT_FIELDS = ("name", "segment", "region", "country", "timezone", "locale", "plan", "arr", "created_at", "renewal_date")
@@ -236,7 +236,7 @@ def unsafe_emails(playbook: Playbook, taint: Taint, templates: Templates) -> Ite
         if not isinstance(step, EmailStep) or step.email.approval is not None:
             continue
         mail = step.email
-        name = step.id or ".".join(str(p) for p in path)
+        name = step_name(step, path)
         sources = [("to", target) for target in mail.to or [] if not is_address(target)]
         sources += [("locale", mail.locale)] if mail.locale else []
         hit: tuple[str, str] | None = None
