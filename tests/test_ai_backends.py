@@ -220,3 +220,21 @@ def test_ai_backends_simulate_asks_the_backend_the_environment_names(ai: FakeAI,
     # Without the environment's backend, simulate writes the fallback and calls nobody.
     offline = invoke_cli(args, {"TOUCHPOINT_HOME": str(tmp_path / "home")})
     assert json.loads(offline.stdout.splitlines()[0])["text"] == "Fallback for Acme" and len(ai.requests) == 2
+
+
+def test_ai_backends_a_server_without_max_completion_tokens_gets_max_tokens(tmp_path: Path) -> None:
+    from tests.servers.ai_server import FakeOpenAI
+
+    with run_ai_server("openai", KEY) as ai:
+        assert isinstance(ai, FakeOpenAI)
+        ai.knows_max_completion_tokens = False
+        backend = backend_for(ai, tmp_path)
+        try:
+            answer = backend.ask(Question(prompt="p", max_words=30))
+        finally:
+            backend.close()
+            _OPEN.remove(backend)
+    assert answer.text == DEFAULT_REPLY
+    first, second = (r.body for r in ai.requests)
+    assert first["max_completion_tokens"] == 60 and "max_tokens" not in first
+    assert second["max_tokens"] == 60 and "max_completion_tokens" not in second

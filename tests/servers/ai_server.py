@@ -215,6 +215,8 @@ class FakeOpenAI(FakeAI):
 
     provider = "openai"
     path = "/v1/chat/completions"
+    knows_max_completion_tokens = True
+    """False: answer like a server that predates `max_completion_tokens` (400 naming it)."""
 
     @property
     def base_url(self) -> str:
@@ -227,6 +229,8 @@ class FakeOpenAI(FakeAI):
         problem = _messages_problem(body)
         if problem is not None:
             return problem
+        if "max_completion_tokens" in body and not self.knows_max_completion_tokens:
+            return "Unrecognized request argument supplied: max_completion_tokens"
         if "max_completion_tokens" in body and "max_tokens" in body:
             return "max_tokens and max_completion_tokens cannot both be set"
         bound = body.get("max_completion_tokens", body.get("max_tokens"))
