@@ -20,6 +20,7 @@ from temporalio.workflow import SandboxImportNotificationPolicy
 from activities.approvals import ApprovalActivities
 from activities.crm import CrmActivities
 from activities.deps import Deps
+from activities.drafts import DraftActivities
 from activities.email import EmailActivities
 from activities.health import HealthActivities
 from activities.schedule import ScheduleActivities
@@ -83,6 +84,7 @@ def activities_for(deps: Deps) -> list[Any]:
         sync.sync_accounts_page,
         sync.sync_completed_tasks,
         hook.call_webhook,
+        DraftActivities(deps).draft_text,
         HealthActivities(deps).recompute_health_batch,
         SweepActivities(deps).sweep_date_triggers,
         schedule.begin_schedule_tick,

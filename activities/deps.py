@@ -44,6 +44,19 @@ class Deps:
     """The worker's Temporal client (set by `build_worker`): activities that start or signal
     account workflows (sweeps, health recompute, CRM sync) use it."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _ai: Any = None
+
+    def ai_backend(self) -> Any:
+        """The AI backend `TOUCHPOINT_AI_BACKEND` names, made on first use (None for `none`).
+
+        Raises:
+            AiConfigurationError: a key or the model is missing (the draft's run pauses).
+        """
+        if self._ai is None and self.settings.ai_backend != "none":
+            from touchpoint.ai.base import backend_from_settings
+
+            self._ai = backend_from_settings(self.settings)
+        return self._ai
 
     @classmethod
     def from_settings(cls, settings: Settings, *, email_backend: Any = None, crm_backend: Any = None) -> Deps:
@@ -96,6 +109,8 @@ class Deps:
         closer = getattr(self.crm_backend, "aclose", None)
         if closer:
             await closer()
+        if self._ai is not None:
+            self._ai.close()
         bind = self.sessions.kw.get("bind")
         if bind is not None:
             bind.dispose()

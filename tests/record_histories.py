@@ -51,6 +51,7 @@ scorecard:
   checkpoints: [{day: 3, below: 50, steps: [{note: {text: behind}}]}]
 steps:
   - email: {template: welcome}
+  - draft: {prompt: idea, into: idea, fallback: idea_fallback}
   - if: "account.seats.licensed > 100"
     then: [{task: {title: "Call {{ account.name }}", due: 2d}}]
   - split: {a: {weight: 1, steps: [{wait: 1d}]}, b: {weight: 1, steps: [{wait: 2d}]}}
@@ -94,6 +95,8 @@ async def main() -> None:
     (folder / "review.yaml").write_text(REVIEW)
     (folder / "templates" / "welcome.subject.j2").write_text("Welcome, {{ account.name }}")
     (folder / "templates" / "welcome.html.j2").write_text("<p>Hi {{ contact.name }}</p>")
+    (folder / "templates" / "idea.txt.j2").write_text("One AI workflow for {{ account.name }}")
+    (folder / "templates" / "idea_fallback.txt.j2").write_text("Automate the weekly report of {{ account.name }}.")
     try:
         async with build_worker(env.client, deps, task_queue=queue, strict_imports=True):
             project = load_project(folder)

@@ -334,3 +334,55 @@ steps:
 """
     result = await run_playbook(stack, folder, body, [(1, "usage.reported", {"metrics": {"integrations": 3}})])
     assert result.history[-1].detail["text"] == "integrations=3.0"
+
+
+async def test_interpreter_draft_keeps_the_fallback_or_the_prompt_on_both_hosts(stack: Stack, folder: Path) -> None:
+    write_folder(folder, {
+        "templates/idea.txt.j2": "One AI workflow for {{ account.name }} ({{ account.seats.active }} active seats)",
+        "templates/idea_fallback.txt.j2": "Automate the weekly report of {{ account.name }}.",
+    })
+    result = await run_playbook(
+        stack,
+        folder,
+        """\
+playbook: p
+trigger: manual
+steps:
+  - draft: {prompt: idea, into: idea, fallback: idea_fallback, max_words: 50}
+    id: idea
+  - draft: {prompt: idea, into: bare}
+    id: bare
+  - note: {text: "{{ run.vars.idea }} / {{ run.vars.bare }}"}
+    id: both
+""",
+    )
+    assert result.outcome == "completed"
+    assert steps(result) == [(0, "idea", "draft"), (0, "bare", "draft"), (0, "both", "note")]
+    idea, bare = (r.detail for r in result.history if r.action == "draft")
+    assert idea == {
+        "into": "idea", "backend": "none", "words": 6, "source": "fallback",
+        "prompt": f"One AI workflow for {ACCOUNT.name} ({ACCOUNT.seats.active} active seats)", "text": f"Automate the weekly report of {ACCOUNT.name}.",
+    }
+    assert (bare["source"], bare["text"]) == ("prompt", idea["prompt"])
+    assert result.vars == {"idea": idea["text"], "bare": idea["prompt"]}
+
+
+async def test_interpreter_draft_whose_prompt_fails_to_render_fails_the_step(stack: Stack, folder: Path) -> None:
+    write_folder(folder, {"templates/broken.txt.j2": "Seats per admin: {{ account.seats.active / 0 }}"})
+    result = await run_playbook(
+        stack,
+        folder,
+        """\
+playbook: p
+trigger: manual
+steps:
+  - draft: {prompt: broken, into: idea}
+    id: idea
+  - note: {text: "after: {{ run.vars.idea }}"}
+    id: after
+""",
+    )
+    failed = next(r.detail for r in result.history if r.step == "idea")
+    assert failed["status"] == "failed" and "division by zero" in failed["error"] and "broken.txt.j2:1" in failed["error"]
+    assert next(r.detail for r in result.history if r.step == "after")["text"] == "after: "  # a missing var renders empty
+    assert "idea" not in result.vars

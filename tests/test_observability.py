@@ -190,6 +190,8 @@ def test_touchpoint_config_masks_every_secret(tmp_path: Path) -> None:
         "HUBSPOT_TOKEN": "pat-hubspot-token-value",
         "SALESFORCE_ACCESS_TOKEN": "00Dsalesforce-token-value",
         "TOUCHPOINT_TEMPORAL_API_KEY": "temporal-cloud-api-key",
+        "TOUCHPOINT_AI_KEY": "sk-openai-compatible-key",
+        "ANTHROPIC_API_KEY": "sk-ant-anthropic-key",
     }
     env = {
         **secrets,

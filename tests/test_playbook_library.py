@@ -413,9 +413,13 @@ async def test_renewal_ai_plan_quotes_the_objective_and_follows_up_the_workshop(
         (6, "objective", "wait_for"),
         (6, "keep_objective", "set"),
         (6, "objective_note", "note"),
+        (6, "plan_draft", "draft"),
         (6, "plan_task", "task"),
+        (6, "plan_email", "approval"),
+        (7, "plan_email", "approval"),
         (7, "plan_email", "email"),
         (13, "plan_review", "wait_for"),
+        (13, "plan_rejected", "if"),
         (14, "workshop_invite", "email"),
         (15, "workshop_booking", "wait_for"),
         (15, "workshop_booked", "wait_for"),
@@ -424,6 +428,7 @@ async def test_renewal_ai_plan_quotes_the_objective_and_follows_up_the_workshop(
         (23, "keep_workflows", "set"),
         (23, "workshop_followup", "email"),
         (23, "workshop_note", "note"),
+        (23, "value_draft", "draft"),
         (23, "credit_sizing", "task"),
         (23, "stage_value_review", "update"),
         (23, "value_review_due", "wait_until"),
@@ -435,7 +440,24 @@ async def test_renewal_ai_plan_quotes_the_objective_and_follows_up_the_workshop(
     assert recipients(items, "objectives_email") == {"marge@globex.example", "hank@globex.example"}
     assert one(items, "keep_objective")["vars"] == {"objective": objective, "objective_by": "Marge Lee"}
     assert one(items, "objective_note")["text"] == f'Renewal objective, in Marge Lee\'s words: "{objective}"'
-    assert {i["subject"] for i in by_step(items, "plan_email")} == {f"A plan for Globex Corporation: {objective}"}
+    # The AI draft (the `none` backend in simulations: the fallback, filled in) quotes the objective
+    # in the customer's words and the account's usage; the CSM gets a task and the approval.
+    draft = one(items, "plan_draft")
+    assert (draft["into"], draft["backend"], draft["source"]) == ("plan", "none", "fallback")
+    assert draft["text"] == sim.vars["plan"] and draft["words"] == len(sim.vars["plan"].split())
+    assert f'Your objective, in your words: "{objective}"' in sim.vars["plan"] and "1450 active users" in sim.vars["plan"]
+    assert f'"{objective}"' in draft["prompt"] and "500 using AI every week" in draft["prompt"] and "90-minute AI workshop" in draft["prompt"]
+    assert one(items, "plan_task")["owner"] == "priya@example.com"
+    requested, approved = (i for i in by_step(items, "plan_email") if i["action"] == "approval")
+    assert (requested["status"], requested["by"], set(requested["to"])) == ("requested", "priya@example.com", {"marge@globex.example", "hank@globex.example"})
+    assert (approved["status"], approved["by"]) == ("approved", "priya@example.com")
+    sent = [i for i in by_step(items, "plan_email") if i["action"] == "email"]
+    assert {i["subject"] for i in sent} == {f"A plan for Globex Corporation: {objective}"}
+    assert {i["to"] for i in sent} == {"marge@globex.example", "hank@globex.example"}
+    assert all(i["held"]["reason"] == "approval" for i in sent)
+    assert local(sent[0], NEW_YORK) == "2026-09-14 09:00"  # approved at 06:00, sent when the window opens
+    assert one(items, "plan_review")["event"] == "plan.reviewed"
+    assert one(items, "plan_rejected")["branch"] == "else"
     assert one(items, "workshop_invite")["subject"] == "Your 90-minute AI workshop, Globex Corporation"
     assert one(items, "workshop_booked")["event"] == "workshop.booked"  # already seen: at once
     assert one(items, "workshop_held")["branch"] == "then"
@@ -443,6 +465,9 @@ async def test_renewal_ai_plan_quotes_the_objective_and_follows_up_the_workshop(
     assert one(items, "workshop_note")["text"] == (
         "AI workshop held: 3 workflows built (Field engineer onboarding checklist, Incident summary to runbook, Weekly site report digest)."
     )
+    # The value story for credit sizing, in the customer's terms, goes to the CSM's task only.
+    assert sim.vars["value_story"].startswith(f'Their goal, in their words: "{objective}".')
+    assert "3 AI workflows from the workshop" in sim.vars["value_story"]
     assert one(items, "credit_sizing")["title"] == "Size AI credits for Globex Corporation's renewal: 500 weekly AI users, 3 workflows from the workshop"
     assert one(items, "stage_value_review")["fields"] == {"renewal_stage": "value_review"}
     assert one(items, "value_review_due")["until"] == "2026-11-06T00:00:00-05:00"  # 60 days before the renewal
@@ -450,7 +475,42 @@ async def test_renewal_ai_plan_quotes_the_objective_and_follows_up_the_workshop(
     proposal = one(items, "proposal")
     assert proposal["owner"] == "sam@example.com"
     assert proposal["title"] == "Renewal proposal for Globex Corporation with AI credits, due before 2027-01-05"
-    assert not [i for i in items if "stalled" in i["step"] or i["step"] in ("workshop_reminder", "workshop_missed")]
+    assert not [i for i in items if "stalled" in i["step"] or i["step"] in ("workshop_reminder", "workshop_missed", "plan_rework")]
+
+
+async def test_renewal_ai_plan_a_plan_the_csm_rejects_is_never_sent_and_is_reworked() -> None:
+    start = datetime(2026, 9, 7, 6, 0, tzinfo=NEW_YORK)
+    sim = simulate(
+        PLAYBOOKS / "renewal-ai-plan.yaml",
+        SAMPLES / "enterprise.yaml",
+        events_file=SAMPLES / "renewal-rejected-events.yaml",
+        start=start,
+    )
+    items = lines_of(sim, "America/New_York")
+    assert sim.outcome == "completed"
+    assert steps_of(items)[5:14] == [
+        (6, "plan_draft", "draft"),
+        (6, "plan_task", "task"),
+        (6, "plan_email", "approval"),
+        (7, "plan_email", "approval"),
+        (7, "plan_review", "wait_for"),
+        (7, "plan_rejected", "if"),
+        (7, "plan_rework", "task"),
+        (7, "workshop_invite", "email"),
+        (12, "workshop_booking", "wait_for"),
+    ]
+    rejected = [i for i in by_step(items, "plan_email") if i["action"] == "approval"][-1]
+    assert (rejected["status"], rejected["by"], rejected["reason"]) == ("rejected", "priya@example.com", "too generic for a field-service company")
+    assert not [i for i in by_step(items, "plan_email") if i["action"] == "email"]  # the draft never reached the customer
+    assert one(items, "plan_review")["event"] == "approval.decided"
+    assert one(items, "plan_rejected")["branch"] == "then"
+    rework = one(items, "plan_rework")
+    assert rework["owner"] == "priya@example.com"
+    assert rework["title"] == "Rework Globex Corporation's AI plan with the champion in the workshop (not sent: too generic for a field-service company)"
+    assert one(items, "workshop_held")["branch"] == "then"
+    assert {i["subject"] for i in by_step(items, "workshop_followup")} == {"The 2 AI workflows we built together"}
+    assert "2 AI workflows from the workshop" in sim.vars["value_story"]
+    assert not [i for i in items if "stalled" in i["step"]]
 
 
 async def test_renewal_ai_plan_german_account_never_books_the_workshop() -> None:
@@ -470,22 +530,27 @@ async def test_renewal_ai_plan_german_account_never_books_the_workshop() -> None
         (5, "objective", "wait_for"),
         (5, "keep_objective", "set"),
         (5, "objective_note", "note"),
+        (5, "plan_draft", "draft"),
         (5, "plan_task", "task"),
-        (5, "plan_email", "email"),
-        (15, "plan_review", "wait_for"),
-        (15, "plan_stalled", "task"),
-        (15, "workshop_invite", "email"),
-        (20, "workshop_booking", "wait_for"),
-        (22, "workshop_reminder", "email"),
-        (29, "workshop_booked", "wait_for"),
-        (29, "workshop_stalled_csm", "task"),
-        (29, "workshop_stalled_owner", "task"),
-        (50, "workshop", "wait_for"),
-        (50, "workshop_missed", "note"),
-        (50, "workshop_held", "if"),
-        (50, "credit_sizing", "task"),
-        (50, "stage_value_review", "update"),
-        (50, "value_review_due", "wait_until"),
+        (5, "plan_email", "approval"),
+        (6, "plan_email", "approval"),
+        (8, "plan_email", "email"),
+        (18, "plan_review", "wait_for"),
+        (18, "plan_stalled", "task"),
+        (18, "plan_rejected", "if"),
+        (18, "workshop_invite", "email"),
+        (23, "workshop_booking", "wait_for"),
+        (23, "workshop_reminder", "email"),
+        (30, "workshop_booked", "wait_for"),
+        (30, "workshop_stalled_csm", "task"),
+        (30, "workshop_stalled_owner", "task"),
+        (51, "workshop", "wait_for"),
+        (51, "workshop_missed", "note"),
+        (51, "workshop_held", "if"),
+        (51, "value_draft", "draft"),
+        (51, "credit_sizing", "task"),
+        (51, "stage_value_review", "update"),
+        (51, "value_review_due", "wait_until"),
         (60, "value_review", "email"),
         (60, "proposal", "task"),
     ]
@@ -494,7 +559,9 @@ async def test_renewal_ai_plan_german_account_never_books_the_workshop() -> None
     for item in items:
         if item["action"] == "email":
             assert item["locale"] == "de", item
-    assert {i["subject"] for i in by_step(items, "plan_email")} == {f"Ein Plan für Brandt Logistik AG: {objective}"}
+    assert {i["subject"] for i in by_step(items, "plan_email") if i["action"] == "email"} == {f"Ein Plan für Brandt Logistik AG: {objective}"}
+    assert sim.vars["plan"].startswith("KI-Transformationsplan für Brandt Logistik AG")  # the fallback in the account's language
+    assert f"Ihr Ziel, in Ihren Worten: „{objective}“" in sim.vars["plan"]
     assert one(items, "workshop_invite")["subject"] == "Ihr 90-minütiger KI-Workshop, Brandt Logistik AG"
     assert one(items, "workshop_reminder")["subject"] == "Erinnerung: Buchen Sie Ihren 90-minütigen KI-Workshop"
     assert one(items, "workshop_reminder")["to"] == "tobias.klein@brandt.example"

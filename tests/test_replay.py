@@ -54,10 +54,12 @@ def test_replay_the_account_history_holds_an_approval_and_its_decision() -> None
         elif signaled := event.get("workflowExecutionSignaledEventAttributes"):
             payload = json.loads(base64.b64decode(signaled["input"]["payloads"][0]["data"]))
             steps.append(payload["event"]["type"])
+    # In this order (other runs of the account interleave their own steps between them).
     start = steps.index("review.asked")
-    assert steps[start:start + 3] == ["review.asked", "request_approval", "approval.requested"], steps
-    decided = steps.index("approval.decided")
-    assert decided > start and "send_email" in steps[decided:], steps
+    requested = steps.index("request_approval", start)
+    told = steps.index("approval.requested", requested)
+    decided = steps.index("approval.decided", told)
+    assert "send_email" in steps[decided:], steps
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

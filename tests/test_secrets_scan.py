@@ -1,8 +1,8 @@
 """No secret reaches a workflow history, a log line or the store.
 
-A run sends through SendGrid, creates a task and a note in HubSpot or Salesforce and calls a
-webhook whose header carries `${TP_HOOK_SECRET}`, on a real dev server with stand-ins of the
-providers. Afterwards every history (payloads decoded), every log line the process wrote (DEBUG
+A run drafts a text with an OpenAI-compatible model, sends through SendGrid, creates a task and a
+note in HubSpot or Salesforce and calls a webhook whose header carries `${TP_HOOK_SECRET}`, on a
+real dev server with stand-ins of the providers. Afterwards every history (payloads decoded), every log line the process wrote (DEBUG
 and up) and every row of every table are searched for each secret.
 """
 
@@ -30,6 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.deps import Deps
 from tests.conftest import write_folder
+from tests.servers.ai_server import DEFAULT_REPLY, run_ai_server
 from tests.servers.hubspot_server import run_hubspot_server
 from tests.servers.salesforce_server import run_salesforce_server
 from tests.servers.sendgrid_server import run_sendgrid_server
@@ -50,6 +51,7 @@ HUBSPOT_TOKEN = "pat-scan-" + secrets.token_hex(12)
 SALESFORCE_TOKEN = "00Dscan!" + secrets.token_hex(12)
 HOOK_SECRET = "hook-" + secrets.token_hex(12)
 SECRET_KEY = secrets.token_urlsafe(40)
+AI_KEY = "sk-scan-" + secrets.token_hex(12)
 
 
 class Hook:
@@ -119,6 +121,7 @@ async def test_no_secret_in_histories_logs_or_store(
     queue = f"scan-{uuid.uuid4().hex[:8]}"
     with ExitStack() as stack:
         sendgrid = stack.enter_context(run_sendgrid_server(SENDGRID_KEY, verified_senders=["cs@example.com"]))
+        ai = stack.enter_context(run_ai_server("openai", AI_KEY))
         if crm == "hubspot":
             provider = stack.enter_context(run_hubspot_server(HUBSPOT_TOKEN))
             crm_settings: dict[str, Any] = {"hubspot_token": HUBSPOT_TOKEN, "hubspot_url": provider.url}
@@ -133,6 +136,10 @@ async def test_no_secret_in_histories_logs_or_store(
             email_backend="sendgrid",
             sendgrid_api_key=SENDGRID_KEY,
             sendgrid_url=sendgrid.url,
+            ai_backend="openai",
+            ai_url=ai.base_url,
+            ai_key=AI_KEY,
+            ai_model="scan-model",
             crm_backend=crm,
             **crm_settings,
         )
@@ -152,11 +159,13 @@ async def test_no_secret_in_histories_logs_or_store(
                 "workspace.yaml": 'timezone: UTC\nsender: {email: cs@example.com, name: CS}\nsend_window: {days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00"}\n',
                 "p.yaml": (
                     "playbook: p\ntrigger: {event: trial.started}\naudience: [champion]\nsteps:\n"
+                    "  - draft: {prompt: idea, into: idea}\n    id: idea\n"
                     "  - email: {template: hi}\n    id: hello\n"
                     "  - task: {title: 'Call {{ account.name }}', owner: csm, due: 3d}\n    id: call\n"
                     "  - note: {text: 'Welcomed {{ account.name }}'}\n    id: noted\n"
                     f"  - webhook: {{url: \"{hook.url}\", headers: {{Authorization: \"Bearer ${{TP_HOOK_SECRET}}\"}}, json: {{account: \"{{{{ account.id }}}}\"}}}}\n    id: notify\n"
                 ),
+                "templates/idea.txt.j2": "Suggest one AI workflow for {{ account.name }}",
                 "templates/hi.subject.j2": "Hi {{ account.name }}",
                 "templates/hi.html.j2": "<p>Hello {{ contact.name }}</p>",
             },
@@ -180,6 +189,7 @@ async def test_no_secret_in_histories_logs_or_store(
                     await asyncio.sleep(0.1)
                 await asyncio.sleep(0.5)  # the webhook's result reaches the store and the history
             assert hook.authorizations == [f"Bearer {HOOK_SECRET}"]  # the secret was really used
+            assert [r.headers["authorization"] for r in ai.requests] == [f"Bearer {AI_KEY}"]  # and the model's key
             assert len(sendgrid.sent) == 1
             # The CRM was called with its token (task and note): the token was really used.
             assert len([r for r in provider.requests if r.method in ("POST", "PATCH", "PUT")]) >= 2, [(r.method, r.path) for r in provider.requests]
@@ -189,6 +199,7 @@ async def test_no_secret_in_histories_logs_or_store(
                 history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
                 _decoded(json.loads(history.to_json()), texts)
             assert any("trial.started" in text for text in texts), "the scan read no history"
+            assert any(DEFAULT_REPLY in text for text in texts), "the draft is not in the history"
             with deps.sessions() as s:
                 for table in Base.metadata.sorted_tables:
                     texts += [repr(tuple(row)) for row in s.execute(select(table)).all()]
@@ -198,5 +209,5 @@ async def test_no_secret_in_histories_logs_or_store(
         finally:
             await deps.close()
     haystack = "\n".join(texts)
-    for name, value in {"SendGrid key": SENDGRID_KEY, "HubSpot token": HUBSPOT_TOKEN, "Salesforce token": SALESFORCE_TOKEN, "webhook secret": HOOK_SECRET, "secret key": SECRET_KEY}.items():
+    for name, value in {"SendGrid key": SENDGRID_KEY, "HubSpot token": HUBSPOT_TOKEN, "Salesforce token": SALESFORCE_TOKEN, "webhook secret": HOOK_SECRET, "secret key": SECRET_KEY, "AI key": AI_KEY}.items():
         assert value not in haystack, f"the {name} leaked"

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     hubspot_url: str = "https://api.hubapi.com"
     salesforce_instance_url: str | None = Field(default=None, validation_alias="SALESFORCE_INSTANCE_URL")
     salesforce_access_token: SecretStr | None = Field(default=None, validation_alias="SALESFORCE_ACCESS_TOKEN")
+    ai_backend: Literal["none", "openai", "anthropic"] = "none"
+    """Who writes `draft` steps' texts: `none` (the rendered fallback, offline), `openai` (any
+    OpenAI-compatible chat-completions server) or `anthropic`."""
+    ai_url: str | None = None
+    """The OpenAI-compatible server's base URL (Azure OpenAI, vLLM, Ollama, LiteLLM), or an Anthropic proxy."""
+    ai_key: SecretStr | None = None
+    """The OpenAI-compatible server's key (none needed for a local server)."""
+    ai_model: str | None = None
+    """The model (for Azure OpenAI: the deployment) the `draft` steps ask."""
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    ai_timeout: float = Field(default=120.0, gt=0, le=280)
+    """Seconds one model call may take (the activity allows 300)."""
     temporal_api_key: SecretStr | None = None
     """Temporal Cloud API key (implies TLS)."""
     temporal_tls: bool = False
@@ -257,6 +269,7 @@ _ALIASES = {
     "salesforce_instance_url": "SALESFORCE_INSTANCE_URL",
     "salesforce_access_token": "SALESFORCE_ACCESS_TOKEN",
     "otel_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "anthropic_api_key": "ANTHROPIC_API_KEY",
 }
 
 

@@ -23,6 +23,7 @@ from touchpoint.dsl.schedule import changes_root
 from touchpoint.dsl.schema import (
     INTERNAL_RECIPIENTS,
     AccountDoc,
+    DraftStep,
     EmailStep,
     Playbook,
     SetStep,
@@ -283,6 +284,16 @@ def preview_vars(
             here = len(step_path)
             inside = path[: here + 1] == (*step_path, "split") and len(path) > here + 1
             values[step.id or step_name(step, step_path)] = path[here + 1] if inside else next(iter(step.split))
+        elif isinstance(step, DraftStep) and account is not None:
+            # What the `none` backend keeps, so emails that show the draft render it.
+            from touchpoint.email.errors import TemplateError
+            from touchpoint.preview_drafts import draft_text
+
+            try:
+                prompt, fallback = draft_text(step, loaded.file.parent / "templates", preview_context(loaded, account, workspace, now=now, run_vars=values))
+            except TemplateError:
+                continue
+            values[step.draft.into] = fallback if fallback is not None else prompt
         elif isinstance(step, SetStep):
             context = preview_context(loaded, account, workspace, now=now, run_vars=values, schedule=schedule)
             for key, source in step.set.items():

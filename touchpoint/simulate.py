@@ -27,6 +27,7 @@ from touchpoint.dsl.schema import EVENT_TYPE_RE, AccountDoc, Playbook, Workspace
 from touchpoint.dsl.timing import run_day, zone
 from touchpoint.dsl.validate import Project, load_project
 from touchpoint.dsl.yamlpos import load_yaml
+from touchpoint.engine.effects import LocalEffects
 from touchpoint.engine.local import Scripted, run_local
 from touchpoint.engine.program import Program
 
@@ -178,19 +179,65 @@ def simulate(
             note(f"{events_file}: no part of {playbook.playbook} listens to `{entry.type}`: it would be quiet and reach no run")
     records: list[StepRecord] = []
     at = start or datetime.now(UTC)
-    result = run_local(
-        Program(playbook, project.workspace, version),
-        account,
-        templates=project.root / "templates",
-        start=at,
-        horizon=timedelta(days=days),
-        trigger=EventIn(type=_trigger_type(playbook), at=at, data=dict(trigger_data or {})),
-        events=events,
-        run_id=f"sim-{uuid.uuid4().hex[:12]}",
-        sink=sink or records.append,
-        warn=note,
-    )
+    effects = _local_effects(project.root / "templates")
+    try:
+        result = run_local(
+            Program(playbook, project.workspace, version),
+            account,
+            templates=project.root / "templates",
+            start=at,
+            horizon=timedelta(days=days),
+            trigger=EventIn(type=_trigger_type(playbook), at=at, data=dict(trigger_data or {})),
+            events=events,
+            run_id=f"sim-{uuid.uuid4().hex[:12]}",
+            sink=sink or records.append,
+            warn=note,
+            effects=effects,
+        )
+    finally:
+        if effects.ai is not None:
+            effects.ai.close()
     return Simulated(outcome=result.outcome, because=result.because, at=result.at, day=result.day, records=records, account=result.account, warnings=warnings, scorecard=result.state.scorecard, vars=result.state.vars)
+
+
+def _local_effects(templates: Path) -> LocalEffects:
+    """Effects in memory; `draft` steps ask the backend `TOUCHPOINT_AI_BACKEND` names (default `none`).
+
+    A backend that cannot be made (a missing key) is made again by every draft, which then pauses
+    the simulated run with the reason, as a worker would.
+    """
+    import os
+
+    from touchpoint.config import ConfigError, settings
+
+    try:
+        config = settings()
+    except ConfigError:
+        if os.environ.get("TOUCHPOINT_AI_BACKEND", "none") == "none":
+            return LocalEffects(templates)  # a setting simulations do not use is bad: not theirs to report
+        raise
+    if config.ai_backend == "none":
+        return LocalEffects(templates)
+    return LocalEffects(templates, ai=_LazyBackend(config), ai_name=config.ai_backend)
+
+
+class _LazyBackend:
+    """The settings' AI backend, made at the first draft (its errors belong to that draft)."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.backend: Any = None
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+    def ask(self, question: Any) -> Any:
+        if self.backend is None:
+            from touchpoint.ai.base import backend_from_settings
+
+            self.backend = backend_from_settings(self.config)
+        return self.backend.ask(question)
 
 
 def _inputs(playbook_file: Path, account_file: Path, events_file: Path | None) -> tuple[Project, Playbook, str, AccountDoc, list[Scripted]]:

@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from touchpoint.dsl.runtime import (
         ApprovalResult,
+        DraftResult,
         EffectInput,
         EffectResult,
         RunResult,
@@ -29,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from touchpoint.engine.state import RunState, waiting_of
     from workflows import names, search
     from workflows.messages import AccountState, ProjectRuns, RunControl, RunProjection
-    from workflows.options import EFFECT_OPTIONS, STORE_OPTIONS
+    from workflows.options import EFFECT_OPTIONS, OPTIONS_BY_KIND, STORE_OPTIONS
 
 TIMELINE_LIMIT = 20_000
 """Timeline lines a simulated run reports to its driver."""
@@ -41,6 +42,7 @@ RESULT_TYPES: dict[str, type[Any]] = {
     names.ADD_NOTE: EffectResult,
     names.UPDATE_FIELDS: EffectResult,
     names.CALL_WEBHOOK: EffectResult,
+    names.DRAFT_TEXT: DraftResult,
 }
 
 
@@ -152,7 +154,8 @@ class RunHost:
 
     async def _call(self, effect: Effect) -> EffectDone:
         try:
-            result = await workflow.execute_activity(effect.kind, effect.input, result_type=RESULT_TYPES[effect.kind], **EFFECT_OPTIONS)
+            options = OPTIONS_BY_KIND.get(effect.kind, EFFECT_OPTIONS)
+            result = await workflow.execute_activity(effect.kind, effect.input, result_type=RESULT_TYPES[effect.kind], **options)
         except ActivityError as error:
             cause = error.cause
             message = str(cause.message if isinstance(cause, ApplicationError) else (cause or error))

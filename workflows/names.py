@@ -8,6 +8,8 @@ CREATE_TASK = "create_task"
 ADD_NOTE = "add_note"
 UPDATE_FIELDS = "update_fields"
 CALL_WEBHOOK = "call_webhook"
+DRAFT_TEXT = "draft_text"
+"""Render a `draft` step's prompt and ask the configured AI backend for a text."""
 
 ACCOUNT = "Account"
 """The account's workflow: its events, its upserts, and every playbook run of the account."""

@@ -27,6 +27,15 @@ EFFECT_OPTIONS: dict[str, Any] = {
 }
 
 
+DRAFT_OPTIONS: dict[str, Any] = {
+    **EFFECT_OPTIONS,
+    # A model may take minutes for a long text (`TOUCHPOINT_AI_TIMEOUT` is at most 280 s).
+    "start_to_close_timeout": timedelta(minutes=5),
+}
+OPTIONS_BY_KIND: dict[str, dict[str, Any]] = {names.DRAFT_TEXT: DRAFT_OPTIONS}
+"""Activity options of the effects whose options differ from `EFFECT_OPTIONS`."""
+
+
 class RunEnded(Exception):
     """Unwinds the interpreter when the run ends early (exit, goal, exit_when, cancel)."""
 

@@ -110,6 +110,9 @@ def preview(
             changes=changes,
         )
         reviews = {} if book is not None else _approvals(loaded, doc, project, result.out_dir, settings)
+        from touchpoint.preview_drafts import preview_drafts
+
+        drafts = [] if book is not None else preview_drafts(loaded, doc, project.workspace, project.templates_dir, result.out_dir)
     if as_json:
         for email in result.emails:
             item = {
@@ -146,10 +149,17 @@ def preview(
         print_table(console, columns, rows, title=title)
         for step, review in reviews.items():
             console.print(f"approval of {step}: by {review['by']} within {review['timeout']} (then {review['on_timeout']}), as the approver sees it: {review['file']}", markup=False, soft_wrap=True)
+    for draft in drafts:
+        if draft.error:
+            err.print(f"[red]draft {draft.step} failed:[/] {draft.error}", markup=True, soft_wrap=True)
+        elif not as_json:
+            console.print(f"draft {draft.step} -> run.vars.{draft.into}: its prompt and the draft without a model ({draft.words} words): {draft.path}", markup=False, soft_wrap=True)
     if not result.emails:
         err.print(f"{playbook_file} has no email steps: nothing to preview")
     if result.failed:
         err.print(f"[red]{len(result.failed)} of {plural(len(result.emails), 'email')} failed[/]")
+        raise typer.Exit(1)
+    if any(d.error for d in drafts):
         raise typer.Exit(1)
 
 

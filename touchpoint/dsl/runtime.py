@@ -252,6 +252,39 @@ class WebhookInput(EffectInput):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class DraftInput(EffectInput):
+    """Render a `draft` step's prompt and ask the AI backend for a text (`draft_text`).
+
+    With ``use_model`` false the backend is not asked: the text is the rendered fallback (else
+    the rendered prompt), and ``note`` says why (the model refused, answered nothing, failed).
+    """
+
+    prompt: str
+    into: str
+    fallback: str | None = None
+    max_words: int = 400
+    use_model: bool = True
+    note: str | None = None
+
+
+class DraftResult(Data):
+    """A draft and what made it: kept in `run.vars.<into>`, and on the run's timeline."""
+
+    text: str
+    backend: str
+    """`openai`, `anthropic` or `none`."""
+    source: Literal["model", "fallback", "prompt"]
+    """Who wrote the text: the model, the fallback template, or the prompt itself."""
+    prompt: str
+    """The rendered prompt (what was, or would have been, sent)."""
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    words: int = 0
+    note: str | None = None
+    """Why the text is not the model's (a refusal, an empty answer, a failure after retries)."""
+
+
 class EffectResult(Data):
     """Result of a note, update or webhook step, for the timeline."""
 

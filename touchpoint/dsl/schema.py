@@ -251,6 +251,25 @@ class SetStep(StepBase):
     set: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Expr] = Field(min_length=1)
 
 
+TEMPLATE_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
+
+
+class DraftAction(Model):
+    """Ask the configured AI backend for a text from a rendered prompt (contract section 12)."""
+
+    prompt: Annotated[str, Field(pattern=TEMPLATE_NAME_RE)]
+    """`templates/<prompt>.txt.j2`, rendered with the account, its contacts, `run` and the event."""
+    into: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    """The `run.vars` name the text is kept under."""
+    fallback: Annotated[str, Field(pattern=TEMPLATE_NAME_RE)] | None = None
+    """`templates/<fallback>.txt.j2`: the text when no model answers (else the rendered prompt)."""
+    max_words: Annotated[int, Field(ge=1, le=4000)] = 400
+
+
+class DraftStep(StepBase):
+    draft: DraftAction
+
+
 class IfStep(StepBase):
     if_: Expr = Field(alias="if")
     then: list[Step] = Field(default_factory=list)
@@ -314,6 +333,7 @@ STEP_KINDS: dict[str, type[StepBase]] = {
     "note": NoteStep,
     "webhook": WebhookStep,
     "set": SetStep,
+    "draft": DraftStep,
     "if": IfStep,
     "split": SplitStep,
     "repeat": RepeatStep,
@@ -356,6 +376,7 @@ Step = Annotated[
         Annotated[NoteStep, Tag("step:note")],
         Annotated[WebhookStep, Tag("step:webhook")],
         Annotated[SetStep, Tag("step:set")],
+        Annotated[DraftStep, Tag("step:draft")],
         Annotated[IfStep, Tag("step:if")],
         Annotated[SplitStep, Tag("step:split")],
         Annotated[RepeatStep, Tag("step:repeat")],

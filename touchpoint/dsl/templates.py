@@ -70,7 +70,7 @@ class Templates:
         self.folder = folder
         self._listings: dict[Path, list[str]] = {}
         self._texts: dict[str, str] = {}
-        self._checks: dict[tuple[str, bool], TemplateCheck] = {}
+        self._checks: dict[tuple[str, bool, bool], TemplateCheck] = {}
 
     def listing(self, folder: Path) -> list[str]:
         """The names in ``folder``, sorted (empty when it is missing)."""
@@ -117,21 +117,25 @@ class Templates:
             text = self._texts[name] = (self.folder / name).read_text(encoding="utf-8")
         return text
 
-    def check(self, name: str, *, schedule: bool) -> TemplateCheck:
-        """Parse and compile ``name``, check the names it uses, and find the files it references."""
-        key = (name, schedule)
+    def check(self, name: str, *, schedule: bool, email: bool = True) -> TemplateCheck:
+        """Parse and compile ``name``, check the names it uses, and find the files it references.
+
+        ``email`` false checks it as a `draft` step's prompt or fallback: no `contact` and no
+        `unsubscribe_url` (a draft is written once per run, for no one recipient).
+        """
+        key = (name, schedule, email)
         found = self._checks.get(key)
         if found is None:
-            found = self._checks[key] = self._check(name, schedule)
+            found = self._checks[key] = self._check(name, schedule, email)
         return found
 
-    def _check(self, name: str, schedule: bool) -> TemplateCheck:
+    def _check(self, name: str, schedule: bool, email: bool) -> TemplateCheck:
         tdir = self.folder
         try:
             source = self.read(name)
         except FileNotFoundError:
             return TemplateCheck(((1, "template file not found"),))
-        found = _static_check(tdir, name, source, schedule)
+        found = _static_check(tdir, name, source, schedule, email)
         problems = list(found.problems)
         references: list[tuple[str, int]] = []
         for target, line in found.references:
@@ -151,23 +155,24 @@ def check_source(tdir: Path, name: str, source: str) -> list[tuple[int, str]]:
     return problems
 
 
-def _static_check(tdir: Path, name: str, source: str, schedule: bool) -> TemplateCheck:
+def _static_check(tdir: Path, name: str, source: str, schedule: bool, email: bool = True) -> TemplateCheck:
     """What a template's text alone says: its problems and every file it names (existing or
     not); kept in the CLI's cache (`touchpoint.cache`) by the text's hash."""
-    key = cache.key("template-check", name, "schedule" if schedule else "run", source) if cache.folder() else ""
+    kind = ("schedule" if schedule else "run") + ("" if email else "-draft")
+    key = cache.key("template-check", name, kind, source) if cache.folder() else ""
     stored = cache.read_json("template-checks", key) if key else None
     if isinstance(stored, dict):
         return TemplateCheck(
             tuple((int(line), str(message)) for line, message in stored["problems"]),
             tuple((str(target), int(line)) for target, line in stored["references"]),
         )
-    found = _check_text(tdir, name, source, schedule)
+    found = _check_text(tdir, name, source, schedule, email)
     if key:
         cache.write_json("template-checks", key, {"problems": found.problems, "references": found.references})
     return found
 
 
-def _check_text(tdir: Path, name: str, source: str, schedule: bool) -> TemplateCheck:
+def _check_text(tdir: Path, name: str, source: str, schedule: bool, email: bool = True) -> TemplateCheck:
     env = template_environment(tdir)
     try:
         ast = env.parse(source, name=name, filename=str(tdir / name))
@@ -180,7 +185,7 @@ def _check_text(tdir: Path, name: str, source: str, schedule: bool) -> TemplateC
         return TemplateCheck(((1, f"{exc}"),))
     except (ValueError, OverflowError, RecursionError):  # a number literal past Python's limit, deep nesting
         return TemplateCheck(((1, "the template nests too deeply or holds a number too long to read"),))
-    names = ex.scope(schedule=schedule, email=True)
+    names = ex.scope(schedule=schedule, email=email)
     problems = tuple((problem.line, problem.message) for problem in ex.check_ast(ast, names, kind="template"))
     references: list[tuple[str, int]] = []
     for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from touchpoint.dsl import draft_safety
 from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.durations import format_duration
 from touchpoint.dsl.errors import ContractError, Problem
@@ -29,6 +30,7 @@ from touchpoint.dsl.schema import (
     SCHEDULE_STEP_KINDS,
     STEP_KINDS,
     DateTrigger,
+    DraftStep,
     EmailStep,
     EventTrigger,
     HealthModel,
@@ -137,6 +139,8 @@ def load_project(target: Path | str, *, only: Iterable[Path] | None = None) -> P
     all_ids = {lp.playbook.playbook for lp in loaded} | {
         _peek_id(f) for f in _playbook_files(root) if f not in files
     }
+    # Draft values flow between playbooks through CRM fields: the taint is the folder's.
+    taint = draft_safety.folder_taint((lp.playbook for lp in loaded), project.workspace.crm.fields)
     seen: dict[str, Path] = {}
     for lp in loaded:
         pid = lp.playbook.playbook
@@ -146,6 +150,7 @@ def load_project(target: Path | str, *, only: Iterable[Path] | None = None) -> P
         seen[pid] = lp.file
         before = len(problems)
         _check_playbook(lp, project, templates, all_ids - {""}, problems)
+        _check_drafts_reviewed(lp, templates, taint, problems)
         if len(problems) == before:
             lp._version = _version(lp.playbook, templates)
             project.playbooks[pid] = lp
@@ -171,7 +176,7 @@ def _closure(playbook: Playbook, templates: Templates) -> dict[str, str]:
         for name in {s.email.template for _, s in all_steps(playbook) if isinstance(s, EmailStep)}
         for part_files in templates.files(name).values()
         for path in part_files
-    )
+    ) + sorted(_draft_files(playbook))
     files: dict[str, str] = {}
     while pending:
         file = pending.pop(0)
@@ -180,6 +185,12 @@ def _closure(playbook: Playbook, templates: Templates) -> dict[str, str]:
         files[file] = templates.read(file)
         pending.extend(_REFERENCE.findall(files[file]))
     return dict(sorted(files.items()))
+
+
+def _draft_files(playbook: Playbook) -> set[str]:
+    """The prompt and fallback files of a playbook's `draft` steps."""
+    names = {n for _, s in all_steps(playbook) if isinstance(s, DraftStep) for n in (s.draft.prompt, s.draft.fallback) if n}
+    return {f"{name}.txt.j2" for name in names}
 
 
 def _version(playbook: Playbook, templates: Templates) -> str:
@@ -600,6 +611,11 @@ def _check_step(
     elif isinstance(step, SetStep):
         for key, value in step.set.items():
             check.expr(path + ("set", key), value, names)
+    elif isinstance(step, DraftStep):
+        for key in ("prompt", "fallback"):
+            name = getattr(step.draft, key)
+            if name is not None:
+                _check_draft_template(name, path + ("draft", key), templates, check)
     elif isinstance(step, IfStep):
         check.expr(path + ("if",), step.if_, names)
     elif isinstance(step, RepeatStep):
@@ -642,12 +658,12 @@ def _check_email_template(name: str, path: YPath, templates: Templates, schedule
 
 
 def _check_template_file(
-    name: str, templates: Templates, schedule: bool, check: _Checker, step_path: YPath, seen: set[str], chain: tuple[str, ...] = ()
+    name: str, templates: Templates, schedule: bool, check: _Checker, step_path: YPath, seen: set[str], chain: tuple[str, ...] = (), *, email: bool = True
 ) -> None:
     if name in seen:
         return
     step_where = f"{_rel(check.file)}:{check.positions.line_of(step_path)}"
-    result = templates.check(name, schedule=schedule)
+    result = templates.check(name, schedule=schedule, email=email)
     where = _rel(templates.folder / name)
     for line, message in result.problems:
         check.problems.append(Problem(where, line, "", f"{message} (used by the step at {step_where})"))
@@ -659,7 +675,25 @@ def _check_template_file(
                 Problem(_rel(templates.folder / name), line, "", f"the templates include or extend each other without end ({loop}) (used by the step at {step_where})")
             )
         elif target not in seen:
-            _check_template_file(target, templates, schedule, check, step_path, seen, (*chain, name))
+            _check_template_file(target, templates, schedule, check, step_path, seen, (*chain, name), email=email)
+
+
+def _check_draft_template(name: str, path: YPath, templates: Templates, check: _Checker) -> None:
+    """A `draft` step's prompt or fallback: `templates/<name>.txt.j2`, checked without `contact`."""
+    file = f"{name}.txt.j2"
+    if not (templates.folder / file).is_file():
+        texts = sorted(entry.removesuffix(".txt.j2") for entry in templates.listing(templates.folder) if entry.endswith(".txt.j2"))
+        check.add(path, f"no {templates.folder.name}/{file} for `{name}`{_hint(name, texts)}; a draft's prompt and fallback are text templates named without `.txt.j2`" + (f"; text templates: {', '.join(texts)}" if texts else ""))
+        return
+    _check_template_file(file, templates, False, check, path[:-2], set(), email=False)
+
+
+def _check_drafts_reviewed(lp: LoadedPlaybook, templates: Templates, taint: draft_safety.Taint, problems: list[Problem]) -> None:
+    """The safety rule of section 12: an email that can read a draft value needs `approval`."""
+    check = _Checker(lp.file, lp.positions, problems)
+    schedule = lp.playbook.trigger_kind == "schedule"
+    for unsafe in draft_safety.unsafe_emails(lp.playbook, taint, templates):
+        check.add(unsafe.path + ("email",), draft_safety.refusal_message(unsafe, schedule))
 
 
 def summary(lp: LoadedPlaybook) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "get_environment",
     "render_edited",
     "render_email",
+    "render_text_file",
     "resolve_parts",
 ]
 
@@ -365,6 +366,18 @@ def render_email(
     resolved = resolve_parts(root, name, locales)
     with bounds.budget(seconds=seconds):
         return _render(root, resolved, context, unsubscribe_url)
+
+
+def render_text_file(templates_dir: Path | str, file: str, context: Mapping[str, object], *, seconds: float = bounds.RENDER_SECONDS) -> str:
+    """Render one plain-text template file of the folder (a `draft` step's prompt or fallback).
+
+    Raises:
+        TemplateRenderError: The file is missing, or failed to compile or render, or passed a
+            bound of :mod:`touchpoint.dsl.bounds`; the message names the template ``file:line``.
+    """
+    root = Path(templates_dir)
+    with bounds.budget(seconds=seconds):
+        return _render_part(get_environment(root), root, file, context).strip()
 
 
 EDIT_SUBJECT = "approval-edit.subject.j2"

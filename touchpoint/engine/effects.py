@@ -18,6 +18,7 @@ from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.runtime import (
     ApprovalInput,
     ApprovalResult,
+    DraftInput,
     EffectInput,
     EffectResult,
     NoteInput,
@@ -32,9 +33,11 @@ from touchpoint.dsl.runtime import (
 )
 from touchpoint.dsl.timing import earliest_free_slot
 from touchpoint.engine.people import stable_id, task_owner
-from touchpoint.engine.program import Effect, EffectDone
+from touchpoint.engine.program import CONFIGURATION_ERROR, Effect, EffectDone
 
 SIMULATED_UNSUBSCRIBE = "https://touchpoint.invalid/unsubscribe/simulated"
+LOCAL_DRAFT_TRIES = 3
+"""Calls a simulation makes to a real AI backend for one draft before it keeps the fallback."""
 
 
 def context_of(input: EffectInput, workspace_tz: str = "UTC", **extra: Any) -> dict[str, Any]:
@@ -106,14 +109,20 @@ def approval_task(input: ApprovalInput, link: str | None = None) -> TaskInput:
 class LocalEffects:
     """Performs effects in memory for a run without a server (see the module docstring)."""
 
-    def __init__(self, templates: Path) -> None:
+    def __init__(self, templates: Path, *, ai: Any = None, ai_name: str = "none") -> None:
         self.templates = templates
+        self.ai = ai
+        """The AI backend `draft` steps ask (None: the `none` backend, the default)."""
+        self.ai_name = ai_name
         self.slots: dict[str, dict[str, datetime]] = {}
         self.approvals: dict[str, dict[str, Any]] = {}
         """What each approval request rendered, by recipient (an edit renders anew)."""
 
     def perform(self, effect: Effect) -> EffectDone | None:
         """The answer to ``effect`` (None for `start_playbook`, which has none)."""
+        if effect.kind == "draft_text":
+            assert isinstance(effect.input, DraftInput)
+            return self.draft(effect.id, effect.input)
         try:
             result = self._perform(effect)
         except ex.ExpressionError as exc:
@@ -182,6 +191,29 @@ class LocalEffects:
         self.approvals[input.approval_id] = rendered
         task, _ = task_result(approval_task(input))
         return ApprovalResult(approval_id=input.approval_id, approver=input.approver, task_id=task.task_id, to=[r.recipient.email for r in input.recipients])
+
+    def draft(self, effect_id: str, input: DraftInput) -> EffectDone:
+        """A draft as the `draft_text` activity writes it; a real backend's transient errors are
+        tried `LOCAL_DRAFT_TRIES` times (waiting out its retry hint, at most 30 s)."""
+        import time
+
+        from touchpoint.ai.base import AiConfigurationError, AiTransientError
+        from touchpoint.ai.drafts import write_draft
+        from touchpoint.email.errors import TemplateError
+
+        backend = self.ai if input.use_model else None
+        for attempt in range(1, LOCAL_DRAFT_TRIES + 1):
+            try:
+                return EffectDone(id=effect_id, result=write_draft(input, self.templates, backend, self.ai_name))
+            except TemplateError as exc:
+                return EffectDone(id=effect_id, error=str(exc), error_type="Rejected")
+            except AiConfigurationError as exc:
+                return EffectDone(id=effect_id, error=str(exc), error_type=CONFIGURATION_ERROR)
+            except AiTransientError as exc:
+                if attempt == LOCAL_DRAFT_TRIES:
+                    return EffectDone(id=effect_id, error=str(exc), error_type="AiTransient")
+                time.sleep(min(exc.retry_after if exc.retry_after is not None else float(attempt), 30.0))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def reserve(self, input: ReserveSlotInput) -> datetime:
         """The store's cap rule (`earliest_free_slot`), per contact, in memory."""

@@ -73,8 +73,8 @@ def run_local(
 
     ``reload`` replaces the state between any two inputs (tests pass a JSON round trip: a run
     restored from its serialized state must go on exactly as if it had never stopped).
-    ``effects`` performs the run's effects (default: `LocalEffects` over ``templates``; the
-    forecast passes one that renders nothing).
+    ``effects`` performs the run's effects (default: `LocalEffects` over ``templates``, drafts by
+    `none`; the forecast passes one that renders nothing).
     """
     host = _LocalHost(program, account, effects or LocalEffects(templates), sink, warn)
     host.reload = reload

@@ -27,7 +27,8 @@ from touchpoint.dsl.schema import (
 from touchpoint.engine.state import PathPart
 
 EffectKind = Literal[
-    "send_email", "reserve_send_slot", "request_approval", "create_task", "add_note", "update_fields", "call_webhook", "start_playbook"
+    "send_email", "reserve_send_slot", "request_approval", "create_task", "add_note", "update_fields", "call_webhook", "draft_text",
+    "start_playbook",
 ]
 """The activities a run may ask for (their registered names), and `start_playbook`, which the
 host handles itself (it enrolls the account in another playbook)."""

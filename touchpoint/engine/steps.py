@@ -20,6 +20,7 @@ from touchpoint.dsl.runtime import (
     plain,
 )
 from touchpoint.dsl.schema import (
+    DraftStep,
     EmailStep,
     ExitStep,
     IfStep,
@@ -39,13 +40,14 @@ from touchpoint.dsl.schema import (
 )
 from touchpoint.dsl.timing import local_midnight
 from touchpoint.engine.approving import Approving
+from touchpoint.engine.drafting import Drafting
 from touchpoint.engine.people import variant_of
 from touchpoint.engine.program import CONFIGURATION_ERROR, EffectDone
 from touchpoint.engine.state import Frame, PathPart, Thread, Wait
 
 
-class Steps(Approving):
-    """The steps of the interpreter (on `Base`, `Emailing` and `Approving`)."""
+class Steps(Drafting, Approving):
+    """The steps of the interpreter (on `Base`, `Emailing`, `Approving` and `Drafting`)."""
 
     def _enter(self, thread: Thread, frame: Frame, step: StepBase, path: list[PathPart]) -> None:
         self._check_end(None)
@@ -139,6 +141,8 @@ class Steps(Approving):
             hook = step.webhook
             call = WebhookInput(**self._effect_fields(thread, path, name), url=hook.url, method=hook.method, json_body=hook.json_, headers=hook.headers)
             self._effect(thread, frame, "call_webhook", call)
+        elif isinstance(step, DraftStep):
+            self._draft(thread, frame, step, path, name)
         else:  # pragma: no cover - the registry of step kinds is closed
             raise RuntimeError(f"no rule for step kind {type(step).__name__}")
 
@@ -266,13 +270,16 @@ class Steps(Approving):
         name = self._name(path, step)
         frame.effect = None
         thread.wait = None
+        if done.error is not None and done.error_type == CONFIGURATION_ERROR:
+            # Only a human can fix this: pause, say why, and try the step again on resume.
+            self.state.status, self.state.paused_reason = "paused", f"{name}: {done.error}"
+            self._record(name, "paused", reason=done.error)
+            self._set_wait(thread, "paused")
+            return
+        if isinstance(step, DraftStep):
+            self._draft_done(thread, frame, step, path, name, done)
+            return
         if done.error is not None:
-            if done.error_type == CONFIGURATION_ERROR:
-                # Only a human can fix this: pause, say why, and try the step again on resume.
-                self.state.status, self.state.paused_reason = "paused", f"{name}: {done.error}"
-                self._record(name, "paused", reason=done.error)
-                self._set_wait(thread, "paused")
-                return
             self._failed(thread, frame, step, name, done.error)
             return
         if isinstance(step, TaskStep):
