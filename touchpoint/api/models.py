@@ -18,6 +18,7 @@ from zoneinfo import available_timezones
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from touchpoint.dsl.schema import EVENT_TYPE_RE
+from touchpoint.engine.migrate import Move
 
 # Every character any of Python, ECMAScript or Unicode calls white space.
 _SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
@@ -183,21 +184,6 @@ class MigrateBody(Strict):
     dry_run: bool = False
 
 
-class MovedRun(BaseModel):
-    """One run a migration found: where it stood, where it stands now (or would), or why it stays."""
-
-    run_id: str
-    account_id: str | None = None
-    playbook: str
-    status: str
-    from_version: str
-    to_version: str
-    from_step: str | None = None
-    to_step: str | None = None
-    moved: bool
-    reason: str | None = None
-
-
 class MigrationReport(BaseModel):
     """What a migration did (or, dry, would do)."""
 
@@ -206,7 +192,9 @@ class MigrationReport(BaseModel):
     dry_run: bool
     moved: int
     stayed: int
-    runs: list[MovedRun]
+    runs: list[Move]
+    """Every run found in flight on another version: where it stood, where it stands now (or
+    would), or why it stays."""
 
 
 class PersonBody(Strict):
