@@ -240,6 +240,9 @@ def project_runs(s: Session, projections: list[RunProjection]) -> None:
             scorecard=p.scorecard,
             paused_reason=p.paused_reason,
             waiting=p.waiting,
+            held_out=p.held_out,
+            enrolled_until=p.enrolled_until,
+            variant=p.variant,
         )
         for record in p.records:
             added = repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from touchpoint.dsl.durations import parse_duration
 from touchpoint.dsl.errors import ContractError, Problem
@@ -51,6 +51,8 @@ class Simulated:
     warnings: list[str] = field(default_factory=list)
     scorecard: dict[str, Any] | None = None
     vars: dict[str, Any] = field(default_factory=dict)
+    held_out: bool | None = None
+    """With a playbook `holdout`: whether the run was held out (None: no holdout)."""
 
 
 def load_account(path: Path, workspace: Workspace) -> AccountDoc:
@@ -156,6 +158,7 @@ def simulate(
     trigger_data: dict[str, Any] | None = None,
     sink: Callable[[StepRecord], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    holdout: Literal["in", "out"] | None = None,
 ) -> Simulated:
     """Run one playbook for one account until it ends or ``days`` have passed, without a server.
 
@@ -193,11 +196,13 @@ def simulate(
             sink=sink or records.append,
             warn=note,
             effects=effects,
+            holdout=holdout,
         )
     finally:
         if effects.ai is not None:
             effects.ai.close()
-    return Simulated(outcome=result.outcome, because=result.because, at=result.at, day=result.day, records=records, account=result.account, warnings=warnings, scorecard=result.state.scorecard, vars=result.state.vars)
+    held = result.state.held_out if playbook.holdout is not None else None
+    return Simulated(outcome=result.outcome, because=result.because, at=result.at, day=result.day, records=records, account=result.account, warnings=warnings, scorecard=result.state.scorecard, vars=result.state.vars, held_out=held)
 
 
 def _local_effects(templates: Path) -> LocalEffects:
@@ -363,8 +368,12 @@ def record_line(record: StepRecord, tz: str) -> str | None:
 
 
 def outcome_line(sim: Simulated, tz: str) -> str:
-    """The last `--json` line: ``{"outcome", "at", "day", "because"}``."""
-    return json.dumps({"outcome": sim.outcome, "at": sim.at.astimezone(zone(tz)).isoformat(timespec="seconds"), "day": sim.day, "because": sim.because}, ensure_ascii=False)
+    """The last `--json` line: ``{"outcome", "at", "day", "because"}``, and ``held_out`` for a
+    playbook with a `holdout` (extension)."""
+    line: dict[str, Any] = {"outcome": sim.outcome, "at": sim.at.astimezone(zone(tz)).isoformat(timespec="seconds"), "day": sim.day, "because": sim.because}
+    if sim.held_out is not None:
+        line["held_out"] = sim.held_out
+    return json.dumps(line, ensure_ascii=False)
 
 
 def timeline_json(sim: Simulated, tz: str) -> list[str]:

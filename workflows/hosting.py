@@ -83,6 +83,9 @@ class RunHost:
             "vars": run.vars,
             "scorecard": run.scorecard,
             "waiting": [w.model_dump(mode="json") for w in waiting_of(run)],
+            "held_out": run.held_out,
+            "enrolled_until": run.enrolled_until,
+            "variant": run.variant,
         }
 
     def _index(self) -> None:

@@ -29,6 +29,7 @@ def simulate(
     trigger_data: str | None = typer.Option(None, "--trigger-data", help="JSON object: `event.data` of the triggering event."),
     on_server: bool = typer.Option(False, "--on-server", help="Run on the time-skipping Temporal server with the real workflows."),
     manual: list[str] = typer.Option([], "--manual", help="With a folder: also start this manual playbook at the start (repeatable)."),
+    holdout: str | None = typer.Option(None, "--holdout", help="With a playbook `holdout`: `in` holds the run out, `out` treats it (default: the account's stable choice)."),
 ) -> None:
     """Run one playbook for one account until it ends or --days pass (90 days in milliseconds).
 
@@ -45,6 +46,12 @@ def simulate(
         return
     if manual:
         err.print("error: --manual takes a playbooks folder, not a file", markup=False)
+        raise typer.Exit(2)
+    if holdout not in (None, "in", "out"):
+        err.print(f"error: --holdout takes `in` or `out`, got {holdout!r}", markup=False)
+        raise typer.Exit(2)
+    if holdout is not None and on_server:
+        err.print("error: --holdout forces the choice in a simulation without a server; --on-server applies the stable choice", markup=False)
         raise typer.Exit(2)
     from touchpoint.dsl.runtime import StepRecord
     from touchpoint.simulate import outcome_line, parse_start, record_line, simulate_on_server, timeline_json
@@ -74,7 +81,7 @@ def simulate(
 
             tz = _zone_of(playbook_file, account)
             with cache.using():  # checked templates and holiday calendars from earlier runs
-                sim = run_simulation(playbook_file, account, events_file=events, start=begin, days=days, trigger_data=data, sink=stream if as_json else None, warn=warn)
+                sim = run_simulation(playbook_file, account, events_file=events, start=begin, days=days, trigger_data=data, sink=stream if as_json else None, warn=warn, holdout=holdout)  # type: ignore[arg-type]
     except ContractError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False, soft_wrap=True)
@@ -101,7 +108,8 @@ def simulate(
         rows.append([at, str(item["day"]), item["step"], item["action"], ", ".join(f"{k}={v}" for k, v in detail.items())])
     columns = [Column("at", key=True), Column("day", justify="right"), Column("step", key=True), Column("action"), Column("detail")]
     print_table(console, columns, rows, title=f"{sim.account.id}, times in {tz}")
-    console.print(f"outcome: [bold]{sim.outcome}[/] on day {sim.day} ({sim.because})")
+    held = {None: "", True: ", held out", False: ", treated"}[sim.held_out]
+    console.print(f"outcome: [bold]{sim.outcome}[/] on day {sim.day} ({sim.because}{held})")
 
 
 def _simulate_folder(folder: Path, account: Path, events: Path | None, start: str | None, days: int, as_json: bool, manual: list[str]) -> None:

@@ -86,6 +86,9 @@ class RunStatus(Data):
     scorecard: dict[str, Any] | None = None
     waiting: list[dict[str, Any]] = Field(default_factory=list)
     """What the run waits for: ``{step, kind, until, detail}`` per thread (`RunState` waits)."""
+    held_out: bool = False
+    enrolled_until: datetime | None = None
+    variant: str | None = None
     history: list[StepRecord] = Field(default_factory=list)
 
 
@@ -122,6 +125,9 @@ class RunProjection(Data):
     scorecard: dict[str, Any] | None = None
     paused_reason: str | None = None
     waiting: list[dict[str, Any]] = Field(default_factory=list)
+    held_out: bool = False
+    enrolled_until: datetime | None = None
+    variant: str | None = None
     position: int = 0
     records: list[StepRecord] = Field(default_factory=list)
 

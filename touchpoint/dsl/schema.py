@@ -518,6 +518,14 @@ def _reenroll(value: Any) -> Any:
     return value
 
 
+class Holdout(Model):
+    """`holdout: {percent, for}` (contract sections 3 and 13): a stable share of enrollments takes
+    no steps, and every run stays enrolled `for` that long so both arms are measured alike."""
+
+    percent: Annotated[float, Field(gt=0, lt=100)]
+    for_: PositiveDuration = Field(alias="for")
+
+
 class Playbook(Model):
     """One playbook file (contract section 3)."""
 
@@ -528,6 +536,7 @@ class Playbook(Model):
     reenroll: Annotated[str, BeforeValidator(_reenroll)] = "never"
     exit_when: Expr | None = None
     goal: Expr | None = None
+    holdout: Holdout | None = None
     audience: list[str] | None = None
     send_window: SendWindow | None = None
     scorecard: Scorecard | None = None

@@ -522,7 +522,7 @@ def _check_playbook(lp: LoadedPlaybook, project: Project, templates: Templates, 
                 check.add(("scorecard", "checkpoints", i, "day"), f"checkpoint day {checkpoint.day} is after the target's by_day {pb.scorecard.target.by_day}")
 
     if schedule:
-        for key in ("scorecard", "exit_when", "goal", "audience"):
+        for key in ("scorecard", "exit_when", "goal", "audience", "holdout"):
             if getattr(pb, key):
                 check.add((key,), f"`{key}` needs an account; a playbook with a `schedule` trigger runs once per tick over all accounts")
     step_ids: dict[str, YPath] = {}

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.runtime import EventIn, StartRequest, StepRecord, build_context
@@ -68,17 +68,19 @@ def run_local(
     warn: Callable[[str], None] | None = None,
     reload: Callable[[RunState], RunState] | None = None,
     effects: LocalEffects | None = None,
+    holdout: Literal["in", "out"] | None = None,
 ) -> LocalResult:
     """Run until the run ends or ``horizon`` has passed (then the outcome is ``running``).
 
     ``reload`` replaces the state between any two inputs (tests pass a JSON round trip: a run
     restored from its serialized state must go on exactly as if it had never stopped).
     ``effects`` performs the run's effects (default: `LocalEffects` over ``templates``, drafts by
-    `none`; the forecast passes one that renders nothing).
+    `none`; the forecast passes one that renders nothing). ``holdout`` forces a playbook
+    holdout's choice (``in``: held out, ``out``: treated); else it is the stable choice.
     """
     host = _LocalHost(program, account, effects or LocalEffects(templates), sink, warn)
     host.reload = reload
-    return host.run(start=start, horizon=horizon, trigger=trigger, events=events, run_id=run_id)
+    return host.run(start=start, horizon=horizon, trigger=trigger, events=events, run_id=run_id, holdout=holdout)
 
 
 class _LocalHost:
@@ -92,13 +94,13 @@ class _LocalHost:
         self.state: RunState | None = None
         self.reload: Callable[[RunState], RunState] | None = None
 
-    def run(self, *, start: datetime, horizon: timedelta, trigger: EventIn, events: Sequence[Scripted], run_id: str) -> LocalResult:
+    def run(self, *, start: datetime, horizon: timedelta, trigger: EventIn, events: Sequence[Scripted], run_id: str, holdout: Literal["in", "out"] | None = None) -> LocalResult:
         start = start.astimezone(UTC)  # the run's clock counts real hours: 7d is 168 h across DST
         self.now = start
         end = start + horizon
         script = sorted(enumerate(events), key=lambda item: (item[1].after, item[0]))
         trigger = trigger.model_copy(update={"at": trigger.at or start})
-        self.state, out = machine.start(self.program, self.account, run_id=run_id, event=trigger, now=start, simulation=True)
+        self.state, out = machine.start(self.program, self.account, run_id=run_id, event=trigger, now=start, simulation=True, holdout=holdout)
         self._absorb(out)
         position = 0
         while not self.state.ended:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import traceback
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from touchpoint.dsl.runtime import (
     Data,
@@ -30,8 +30,9 @@ from touchpoint.dsl.schema import (
 )
 from touchpoint.dsl.yamlpos import format_path
 from touchpoint.engine.base import STEP_BUDGET
+from touchpoint.engine.people import held_out
 from touchpoint.engine.program import EffectDone, Output, Program
-from touchpoint.engine.state import SEEN_LIMIT, Frame, RunState, Thread
+from touchpoint.engine.state import SEEN_LIMIT, Frame, RunState, Thread, Wait
 from touchpoint.engine.steps import Steps, advance_frame
 
 WARNED_LIMIT = 50
@@ -75,8 +76,14 @@ def start(
     event: EventIn,
     now: datetime,
     simulation: bool = False,
+    holdout: Literal["in", "out"] | None = None,
 ) -> tuple[RunState, Output]:
-    """A new run at its first step (it runs until it first waits or asks for an effect)."""
+    """A new run at its first step (it runs until it first waits or asks for an effect).
+
+    With a playbook `holdout`, the run is held out when the stable per-account choice says so
+    (``holdout`` forces it: ``in`` holds the run out, ``out`` treats it); a held-out run takes
+    no steps and waits out the `for` window, keeping its milestones and its goal and exit checks.
+    """
     playbook = program.playbook
     state = RunState(
         run_id=run_id,
@@ -92,6 +99,14 @@ def start(
     )
     if playbook.scorecard is not None:
         state.threads.append(Thread(name="card"))
+    if playbook.holdout is not None:
+        state.enrolled_until = now + playbook.holdout.for_
+        chosen = held_out(playbook.holdout.percent, account.id if account else run_id, playbook.playbook)
+        state.held_out = holdout == "in" if holdout is not None else chosen
+        if state.held_out:
+            # No steps, no checkpoints, no `by_day`: only the window, the milestones and the end checks.
+            state.threads = [Thread(name="main", wait=Wait(kind="time", until=state.enrolled_until, detail="held out"))]
+            state.judged = True
     machine = _Machine(program, state, account, now)
     machine.guarded(machine.begin)
     return state, machine.out
@@ -154,6 +169,9 @@ class _Machine(Steps):
             self.out.moved = True
 
     def begin(self) -> None:
+        if self.state.held_out:
+            self.state.step = "holdout"
+            self._record("holdout", "held_out", until=self.state.enrolled_until)
         self._score(None)
         self._check_end(None)
         self._drive()
@@ -281,7 +299,17 @@ class _Machine(Steps):
         if card is not None and state.judged and not card.frames:
             state.threads.remove(card)
         if main is None and state.judged:
-            self._end("completed", "the last step ran")
+            until = state.enrolled_until
+            if until is not None and until > self.now:
+                # A treated run stays enrolled, taking no more steps, until the holdout window ends.
+                state.threads.insert(0, Thread(name="main", wait=Wait(kind="time", until=until, detail="enrolled until the holdout window ends")))
+                state.step = "holdout"
+                self._record("holdout", "enrolled", until=until)
+                return
+            if state.held_out:
+                self._end("completed", "held out for the holdout window")
+            else:
+                self._end("completed", "the holdout window ended" if state.step == "holdout" else "the last step ran")
 
 
 

@@ -89,6 +89,13 @@ def stable_id(prefix: str, key: str) -> str:
     return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def held_out(percent: float, account: str, playbook: str) -> bool:
+    """A `holdout` choice, stable per account and playbook and independent of every `split`
+    (its own hash input): the account held out once stays held out when it re-enrolls."""
+    digest = hashlib.sha256(f"holdout|{account}|{playbook}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < percent / 100
+
+
 def variant_of(weights: dict[str, float], subject: str, playbook: str, step: str) -> str:
     """A `split` variant, stable per account: the same subject always lands in the same one."""
     digest = hashlib.sha256(f"{subject}|{playbook}|{step}".encode()).digest()

@@ -157,6 +157,17 @@ class RunState(Data):
     simulation: bool = False
     decisions: dict[str, Decisions] = Field(default_factory=dict)
     """Approval decisions that name a step, not a request (`touchpoint.engine.approving`)."""
+    held_out: bool = False
+    """The playbook's `holdout` chose this run: it takes no steps (contract section 13)."""
+    enrolled_until: datetime | None = None
+    """With a `holdout`: the end of its `for` window; the run stays enrolled until then."""
+    variants: dict[str, str] = Field(default_factory=dict)
+    """The `split` variants this run took, by split step (its id, else its path)."""
+
+    @property
+    def variant(self) -> str | None:
+        """The run's split variants as one label (``step=variant``, comma-separated), for analytics."""
+        return ",".join(f"{step}={variant}" for step, variant in self.variants.items()) or None
 
     @property
     def ended(self) -> bool:

@@ -94,6 +94,7 @@ class Steps(Drafting, Approving):
             subject = self.account.id if self.account else self.state.run_id
             variant = variant_of({k: v.weight for k, v in step.split.items()}, subject, self.playbook.playbook, name)
             self.state.vars[step.id or name] = variant
+            self.state.variants[step.id or name] = variant
             self._record(name, "split", variant=variant)
             self._push(thread, frame, [*path, "split", variant, "steps"])
         elif isinstance(step, RepeatStep):

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -141,6 +142,12 @@ class Run(Base):
     """What the run waits for: ``[{step, kind, until, detail}]`` (one per waiting thread)."""
     position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """The run's projection counter: a projection older than the row's is not written."""
+    held_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The playbook's `holdout` chose this run: it takes no steps (migration 0008)."""
+    enrolled_until: Mapped[dt.datetime | None]
+    """With a `holdout`: the end of its `for` window, within which goal rates are compared."""
+    variant: Mapped[str | None] = mapped_column(String)
+    """The `split` variants the run took: ``step=variant``, comma-separated."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
