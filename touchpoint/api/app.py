@@ -169,7 +169,7 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
         return model(
             id=r.id, workflow_id=r.workflow_id, playbook=r.playbook_id, version=r.version, account_id=r.account_id, status=r.status,
             step=r.step, outcome=r.outcome, started_at=r.started_at, ended_at=r.ended_at, paused_reason=r.paused_reason,
-            waiting=(r.waiting or []) if r.status != "ended" else [], waiting_text=words, **extra,
+            held_out=r.held_out, variant=r.variant, waiting=(r.waiting or []) if r.status != "ended" else [], waiting_text=words, **extra,
         )
 
     @app.get("/runs", dependencies=guarded, response_model=list[RunView], responses=error_responses(*denied, 422))

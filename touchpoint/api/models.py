@@ -280,6 +280,10 @@ class RunView(BaseModel):
     started_at: datetime
     ended_at: datetime | None = None
     paused_reason: str | None = None
+    held_out: bool = False
+    """The playbook's `holdout` chose this run: it takes no steps (contract section 13)."""
+    variant: str | None = None
+    """The `split` variants the run took: ``step=variant``, comma-separated."""
     waiting: list[Waiting] = Field(default_factory=list)
     """What the run waits for, one entry per waiting thread (its steps and its scorecard)."""
     waiting_text: str | None = None

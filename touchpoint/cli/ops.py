@@ -170,7 +170,7 @@ def status(
         runs: list[dict[str, Any]] = [
             {
                 "id": r.id, "workflow_id": r.workflow_id, "playbook": r.playbook_id, "version": r.version, "account_id": r.account_id,
-                "status": r.status, "step": r.step, "outcome": r.outcome, "paused_reason": r.paused_reason,
+                "status": r.status, "step": r.step, "outcome": r.outcome, "paused_reason": r.paused_reason, "held_out": r.held_out,
                 "waiting": waiting_words(r.waiting or [], zones.get(r.account_id or "", "UTC")) if r.status != "ended" else None,
                 "vars": dict(r.vars or {}), "scorecard": r.scorecard,
                 "history": [record_json(x) for x in repo.run_steps(s, r.id)],

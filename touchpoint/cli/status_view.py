@@ -48,6 +48,8 @@ def _print_run(console: Console, run: dict[str, Any]) -> None:
     facts: list[tuple[str, Text]] = [("run", Text(run["id"])), ("state", Text(state))]
     if run.get("paused_reason"):
         facts.append(("paused", Text(run["paused_reason"], style="yellow")))
+    if run.get("held_out"):
+        facts.append(("holdout", Text("held out: takes no steps until the holdout window ends")))
     if run.get("waiting"):
         facts.append(("waiting", Text(run["waiting"])))
     scorecard = run.get("scorecard")
