@@ -248,6 +248,8 @@ def project_runs(s: Session, projections: list[RunProjection]) -> None:
             added = repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq)
             if added and record.action == "email":
                 _count_email_line(s, p.playbook, record)
+        if p.events:
+            repo.record_events(s, [{"id": e.id, "account_id": e.account_id, "type": e.type, "at": e.at, "data": e.data} for e in p.events])
         decided = [record.model_dump() for record in p.records if record.action == "approval"]
         if decided or p.status == "ended":
             repo.settle_from_timeline(s, p.run_id, p.status == "ended", decided)

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from touchpoint.dsl import expressions as ex
     from touchpoint.dsl.durations import parse_duration
+    from touchpoint.dsl.listening import Listening
     from touchpoint.dsl.runtime import (
         EventIn,
         RunResult,
@@ -80,6 +81,8 @@ class AccountWorkflow(RunHost):
         self.moved: set[str] = set()
         self.result: RunResult | None = None
         """The first run, ended, for an account workflow that ends with it (`finish_after_run`)."""
+        self.unlogged: dict[str, list[EventIn]] = {}
+        self.listening: dict[str, Listening] = {}
         self.answers: dict[str, StartAnswer] = {}
         """What each start request did, by its run id, for the `start` update that waits for it."""
         self.awaiting: set[str] = set()
@@ -363,6 +366,8 @@ class AccountWorkflow(RunHost):
         for entry in state.index.triggers:
             if not entry.fires_on(event.type):
                 continue
+            if event.type in ("run.started", "run.ended") and event.data.get("playbook") == entry.playbook:
+                continue  # a playbook's own start or end never enrolls it again (no endless chain)
             context = build_context(account=state.account, event=event, run=None, now=now, tz=state.account.timezone or "UTC")
             try:
                 if not ex.is_true(entry.when, context):
@@ -440,3 +445,4 @@ class AccountWorkflow(RunHost):
         if self.state.simulation and self.state.script_base is None:
             self.state.script_base = run.started_at
         self._absorb(run, out)
+        self._run_event(run, "run.started")

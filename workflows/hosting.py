@@ -13,11 +13,13 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from touchpoint.dsl.listening import Listening, of_playbook
     from touchpoint.dsl.runtime import (
         ApprovalResult,
         DraftResult,
         EffectInput,
         EffectResult,
+        EventIn,
         RunResult,
         RunStatus,
         SendEmailResult,
@@ -29,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from touchpoint.engine.program import Effect, EffectDone, Output, Program
     from touchpoint.engine.state import RunState, waiting_of
     from workflows import names, search
-    from workflows.messages import AccountState, ProjectRuns, RunControl, RunProjection
+    from workflows.messages import AccountState, Envelope, ProjectRuns, RunControl, RunProjection
     from workflows.options import EFFECT_OPTIONS, OPTIONS_BY_KIND, STORE_OPTIONS
 
 TIMELINE_LIMIT = 20_000
@@ -60,6 +62,10 @@ class RunHost:
     unprojected: dict[str, list[StepRecord]]
     moved: set[str]
     result: RunResult | None
+    unlogged: dict[str, list[EventIn]]
+    """Per run, its engine events that nothing listens to: they ride on its next projection."""
+    listening: dict[str, Listening]
+    """What each program (``playbook@version``) listens to, worked out once per instance."""
 
     def now(self) -> datetime:
         """The account's clock: Temporal's time plus the simulation offset (zero in production)."""
@@ -152,8 +158,50 @@ class RunHost:
         try:
             answers = await asyncio.gather(*(self._call(effect) for effect in effects))
             self.inbox.extend((run_id, answer) for answer in answers)
+            run = self.state.runs.get(run_id)
+            for effect, answer in zip(effects, answers, strict=True):
+                sent = answer.result
+                if run is not None and isinstance(sent, SendEmailResult) and sent.status == "sent" and isinstance(effect.input, EffectInput):
+                    data = {"message_id": sent.message_id, "playbook": run.playbook, "step": effect.input.step, "template": sent.template, "to": sent.to}
+                    self._emit(run, "email.sent", data, f"{effect.input.key}:email.sent")
         finally:
             self.inflight -= 1
+
+    # ------------------------------------------------------------------ engine events
+
+    def _emit(self, run: RunState, type: str, data: dict[str, Any], id: str) -> None:
+        """An engine event of the run (contract section 9: `run.started`, `run.ended`,
+        `email.sent`): through the account's event path (stored, seen by its runs, may start a
+        playbook) when something of the account listens to its type, else only recorded in the
+        event log with the run's next projection, which costs no store step of its own."""
+        event = EventIn(id=id, type=type, account_id=self.state.account_id, at=self.now(), data=data)
+        if self._hears(type):
+            self.state.pending.append(Envelope(event=event))
+        elif not self.state.simulation:
+            self.unlogged.setdefault(run.run_id, []).append(event)
+            self.moved.add(run.run_id)
+
+    def _run_event(self, run: RunState, type: str) -> None:
+        data: dict[str, Any] = {"playbook": run.playbook, "version": run.version}
+        if type == "run.ended":
+            data["outcome"] = run.outcome
+        if run.enrolled_until is not None:  # the playbook has a holdout
+            data["held_out"] = run.held_out
+        self._emit(run, type, data, f"{run.run_id}:{type}")
+
+    def _hears(self, type: str) -> bool:
+        """Whether a deployed trigger names ``type`` or a run of this account can react to it."""
+        index = self.state.index
+        if index is not None and any(entry.fires_on(type) for entry in index.triggers):
+            return True
+        for run in self.state.runs.values():
+            key = f"{run.playbook}@{run.version}"
+            if key not in self.listening and key in self.programs:
+                self.listening[key] = of_playbook(self.programs[key].playbook)
+            listens = self.listening.get(key)
+            if listens is not None and (listens.every or type in listens.types):
+                return True
+        return False
 
     async def _call(self, effect: Effect) -> EffectDone:
         try:
@@ -170,7 +218,8 @@ class RunHost:
 
     def _projection(self, run: RunState) -> RunProjection:
         records = self.unprojected.pop(run.run_id, [])
-        return RunProjection(run_id=run.run_id, ended_at=run.ended_at, position=run.position, records=records, **self._where(run))
+        events = self.unlogged.pop(run.run_id, [])
+        return RunProjection(run_id=run.run_id, ended_at=run.ended_at, position=run.position, records=records, events=events, **self._where(run))
 
     def _take_projections(self) -> list[RunProjection]:
         """Projections of the runs that moved since the last store step (it carries them)."""
@@ -197,6 +246,8 @@ class RunHost:
         `_carrying`); else, or when a run ended, one local activity writes them.
         """
         ended = [run for run in self.state.runs.values() if run.ended]
+        for run in ended:
+            self._run_event(run, "run.ended")
         deferred = self.unstarted > 0 and not any(run.run_id in self.moved for run in ended)
         if self.moved and not self.state.simulation and not deferred:
             await workflow.execute_local_activity(names.PROJECT_RUNS, ProjectRuns(runs=self._take_projections()), **STORE_OPTIONS)

@@ -130,6 +130,9 @@ class RunProjection(Data):
     variant: str | None = None
     position: int = 0
     records: list[StepRecord] = Field(default_factory=list)
+    events: list[EventIn] = Field(default_factory=list)
+    """The run's engine events (`run.started`, `run.ended`, `email.sent`) that no playbook of the
+    account listens to: recorded in the account's event log with the projection, no store step."""
 
 
 class EffectInput(Data):
