@@ -65,7 +65,6 @@ from .console import (
     run_counts,
     runs_at_steps,
     search_accounts,
-    steps_reached,
     task_counts,
     timelines,
 )
@@ -195,7 +194,6 @@ __all__ = [
     "run_counts",
     "runs_at_steps",
     "search_accounts",
-    "steps_reached",
     "task_counts",
     "timelines",
 ]
