@@ -192,7 +192,8 @@ def playbook_analytics(s: Session, playbook_id: str, *, since: dt.date | None = 
     for v, step, bucket, n in gaps:
         histograms[v][step][int(bucket)] += int(n or 0)
         versions.setdefault(v, VersionAnalytics(version=v))
-    for v in metrics:
+    # The version asked for, else the current one, is shown even before any run took it.
+    for v in [*metrics, *([version] if version else [current.version] if current else [])]:
         versions.setdefault(v, VersionAnalytics(version=v))
     for v, found in versions.items():
         found.current = current is not None and current.version == v

@@ -44,12 +44,14 @@ def analytics(
         err.print(f"error: --since {since!r} is not a day: write it as YYYY-MM-DD, e.g. 2026-11-01", markup=False)
         raise typer.Exit(2) from None
     factory = _sessions()
-    with factory() as s:
-        try:
+    try:
+        with factory() as s:
             data = playbook_analytics(s, playbook, since=day, version=version)
-        except NotFound as exc:
-            err.print(f"error: {exc}", markup=False)
-            raise typer.Exit(1) from None
+    except NotFound as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        factory.kw["bind"].dispose()  # close PostgreSQL's connections now, not at interpreter exit
     if as_json:
         print(data.model_dump_json())
         return

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from touchpoint.analytics import VersionAnalytics, playbook_analytics
+from touchpoint.analytics import playbook_analytics
 from touchpoint.console import diagram
 from touchpoint.console.core import Console
 from touchpoint.dsl.schema import Milestone, Playbook
@@ -89,7 +89,7 @@ def add_pages(router: APIRouter, console: Console) -> None:
             at_steps = repo.runs_at_steps(s, playbook_id)
             # The same numbers as `touchpoint analytics PLAYBOOK --version V` (one function).
             numbers = playbook_analytics(s, playbook_id, version=deployment.version)
-            funnel = numbers.versions[0] if numbers.versions else VersionAnalytics(version=deployment.version)
+            (funnel,) = numbers.versions
             reached = {reach.step: reach.entered for reach in funnel.steps}
             in_flight = repo.find_runs(s, playbook_id=playbook_id, version=deployment.version, in_flight=True, limit=10_000)
             milestones = _milestones_done(playbook, in_flight)
