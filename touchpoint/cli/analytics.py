@@ -33,7 +33,7 @@ def analytics(
     {sent, held, not_sent, delivered, opened, clicked, bounced, unsubscribed}}]}], uplift:
     {method, treated: ARM, held_out: ARM, enough, points, low, high, sentence}}` where RUNS is
     `{enrolled, held_out, in_flight, outcomes: {outcome: n}, treated_ended, treated_converted,
-    goal_rate}` and ARM `{runs, reached_goal, rate}` (docs/cs-ops-guide.md, "Analytics").
+    goal_rate}` and ARM `{runs, reached_goal, rate}` (docs/playbook-reference.md, section 16).
     """
     from touchpoint.analytics import NotFound, playbook_analytics
     from touchpoint.cli.ops import _sessions
