@@ -6,7 +6,7 @@ flight), their timelines (about 5 lines a run) and 2,000,000 messages, with 300,
 events. The rows are seeded in bulk; the rollups are then counted by migration 0009's fill
 (`touchpoint.store.rollups.fill`), the same rules the store applies as rows arrive. Measured:
 `playbook_analytics` (all runs, `--since` 30 days, `--version`), the console's playbook page
-through the API app, and one live `project_runs` (a run moving on, with two new lines) on top.
+through the API app, and, as a note, one live `project_runs` (a run moving on, with two new lines) on top.
 
 The baseline is the same answer computed without rollups: a GROUP BY over `runs` and a count of
 distinct runs per step over `run_steps` (what the console's `steps_reached` did before).
@@ -189,7 +189,6 @@ async def run(accounts: int = 100_000, runs: int = 300_000, messages: int = 2_00
         Figure("playbook_analytics --since 30 days", "ms", recent, baseline, "lower"),
         Figure("playbook_analytics --version", "ms", one, baseline, "lower"),
         Figure("console playbook page", "ms", console_ms, baseline, "lower"),
-        Figure("project_runs, one run moving on (2 lines)", "ms", live, float("nan"), "lower"),
     ]
     scenario.met = max(whole, recent, one, console_ms) < 300
     scenario.notes = [
@@ -197,6 +196,7 @@ async def run(accounts: int = 100_000, runs: int = 300_000, messages: int = 2_00
         f"migration 0009's fill counted them in {filled:.0f} s",
         f"answer: {answer.totals.enrolled:,} enrolled, {answer.totals.held_out:,} held out, {answer.totals.in_flight:,} in flight; {answer.uplift.sentence}",
         "baseline: the same run and reach counts by GROUP BY over runs and run_steps (no rollups)",
+        f"one live project_runs at this volume (a run's row, two timeline lines and their counts): {live:.1f} ms",
     ]
     return scenario
 
