@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bench.common import Scenario, machine
 
-SCENARIOS = ("enrollment", "events", "latency", "parked", "migrate", "simulation", "validation", "sweep", "crm", "forecast")
+SCENARIOS = ("enrollment", "events", "latency", "parked", "migrate", "simulation", "validation", "sweep", "crm", "forecast", "analytics")
 DRILLS = ("worker-kills-sqlite", "worker-kills-postgresql", "stack-kills", "sendgrid-storm", "webhook-flaky", "crm-rate-limit")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,6 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mixed-events", type=int, help="events: 90%% quiet + 10%% listened (default 10000, quick 500)")
     parser.add_argument("--bare-events", type=int, help="events: bare-Temporal signals (default 2000, quick 200)")
     parser.add_argument("--forecast-accounts", type=int, help="forecast: accounts in the store (default 10000, quick 300)")
+    parser.add_argument("--analytics-runs", type=int, help="analytics: runs in PostgreSQL, with a third as many accounts and 6.7 messages a run (default 300000, quick 3000)")
     parser.add_argument("--one-worker", action="store_true", help="enrollment: skip the 2-worker-process run")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/<timestamp>.json)")
@@ -57,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only-drills", nargs="+", choices=DRILLS, default=list(DRILLS), help="with --drills: run only these drills")
     args = parser.parse_args(argv)
     defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "migrate": (10_000, 100), "resume": (2000, 100), "resume_wait": (10.0, 3.0), "sweep_accounts": (100_000, 2000), "crm_accounts": (10_000, 500),
-                "event_accounts": (200, 20), "quiet_events": (20_000, 1000), "listened_events": (2000, 200), "mixed_events": (10_000, 500), "bare_events": (2000, 200), "forecast_accounts": (10_000, 300)}
+                "event_accounts": (200, 20), "quiet_events": (20_000, 1000), "listened_events": (2000, 200), "mixed_events": (10_000, 500), "bare_events": (2000, 200), "forecast_accounts": (10_000, 300), "analytics_runs": (300_000, 3000)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -66,7 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scenario]:
     """Run the chosen scenarios one after the other (they would compete for the CPU otherwise)."""
-    from bench import crm, enroll, events, forecast, latency, migrate, parked, simulation, sweep, validation
+    from bench import analytics, crm, enroll, events, forecast, latency, migrate, parked, simulation, sweep, validation
 
     done: list[Scenario] = []
     for key in SCENARIOS:
@@ -90,6 +91,8 @@ async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scen
             scenario = await sweep.run(args.sweep_accounts)
         elif key == "crm":
             scenario = await crm.run(args.crm_accounts)
+        elif key == "analytics":
+            scenario = await analytics.run(args.analytics_runs // 3, args.analytics_runs, args.analytics_runs * 20 // 3)
         elif key == "forecast":
             scenario = forecast.run(args.forecast_accounts, sample=200 if args.forecast_accounts >= 1000 else 20)
         else:

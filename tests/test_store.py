@@ -119,7 +119,7 @@ def test_store_migrate_twice_is_a_noop(url: str) -> None:
         migrate(engine)
         migrate(url)
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0008"]
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0009"]
         assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
         with factory.begin() as s:
             assert get_account(s, "acme") is not None
@@ -141,7 +141,7 @@ def test_store_migrate_from_two_processes_at_once(url: str) -> None:
     try:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
-            assert versions.all() == ["0008"]
+            assert versions.all() == ["0009"]
     finally:
         engine.dispose()
 

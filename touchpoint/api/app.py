@@ -268,8 +268,9 @@ def create_app(settings: Settings, client: Client, sessions: sessionmaker[Sessio
             await send_event(client, queue, sessions, account_id, EventIn(type="email.unsubscribed", data={"to": email}))
         return f"<html><body><p>{html.escape(email)} will get no more emails from us.</p></body></html>"
 
-    from touchpoint.api import approvals, events, webhooks
+    from touchpoint.api import analytics, approvals, events, webhooks
 
+    app.include_router(analytics.make_router(sessions, error_responses, guarded, denied))
     app.include_router(events.make_router(client, queue, sessions, guarded=guarded, denied=denied))
     app.include_router(approvals.make_router(settings, client, sessions, error_responses, guarded, denied))
     app.include_router(webhooks.make_router(settings, client, sessions))

@@ -78,6 +78,9 @@ class _Outcome:
     sg_event_id: str
     suppress: repo.SuppressionReason | None = None
     events: list[tuple[str, EventIn]] = field(default_factory=list)
+    message_id: str | None = None
+    """Our message the event is about, when it names one we sent (analytics count it)."""
+    event_type: str | None = None
 
 
 def load_verifier(public_key_b64: str) -> Any:
@@ -197,6 +200,7 @@ def _plan(s: Session, batch: Sequence[Mapping[str, Any]]) -> list[_Outcome]:
             continue  # processed, deferred, group_resubscribe...: nothing for playbooks
         if kind == "click":
             detail["url"] = _text(event, "url")
+        outcome.message_id, outcome.event_type = (message.id if message else None), event_type
         data = {
             "message_id": message_id,
             "playbook": _text(event, "touchpoint_playbook") or (message.playbook_id if message else None),
@@ -243,12 +247,15 @@ def _suppress(
             repo.suppress(s, email, reason, "sendgrid")
 
 
-def _record(sessions: sessionmaker[Session], ids: Sequence[str]) -> None:
-    if not ids:
+def _record(sessions: sessionmaker[Session], done: Sequence[_Outcome]) -> None:
+    """Record the events processed, and count each new one in the analytics of its message's
+    step in the same transaction (a batch SendGrid retries counts nothing twice)."""
+    if not done:
         return
     with write_tx(sessions) as s:
-        for sg_id in ids:
-            repo.record_provider_event(s, sg_id)
+        for outcome in done:
+            if repo.record_provider_event(s, outcome.sg_event_id) and outcome.message_id and outcome.event_type:
+                repo.count_engagement(s, outcome.message_id, outcome.event_type)
 
 
 def make_router(settings: Settings, client: Client, sessions: sessionmaker[Session]) -> APIRouter:
@@ -333,7 +340,7 @@ def make_router(settings: Settings, client: Client, sessions: sessionmaker[Sessi
                         return
 
         await asyncio.gather(*(deliver(a, evs) for a, evs in by_account.items()))
-        done = [o.sg_event_id for o in outcomes if not any(a in failed for a, _ in o.events)]
+        done = [o for o in outcomes if not any(a in failed for a, _ in o.events)]
         await asyncio.to_thread(_record, sessions, done)
         if failed:
             raise HTTPException(

@@ -130,6 +130,7 @@ def main() -> None:
 def load_commands() -> None:
     """Register the commands defined in other modules (they import `app` from here)."""
     from touchpoint.cli import (  # noqa: F401
+        analytics,
         approvals,
         calibrate,
         events,

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from touchpoint.analytics import playbook_analytics
 from touchpoint.console import diagram
 from touchpoint.console.core import Console
 from touchpoint.dsl.schema import Milestone, Playbook
@@ -86,7 +87,10 @@ def add_pages(router: APIRouter, console: Console) -> None:
             current = repo.get_deployment(s, "playbook", playbook_id)
             playbook = console.playbook(deployment)
             at_steps = repo.runs_at_steps(s, playbook_id)
-            reached = repo.steps_reached(s, playbook_id, deployment.version)
+            # The same numbers as `touchpoint analytics PLAYBOOK --version V` (one function).
+            numbers = playbook_analytics(s, playbook_id, version=deployment.version)
+            (funnel,) = numbers.versions
+            reached = {reach.step: reach.entered for reach in funnel.steps}
             in_flight = repo.find_runs(s, playbook_id=playbook_id, version=deployment.version, in_flight=True, limit=10_000)
             milestones = _milestones_done(playbook, in_flight)
             versions: Counter[str] = Counter()
@@ -104,7 +108,7 @@ def add_pages(router: APIRouter, console: Console) -> None:
                 current_version=current.version if current else None, svg=svg, nodes=nodes,
                 in_flight=versions.get(deployment.version, 0), unplaced=versions.get(deployment.version, 0) - placed,
                 versions=sorted(versions.items(), key=lambda item: (item[0] != (current.version if current else ""), item[0])),
-                milestones=milestones, runs_total=len(in_flight),
+                milestones=milestones, runs_total=len(in_flight), funnel=funnel, uplift=numbers.uplift,
             )
 
     @router.get("/accounts")

@@ -89,6 +89,7 @@ from .repo import (
     upsert_account,
     upsert_run,
 )
+from .rollup_models import EngagementMark, GapRollup, RunRollup, StepRollup
 
 __all__ = [
     "CONTACT_FIELDS",
@@ -100,8 +101,10 @@ __all__ = [
     "Cursor",
     "DateTriggerFired",
     "Deployment",
+    "EngagementMark",
     "Event",
     "FieldUpdate",
+    "GapRollup",
     "HealthScore",
     "Ledger",
     "LedgerStatus",
@@ -109,8 +112,10 @@ __all__ = [
     "Note",
     "ProviderEvent",
     "Run",
+    "RunRollup",
     "RunStep",
     "SendSlot",
+    "StepRollup",
     "Suppression",
     "SuppressionReason",
     "Task",

@@ -83,15 +83,20 @@ def _check_fields(model: type[Base], fields: Mapping[str, Any]) -> None:
 
 
 def _add_once(s: Session, model: type[_M], fields: Mapping[str, Any]) -> _M:
-    # A retried activity passes the same ledger key: hand back the row it stored the first time.
+    return _add_new(s, model, fields)[0]
+
+
+def _add_new(s: Session, model: type[_M], fields: Mapping[str, Any]) -> tuple[_M, bool]:
+    # A retried activity passes the same ledger key: hand back the row it stored the first time
+    # (and False: nothing new was added).
     _check_fields(model, fields)
     key = fields.get("ledger_key")
     if key is not None:
         column = model.__table__.columns["ledger_key"]
         existing = s.scalars(select(model).where(column == key)).first()
         if existing is not None:
-            return existing
+            return existing, False
     row = model(**fields)
     s.add(row)
     s.flush()
-    return row
+    return row, True

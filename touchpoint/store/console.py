@@ -115,17 +115,6 @@ def runs_at_steps(s: Session, playbook_id: str) -> dict[tuple[str, str | None], 
     return {(version, step): int(n) for version, step, n in s.execute(query)}
 
 
-def steps_reached(s: Session, playbook_id: str, version: str) -> dict[str, int]:
-    """How many runs of that version have a timeline line at each step (any time, ended too)."""
-    query = (
-        select(RunStep.step, func.count(func.distinct(RunStep.run_id)))
-        .join(Run, Run.id == RunStep.run_id)
-        .where(Run.playbook_id == playbook_id, Run.version == version)
-        .group_by(RunStep.step)
-    )
-    return {step: int(n) for step, n in s.execute(query)}
-
-
 def find_runs(
     s: Session,
     *,

@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session
 
 from touchpoint.dsl.timing import earliest_free_slot
 
+from . import rollups
 from .columns import jsonable
 from .common import (
     LEDGER_STATUSES,
     SUPPRESSION_REASONS,
     LedgerStatus,
     SuppressionReason,
+    _add_new,
     _add_once,
     _aware,
     insert_ignore,
@@ -81,11 +83,15 @@ def ledger_finish(s: Session, key: str, status: LedgerStatus, result: Any = None
 def add_message(s: Session, **fields: Any) -> Message:
     """Record an email (sent, failed, skipped, suppressed or uncertain).
 
-    With a ``ledger_key`` already recorded, returns the stored message instead (retry-safe).
+    With a ``ledger_key`` already recorded, returns the stored message instead (retry-safe);
+    a new message counts in the analytics rollups of its step.
     """
     if isinstance(fields.get("to_email"), str):
         fields["to_email"] = normalize_email(fields["to_email"])
-    return _add_once(s, Message, fields)
+    message, added = _add_new(s, Message, fields)
+    if added:
+        rollups.count_message(s, message)
+    return message
 
 
 def get_message(s: Session, id: str) -> Message | None:

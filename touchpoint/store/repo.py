@@ -6,7 +6,7 @@ repeat on retry are idempotent: they are keyed (event id, ledger key, provider e
 a repeat returns what the first call stored instead of raising.
 
 The functions live in one module per area (`accounts`, `deployments`, `runs`, `delivery`,
-`approvals`, `bookkeeping`; `health`, `triggers` and `reviews` hold the batch queries; `console` the console's
+`approvals`, `bookkeeping`, `rollups`; `health`, `triggers` and `reviews` hold the batch queries; `console` the console's
 read-only counts and searches); this module is the one name callers use for the per-row ones
 (`repo.get_run`, `repo.add_task`, ...) and the console's.
 """
@@ -65,7 +65,6 @@ from .console import (
     run_counts,
     runs_at_steps,
     search_accounts,
-    steps_reached,
     task_counts,
     timelines,
 )
@@ -101,6 +100,7 @@ from .deployments import (
     undeploy,
 )
 from .events import event_log, get_event, record_events
+from .rollups import count_engagement
 from .runs import (
     add_run_step,
     count_runs_on_older_versions,
@@ -131,6 +131,7 @@ __all__ = [
     "add_run_step",
     "add_task",
     "complete_task",
+    "count_engagement",
     "contacts_by_account",
     "count_runs_on_older_versions",
     "current_deployments",
@@ -193,7 +194,6 @@ __all__ = [
     "run_counts",
     "runs_at_steps",
     "search_accounts",
-    "steps_reached",
     "task_counts",
     "timelines",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from . import rollups
 from .columns import jsonable
 from .common import (
     _check_fields,
@@ -48,6 +49,7 @@ def upsert_run(s: Session, **fields: Any) -> Run:
         if name in fields:
             fields[name] = jsonable(fields[name])
     run = s.get(Run, run_id)
+    counted = None
     if run is None:
         missing = [f for f in _NEW_RUN_FIELDS if fields.get(f) is None]
         if missing:
@@ -55,9 +57,11 @@ def upsert_run(s: Session, **fields: Any) -> Run:
         run = Run(**fields)
         s.add(run)
     else:
+        counted = rollups.run_key(run)
         for name, value in fields.items():
             setattr(run, name, value)
     s.flush()
+    rollups.move_run(s, counted, rollups.run_key(run))
     return run
 
 
@@ -72,7 +76,12 @@ def add_run_step(
     *,
     seq: int | None = None,
 ) -> bool:
-    """Append a line to the run's timeline; with ``seq``, once (False if it is there already)."""
+    """Append a line to the run's timeline; with ``seq``, once (False if it is there already).
+
+    A line inserted counts in the analytics rollups of its run (`rollups.count_line`).
+    """
+    run = s.get(Run, run_id)
+    prior = rollups.timeline(s, run_id) if run is not None else []
     values = {
         "run_id": run_id,
         "at": at,
@@ -85,8 +94,11 @@ def add_run_step(
     if seq is None:
         s.add(RunStep(**values))
         s.flush()
-        return True
-    return insert_ignore(s, RunStep, values)
+    elif not insert_ignore(s, RunStep, values):
+        return False
+    if run is not None:
+        rollups.count_line(s, run, prior, rollups.Line(step, action, values["detail"], at))
+    return True
 
 
 def project_run(s: Session, *, id: str, position: int, **fields: Any) -> bool:
