@@ -34,7 +34,7 @@ from touchpoint.engine.program import Program
 if TYPE_CHECKING:
     from temporalio.testing import WorkflowEnvironment
 
-HIDDEN_ACTIONS = ("milestone", "repeat", "warning")
+HIDDEN_ACTIONS = ("milestone", "repeat", "warning", "skipped")
 """Timeline lines that are not steps: kept in the run's history, not printed by `simulate`."""
 
 

@@ -152,6 +152,8 @@ class Base:
         self.state.recorded += 1
         record = StepRecord(at=self.now, day=run_day(self.state.started_at, self.now), step=step, action=action, detail=plain(detail), seq=self.state.recorded)
         self.out.records.append(record)
+        if action == "skipped":
+            return  # in the timeline the host keeps; the state's recent lines are steps that ran
         recent = self.state.recent
         recent.append(record)
         if len(recent) > RECENT_LIMIT:

@@ -27,6 +27,19 @@ RECENT_LIMIT = 10
 PathPart = str | int
 
 
+def _none(value: Any) -> bool:
+    return value is None
+
+
+def _unset(default: Any = None) -> Any:
+    """A field left out of the serialized state while it holds its default (None, False or
+    empty): most frames and runs never use most fields, and the state travels in every
+    continue-as-new and query."""
+    if default is None:
+        return Field(default=None, exclude_if=_none)
+    return Field(default_factory=type(default), exclude_if=lambda value: not value) if isinstance(default, (dict, list)) else Field(default=default, exclude_if=lambda value: value == default)
+
+
 class Part(Data):
     """One recipient of an email step, on its way through window, cap and send."""
 
@@ -91,15 +104,15 @@ class Frame(Data):
     path: list[PathPart]
     index: int = 0
     phase: Literal["enter", "wait", "effect", "inside", "between", "email", "after"] = "enter"
-    until: datetime | None = None
-    effect: str | None = None
-    round: int | None = None
-    round_start: datetime | None = None
-    task_id: str | None = None
-    due_at: datetime | None = None
-    recorded: bool = False
-    parts: list[Part] | None = None
-    approval: Hold | None = None
+    until: datetime | None = _unset()
+    effect: str | None = _unset()
+    round: int | None = _unset()
+    round_start: datetime | None = _unset()
+    task_id: str | None = _unset()
+    due_at: datetime | None = _unset()
+    recorded: bool = _unset(False)
+    parts: list[Part] | None = _unset()
+    approval: Hold | None = _unset()
 
 
 class Wait(Data):
@@ -157,11 +170,11 @@ class RunState(Data):
     simulation: bool = False
     decisions: dict[str, Decisions] = Field(default_factory=dict)
     """Approval decisions that name a step, not a request (`touchpoint.engine.approving`)."""
-    held_out: bool = False
+    held_out: bool = _unset(False)
     """The playbook's `holdout` chose this run: it takes no steps (contract section 13)."""
-    enrolled_until: datetime | None = None
+    enrolled_until: datetime | None = _unset()
     """With a `holdout`: the end of its `for` window; the run stays enrolled until then."""
-    variants: dict[str, str] = Field(default_factory=dict)
+    variants: dict[str, str] = _unset({})
     """The `split` variants this run took, by split step (its id, else its path)."""
 
     @property

@@ -60,6 +60,9 @@ class Steps(Drafting, Approving):
             return
         try:
             if not self._check(step.when):
+                # Kept in the run's history (analytics count it as skipped by `when`); `simulate`
+                # prints only steps that ran.
+                self._record(name, "skipped", status="skipped", because="when")
                 frame.phase = "after"
                 return
         except ex.ExpressionError as exc:
