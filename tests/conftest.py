@@ -245,8 +245,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         _spawned_by.setdefault(pid, item.nodeid)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Last, so that under pytest-xdist the controller has shut its workers down first (each
+    # worker checks the processes its own tests started).
     if not sys.platform.startswith("linux"):
         return
     import signal
