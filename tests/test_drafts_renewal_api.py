@@ -104,7 +104,8 @@ async def test_drafts_renewal_api_the_plan_reaches_the_champion_only_after_the_c
 
             decided = await api.post(f"/approvals/{request.id}", json={"decision": "approved"})
             assert decided.status_code == 200, decided.text
-            sent = await until(lambda: [m for m in sessions_do(lambda s: repo.list_messages(s, run_id=run_id)) if m.step == "plan_email"])
+            # Each recipient's email is its own activity: wait until both are written (or time out).
+            sent = await until(lambda: len(found := [m for m in sessions_do(lambda s: repo.list_messages(s, run_id=run_id)) if m.step == "plan_email"]) >= 2 and found)
             assert {m.to_email for m in sent} == {"marge@globex.example", "hank@globex.example"}
             assert {m.subject for m in sent} == {f"A plan for Globex Corporation: {OBJECTIVE}"}
             await server.client.get_workflow_handle(f"account/{account['id']}").terminate("test finished")
