@@ -65,7 +65,7 @@ from touchpoint.dsl.sweep_models import (
     sweep_cursor_name,
     trigger_moment,
 )
-from touchpoint.dsl.timing import zone
+from touchpoint.dsl.timing import as_date
 from touchpoint.ingest import start_request
 from touchpoint.store import repo, triggers
 from workflows import names
@@ -281,16 +281,7 @@ def _date_value(plan: _Plan, account: AccountDoc, now: datetime, tz: str) -> dat
     except ex.ExpressionError as exc:
         _warn("date trigger of %s for account %s: %s", plan.playbook, account.id, exc)
         return None
-    if isinstance(value, datetime):
-        return value.astimezone(zone(tz)).date() if value.tzinfo else value.date()
-    if isinstance(value, date):
-        return date(value.year, value.month, value.day)
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
+    return as_date(value, tz)
 
 
 def _moment(value: date, plan: _Plan, tz: str) -> datetime | None:

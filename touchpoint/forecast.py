@@ -45,7 +45,7 @@ from touchpoint.dsl.runtime import (
     build_context,
 )
 from touchpoint.dsl.schema import AccountDoc, DateTrigger, Playbook, ScheduleTrigger, Workspace
-from touchpoint.dsl.timing import zone
+from touchpoint.dsl.timing import as_date, zone
 from touchpoint.engine.effects import LocalEffects
 from touchpoint.engine.local import Scripted, run_local
 from touchpoint.engine.people import stable_id, task_owner
@@ -309,7 +309,7 @@ def _date_enrollment(playbook: Playbook, trigger: DateTrigger, account: AccountD
     from touchpoint.dsl.sweep_models import catch_up_reach, trigger_moment
 
     context = build_context(account=account, event=None, run=None, now=start, tz=tz, names=ex.root_names(trigger.date))
-    value = _as_date(ex.evaluate(trigger.date, context), tz)
+    value = as_date(ex.evaluate(trigger.date, context), tz)
     if value is None:
         return None
     try:
@@ -324,19 +324,6 @@ def _date_enrollment(playbook: Playbook, trigger: DateTrigger, account: AccountD
         return None
     data = {"playbook": playbook.playbook, "date": value.isoformat(), "offset": format_duration(trigger.offset)}
     return at, EventIn(type="date.reached", account_id=account.id, at=at, data=data)
-
-
-def _as_date(value: Any, tz: str) -> date | None:
-    """A date trigger's value as a date, as the date sweep reads it."""
-    if isinstance(value, datetime):
-        return value.astimezone(zone(tz)).date() if value.tzinfo else value.date()
-    if isinstance(value, date):
-        return date(value.year, value.month, value.day)
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
     return None
 
 

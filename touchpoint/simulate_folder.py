@@ -186,7 +186,8 @@ def _dated(playbook: Playbook, trigger: DateTrigger, account: AccountDoc, tz: st
     or why it makes none."""
     from touchpoint.dsl.durations import format_duration
     from touchpoint.dsl.sweep_models import trigger_moment
-    from touchpoint.forecast import _as_date, _date_enrollment
+    from touchpoint.dsl.timing import as_date
+    from touchpoint.forecast import _date_enrollment
 
     what = f"`{trigger.date}` {format_duration(trigger.offset)}"
     try:
@@ -195,7 +196,7 @@ def _dated(playbook: Playbook, trigger: DateTrigger, account: AccountDoc, tz: st
             at, event = found
             return TimedStart(at=at, playbook=playbook.playbook, event=event, when=trigger.when)
         context = build_context(account=account, event=None, run=None, now=start, tz=tz, names=ex.root_names(trigger.date))
-        value = _as_date(ex.evaluate(trigger.date, context), tz)
+        value = as_date(ex.evaluate(trigger.date, context), tz)
     except ex.ExpressionError as exc:
         return f"date trigger {what} failed: {exc}"
     if value is None:

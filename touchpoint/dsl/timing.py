@@ -21,6 +21,21 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+def as_date(value: object, tz: str) -> date | None:
+    """A date trigger's value as a calendar date in ``tz`` (None when it is no date): what the
+    date sweep and the forecast both read."""
+    if isinstance(value, datetime):
+        return value.astimezone(zone(tz)).date() if value.tzinfo else value.date()
+    if isinstance(value, date):
+        return date(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
 #: Where a command keeps holiday calendars between runs (`touchpoint.cache.enable` sets it); None
 #: in workers, the API and workflow code, which compute them in memory.
 calendar_store: Callable[[str, int, Callable[[], frozenset[date]]], frozenset[date]] | None = None
