@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.workflow import SandboxImportNotificationPolicy
 
@@ -110,6 +110,7 @@ def build_worker(
     *,
     task_queue: str,
     strict_imports: bool = False,
+    sandbox: bool = False,
     max_cached_workflows: int = 1000,
     fail_fast: bool = False,
     build_id: str | None = None,
@@ -122,7 +123,14 @@ def build_worker(
         client: Connected with the pydantic data converter.
         deps: The activities' store and backends.
         task_queue: The queue to poll.
-        strict_imports: Fail a workflow task on any import not passed through (tests, CI).
+        strict_imports: Run workflows in the SDK's sandbox and fail a workflow task on any
+            import not passed through (the tests and the replay tests).
+        sandbox: Run workflows in the SDK's sandbox (`TOUCHPOINT_WORKFLOW_SANDBOX`). Off by
+            default: the sandbox re-imports the account workflow's module for every new account
+            and wraps every activation, about 15% of a worker's CPU per enrollment (README,
+            "Benchmarks"). Its value is catching non-deterministic calls in workflow code, which
+            the tests and the replay of recorded histories do with it on (``strict_imports``);
+            playbooks never run Python, so it guards no user input.
         max_cached_workflows: Bounds worker memory; evicted runs replay from history.
         fail_fast: Fail workflows on unexpected exceptions instead of retrying the task (tests).
         build_id: Skips the SDK's hashing of every loaded module (0.2 s) where no versioning
@@ -133,7 +141,9 @@ def build_worker(
     """
     if deps.client is None:
         deps.client = client
-    runner: WorkflowRunner = sandbox_runner(strict_imports=strict_imports)
+    runner: WorkflowRunner = (
+        sandbox_runner(strict_imports=strict_imports) if strict_imports or sandbox else UnsandboxedWorkflowRunner()
+    )
     return Worker(
         client,
         task_queue=task_queue,

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.render import context_of, render
-from activities.store import write_carried
+from activities.store import project_runs, write_carried
 from touchpoint.dsl.expressions import ExpressionError
 from touchpoint.dsl.runtime import EffectInput, EffectResult, NoteInput, TaskInput, TaskResult, UpdateInput
 from touchpoint.engine.effects import task_result, update_values
@@ -49,18 +49,23 @@ class CrmActivities:
         The owner is the account's CSM (or owner, or an address); without one, the
         workspace's ``crm.fallback_owner``. When the CRM has no active user with the
         owner's email, the task is created again for the fallback owner (or unassigned
-        without one), and its notes say so.
+        without one), and its notes say so. The run projections it carries are written first
+        when a CRM is called (where the run stands shows while it answers), else with the task.
         """
-        await write_carried(self.deps, input)
+        remote = self.deps.crm_backend is not None and input.account is not None and not input.simulation
+        if remote:
+            await write_carried(self.deps, input)
         try:
             planned, notes = task_result(input)
         except ExpressionError as exc:
+            if not remote:
+                await write_carried(self.deps, input)  # the lines it carries outlive the failed step
             raise ApplicationError(str(exc), type="Rejected", non_retryable=True) from None
         title = planned.title
         owner, owner_note = planned.owner, planned.owner_note
         task_id = planned.task_id
         crm_id = None
-        if self.deps.crm_backend is not None and input.account is not None and not input.simulation:
+        if remote:
             from touchpoint.crm.errors import CrmError, CrmUnknownOwner
 
             # The owner, then the fallback owner, then nobody (the CRM's default owner).
@@ -88,6 +93,8 @@ class CrmActivities:
         notes = with_note(notes, owner_note)
 
         def work(s: Session) -> None:
+            if not remote and input.projections and not input.simulation:
+                project_runs(s, input.projections)
             repo.add_task(
                 s,
                 id=task_id,

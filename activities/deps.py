@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from touchpoint.config import Settings
-from touchpoint.store import make_engine, migrate, session_factory, write_tx
+from touchpoint.store import GroupWriter, is_sqlite, make_engine, migrate, session_factory, write_tx
 
 T = TypeVar("T")
 
@@ -45,6 +45,7 @@ class Deps:
     account workflows (sweeps, health recompute, CRM sync) use it."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _ai: Any = None
+    _writer: GroupWriter | None = None
 
     def ai_backend(self) -> Any:
         """The AI backend `TOUCHPOINT_AI_BACKEND` names, made on first use (None for `none`).
@@ -84,7 +85,16 @@ class Deps:
         )
 
     async def db(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one committed write transaction, in a thread (the store is synchronous)."""
+        """Run ``work`` in one committed write transaction, in a thread (the store is synchronous).
+
+        On SQLite the worker's writes go through one `GroupWriter` thread: ``work`` runs in a
+        savepoint of a transaction it may share with other activities' writes (group commit),
+        and this returns once that transaction has committed.
+        """
+        if is_sqlite(self.sessions):
+            if self._writer is None:
+                self._writer = GroupWriter(self.sessions)
+            return await asyncio.wrap_future(self._writer.submit(work))
 
         def run() -> T:
             # BEGIN IMMEDIATE on SQLite: a deferred transaction that reads and then writes fails at
@@ -106,6 +116,9 @@ class Deps:
 
     async def close(self) -> None:
         """Release backends and the engine."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.close)
         closer = getattr(self.crm_backend, "aclose", None)
         if closer:
             await closer()

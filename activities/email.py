@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
 from activities.render import context_of
-from activities.store import write_carried
+from activities.store import project_runs
 from touchpoint.dsl.runtime import Recipient, ReserveSlotInput, SendEmailInput, SendEmailResult
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, write_tx
@@ -104,13 +104,14 @@ class EmailActivities:
 
     @activity.defn(name=names.SEND_EMAIL)
     async def send_email(self, input: SendEmailInput) -> SendEmailResult:
-        """Render and send one email to one recipient, once."""
-        await write_carried(self.deps, input)
-        return await self.deliver(input)
+        """Render and send one email to one recipient, once (the run projections it carries are
+        written in the transaction that reserves the send)."""
+        return await self.deliver(input, carried=True)
 
-    async def deliver(self, input: SendEmailInput, context: dict[str, Any] | None = None) -> SendEmailResult:
+    async def deliver(self, input: SendEmailInput, context: dict[str, Any] | None = None, *, carried: bool = False) -> SendEmailResult:
         """Render and send once; ``context`` adds names that must not travel in the input
-        (a schedule run's `accounts` and `changes` come from the store, not from history)."""
+        (a schedule run's `accounts` and `changes` come from the store, not from history);
+        ``carried`` writes the input's run projections (`write_carried`) in the first transaction."""
         from touchpoint.email.errors import (
             EmailConfigurationError,
             RecipientRejected,
@@ -126,6 +127,8 @@ class EmailActivities:
         backend_name = getattr(backend, "name", "outbox")
 
         def check(s: Session) -> SendEmailResult | None:
+            if carried and input.projections and not input.simulation:
+                project_runs(s, input.projections)
             found = repo.ledger_get(s, input.key)
             if found is not None and found.status in ("done", "skipped"):
                 return SendEmailResult.model_validate(found.result)

@@ -454,3 +454,83 @@ def test_store_frequency_cap_holds_under_concurrency(factory: sessionmaker[Sessi
         assert sum(start <= at < start + WEEK for at in slots) <= cap
     # Everyone wanted T0, so the slots pack tightly: two per week.
     assert slots == [T0 + WEEK * (i // cap) for i in range(workers * per_worker)]
+
+
+def test_store_group_writer_commits_units_together_and_fails_one_alone(tmp_path: Path) -> None:
+    """Units share a transaction; a unit that raises is rolled back alone and its caller gets the
+    exception; results (and `on_commit` hooks) come only after the commit; each unit runs in its
+    caller's context."""
+    import contextvars
+
+    from touchpoint.store import GroupWriter, on_commit
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'group.db'}")
+    migrate(engine)
+    factory = session_factory(engine)
+    writer = GroupWriter(factory)
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    committed: list[str] = []
+    hold = threading.Event()
+
+    def blocker(s: Session) -> None:
+        hold.wait(10)  # the next units queue behind it and go in one batch
+
+    def good(account_id: str) -> object:
+        def work(s: Session) -> str:
+            upsert_account(s, _account(account_id), [])
+            on_commit(s, lambda: committed.append(account_id))
+            return who.get()
+
+        return work
+
+    def bad(s: Session) -> None:
+        upsert_account(s, _account("bad"), [])
+        on_commit(s, lambda: committed.append("bad"))
+        raise ValueError("this unit fails")
+
+    first = writer.submit(blocker)
+    futures = []
+    for name in ("a", "b"):
+        token = who.set(f"caller-{name}")
+        futures.append(writer.submit(good(name)))  # type: ignore[arg-type]
+        who.reset(token)
+    failing = writer.submit(bad)
+    last = writer.submit(good("c"))  # type: ignore[arg-type]
+    assert not futures[0].done() and committed == []
+    hold.set()
+    first.result(10)
+    assert [f.result(10) for f in futures] == ["caller-a", "caller-b"]
+    with pytest.raises(ValueError, match="this unit fails"):
+        failing.result(10)
+    assert last.result(10) == "nobody"
+    assert committed == ["a", "b", "c"]
+    with factory() as s:
+        assert get_account(s, "bad") is None
+        assert all(get_account(s, name) is not None for name in ("a", "b", "c"))
+    writer.close()
+    engine.dispose()
+
+
+def test_store_group_writer_fails_every_unit_when_the_commit_fails(tmp_path: Path) -> None:
+    """Nothing is reported done unless its batch committed: a deferred constraint that fails at
+    COMMIT fails each unit of the batch, and none of their rows is stored."""
+    from touchpoint.store import GroupWriter
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'fail.db'}")
+    migrate(engine)
+    factory = session_factory(engine)
+    writer = GroupWriter(factory)
+
+    def unit(s: Session) -> None:
+        upsert_account(s, _account("x"), [])
+        # A deferred foreign key is checked at COMMIT: an orphan fails the whole transaction.
+        s.execute(text("PRAGMA defer_foreign_keys=ON"))
+        s.execute(text("INSERT INTO contacts (account_id, email) VALUES ('missing', 'x@example.com')"))
+
+    future = writer.submit(unit)
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        future.result(10)
+    with factory() as s:
+        assert get_account(s, "x") is None
+    writer.close()
+    engine.dispose()

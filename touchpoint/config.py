@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=200, ge=1)
     shutdown_grace: float = Field(default=30.0, ge=0)
     """Seconds a stopping worker lets running activities finish before cancelling them."""
+    workflow_sandbox: bool = False
+    """Run workflows in the SDK's sandbox (the tests always do; off by default for speed: see `worker.build_worker`)."""
     metrics_bind: str | None = None
     """host:port of a worker's `/metrics`, `/healthz` and `/readyz` (none unless set)."""
     log_format: Literal["json", "human"] | None = None

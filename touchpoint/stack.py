@@ -124,7 +124,7 @@ async def _running(settings: Settings, project: Project) -> AsyncIterator[LocalS
             server = _EmbeddedServer(uvicorn.Config(app, host=api_host, port=api_port, log_config=None, log_level="warning", lifespan="off"))
             serving = asyncio.create_task(server.serve())
             try:
-                async with build_worker(client, deps, task_queue=settings.task_queue):
+                async with build_worker(client, deps, task_queue=settings.task_queue, sandbox=settings.workflow_sandbox):
                     while not server.started and not serving.done():
                         await asyncio.sleep(0.02)
                     if serving.done():

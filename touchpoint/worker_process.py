@@ -136,6 +136,7 @@ async def serve_worker(config: Settings, options: WorkerOptions) -> int:
                 max_cached_workflows=options.max_cached_workflows,
                 max_concurrent_activities=options.max_concurrent_activities,
                 graceful_shutdown_timeout=timedelta(seconds=config.shutdown_grace),
+                sandbox=config.workflow_sandbox,
             )
             running = asyncio.create_task(worker.run())
             stopping = asyncio.create_task(stop.wait())

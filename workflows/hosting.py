@@ -95,10 +95,12 @@ class RunHost:
         }
 
     def _index(self) -> None:
-        """Keep the search attributes current: the account, its runs' playbooks and steps."""
+        """Keep the search attributes current: the account, its runs' playbooks and steps, at quiet points."""
         state = self.state
         if not state.indexed or state.account is None:
             return
+        if self.inflight:
+            return  # set where runs wait, not at each effect on the way (each upsert costs a visibility write)
         csm = state.account.csm
         runs = [(run.playbook, run.step, run.status) for run in state.runs.values()]
         values = search.values(state.account_id, state.account.segment, (csm.email or csm.name) if csm else None, runs)

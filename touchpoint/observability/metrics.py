@@ -27,7 +27,7 @@ from opentelemetry import trace
 from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import event, func, inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.runtime import (
     BUFFERED_METRIC_KIND_COUNTER,
@@ -79,7 +79,9 @@ def email_outcome(playbook: str, step: str, status: str, *, session: Session | N
     if session is None:
         counter.inc()
     else:
-        event.listen(session, "after_commit", lambda _: counter.inc(), once=True)
+        from touchpoint.store.db import on_commit
+
+        on_commit(session, counter.inc)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 from touchpoint.dsl.timing import earliest_free_slot
 
 from .columns import UTCDateTime, jsonable
-from .db import make_engine, migrate, session_factory, write_tx
+from .db import GroupWriter, is_sqlite, make_engine, migrate, on_commit, session_factory, write_tx
 from .models import (
     Account,
     Approval,
@@ -164,6 +164,9 @@ __all__ = [
     "reserve_send_slot",
     "run_steps",
     "session_factory",
+    "GroupWriter",
+    "is_sqlite",
+    "on_commit",
     "suppress",
     "undeploy",
     "unsuppress",

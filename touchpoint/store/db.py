@@ -19,13 +19,16 @@ the database URL trades throughput for that guarantee; production runs on Postgr
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -42,6 +45,9 @@ _BUSY_TIMEOUT_MS = 30_000
 _SYNCHRONOUS = ("normal", "full", "extra")
 # One lock per SQLite engine that write transactions of this process take before BEGIN IMMEDIATE.
 _WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+# Session.info key of the callbacks `on_commit` registered, run once the transaction commits.
+_ON_COMMIT = "touchpoint_on_commit"
+T = TypeVar("T")
 
 
 def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
@@ -201,7 +207,139 @@ def write_tx(factory: sessionmaker[Session]) -> Iterator[Session]:
     """
     bind = factory.kw.get("bind")
     gate = _WRITE_GATES.get(bind) if isinstance(bind, Engine) else None
-    with gate or contextlib.nullcontext(), factory() as session, session.begin():
-        # Procuring the connection with the option makes the "begin" hook emit BEGIN IMMEDIATE.
-        session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
-        yield session
+    hooks: list[Callable[[], None]] = []
+    with gate or contextlib.nullcontext(), factory() as session:
+        session.info[_ON_COMMIT] = hooks
+        with session.begin():
+            # Procuring the connection with the option makes the "begin" hook emit BEGIN IMMEDIATE.
+            session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
+            yield session
+    for hook in hooks:
+        with contextlib.suppress(Exception):
+            hook()
+
+
+def on_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Call ``hook`` once what ``session`` wrote is committed (never for a rolled-back write).
+
+    Inside `write_tx` or a `GroupWriter` unit, after the real commit; in any other session, on
+    its ``after_commit`` event.
+    """
+    hooks = session.info.get(_ON_COMMIT)
+    if hooks is None:
+        event.listen(session, "after_commit", lambda _: hook(), once=True)
+    else:
+        hooks.append(hook)
+
+
+def is_sqlite(factory: sessionmaker[Session]) -> bool:
+    """Whether the factory's engine is a SQLite one (one writer at a time)."""
+    bind = factory.kw.get("bind")
+    return isinstance(bind, Engine) and bind in _WRITE_GATES
+
+
+_Unit = tuple[Callable[[Session], Any], Future[Any], contextvars.Context]
+
+
+class GroupWriter:
+    """One thread that runs a SQLite store's write units, several to a transaction (group commit).
+
+    SQLite takes one writer at a time, so a worker's write transactions queue anyway; in their
+    own transactions each pays BEGIN and COMMIT, a session, and a round of lock hand-offs between
+    the threads waiting for the write lock. Here a unit (a function of a `Session`, as `write_tx`
+    runs) runs in a SAVEPOINT of the batch's transaction, on its own session: a unit that raises
+    is rolled back alone and its caller gets the exception; the others commit together, and each
+    caller's future resolves only after that commit (nothing is reported done before it is
+    durable). A failed COMMIT fails every unit of the batch. The batch holds the engine's write
+    gate, so `write_tx` callers of the process (the API, other activities) interleave between
+    batches. PostgreSQL takes concurrent writers and row locks: use `write_tx` there.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        bind = factory.kw.get("bind")
+        if not isinstance(bind, Engine) or bind not in _WRITE_GATES:
+            raise ValueError("GroupWriter is for a SQLite store's session factory")
+        self.engine: Engine = bind
+        self.options = {k: v for k, v in factory.kw.items() if k != "bind"}
+        self.gate = _WRITE_GATES[bind]
+        self.queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def submit(self, work: Callable[[Session], T]) -> Future[T]:
+        """Queue ``work``; the future has its result once its batch has committed. ``work`` runs
+        in the caller's context (`contextvars`: an activity's log fields and trace span)."""
+        future: Future[T] = Future()
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="touchpoint-store-writer", daemon=True)
+                self.thread.start()
+            self.queue.put((work, future, contextvars.copy_context()))
+        return future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        with self.lock:
+            thread, self.thread = self.thread, None
+            if thread is not None:
+                self.queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._write(batch)
+            if stop:
+                return
+
+    def _write(self, batch: list[_Unit]) -> None:
+        done: list[tuple[Future[Any], Any, list[Callable[[], None]]]] = []
+        failed: list[tuple[Future[Any], BaseException]] = []
+        try:
+            with self.gate, self.engine.connect() as conn:
+                conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+                with conn.begin():
+                    for work, future, context in batch:
+                        if not future.set_running_or_notify_cancel():
+                            continue
+                        hooks: list[Callable[[], None]] = []
+                        session = Session(bind=conn, join_transaction_mode="create_savepoint", **self.options)
+                        session.info[_ON_COMMIT] = hooks
+                        try:
+                            with session.begin():
+                                result = context.run(work, session)
+                        except BaseException as exc:  # the unit's own failure: its caller's
+                            failed.append((future, exc))
+                        else:
+                            done.append((future, result, hooks))
+                        finally:
+                            session.close()
+        except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is stored
+            for future, _, _ in done:
+                future.set_exception(exc)
+            for future, unit_exc in failed:
+                future.set_exception(unit_exc)
+            return
+        for future, unit_exc in failed:
+            future.set_exception(unit_exc)
+        for future, result, hooks in done:
+            for hook in hooks:
+                with contextlib.suppress(Exception):  # a metric's hook never holds up a caller
+                    hook()
+            future.set_result(result)
