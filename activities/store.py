@@ -74,7 +74,7 @@ class AccountActivities:
         # Deploys are rare and versions immutable: parse each deployed index and playbook
         # version once per worker, not once per account workflow.
         self._indexes: dict[str, DeployedIndex] = {}
-        self._playbooks: dict[tuple[str, str], Playbook] = {}
+        self._loaded: dict[tuple[str, str, str | None], Loaded] = {}
         self._indexed: tuple[float, bool] = (-1e9, False)
 
     @activity.defn(name=names.LOAD_CONTEXT)
@@ -120,16 +120,26 @@ class AccountActivities:
         return found
 
     def _program(self, s: Session, playbook: str, version: str | None = None) -> Loaded | None:
-        """A deployed playbook version (the current one without ``version``) with the workspace."""
-        found = repo.get_deployment(s, "playbook", playbook, version)
-        if found is None:
+        """A deployed playbook version (the current one without ``version``) with the current
+        workspace. Versions are immutable: each pair is read and parsed once per worker, and an
+        enrollment reads only the two current version ids."""
+        version = version or repo.current_version(s, "playbook", playbook)
+        if version is None:
             return None
-        key = (playbook, found.version)
-        if key not in self._playbooks:
-            if len(self._playbooks) > 256:
-                self._playbooks.clear()
-            self._playbooks[key] = Playbook.model_validate(found.content["playbook"])
-        return Loaded(playbook=self._playbooks[key], version=found.version, workspace=current_workspace(s))
+        workspace = repo.current_version(s, "workspace", "workspace")
+        key = (playbook, version, workspace)
+        loaded = self._loaded.get(key)
+        if loaded is None:
+            found = repo.get_deployment(s, "playbook", playbook, version)
+            if found is None:
+                return None
+            stored = repo.get_deployment(s, "workspace", "workspace", workspace) if workspace else None
+            settings = Workspace.model_validate(stored.content) if stored else Workspace()
+            loaded = Loaded(playbook=Playbook.model_validate(found.content["playbook"]), version=version, workspace=settings)
+            if len(self._loaded) > 256:
+                self._loaded.clear()
+            self._loaded[key] = loaded
+        return loaded
 
     def _start(self, s: Session, account_id: str, starts: list[PlannedStart], known: list[str], result: StoreResult) -> None:
         """Write each start's run row with its playbook's current version (`result.started`).

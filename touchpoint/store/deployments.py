@@ -104,6 +104,13 @@ def get_deployment(s: Session, kind: str, name: str, version: str | None = None)
     ).first()
 
 
+def current_version(s: Session, kind: str, name: str) -> str | None:
+    """The current version of (kind, name), without reading its content."""
+    return s.scalar(
+        select(Deployment.version).where(Deployment.kind == kind, Deployment.name == name, Deployment.current.is_(True))
+    )
+
+
 def playbook_versions(s: Session, name: str) -> list[str]:
     """Every version of a playbook ever deployed, newest first."""
     query = select(Deployment.version).where(Deployment.kind == "playbook", Deployment.name == name)
