@@ -92,10 +92,10 @@ from .delivery import (
 )
 from .deployments import (
     current_deployments,
+    current_version,
     deploy,
     deploy_generation,
     deployed_versions,
-    current_version,
     get_deployment,
     playbook_versions,
     undeploy,
