@@ -154,13 +154,23 @@ class EmailActivities:
         if earlier is not None:
             return earlier
 
-        templates = await asyncio.to_thread(materialize_templates, self.deps, input.run.playbook, input.run.version)
         context = {**context_of(input, contact=_contact(input.recipient), **input.extra_context), **(context or {})}
         link = unsubscribe_url(self.deps.settings.public_url, self.deps.settings.secret_key.get_secret_value(), to)
+
+        def prepare() -> tuple[Path, RenderedEmail | None]:
+            """The version's templates on disk, and the email rendered (one thread hop for both)."""
+            folder = materialize_templates(self.deps, input.run.playbook, input.run.version)
+            if input.approval_id:
+                return folder, None  # rendered below: the approver's edit, or what the request rendered
+            return folder, render_email(folder, input.template, context, locales=input.locales, unsubscribe_url=link)
+
         try:
+            templates, plain = await asyncio.to_thread(prepare)
             approved = await self._approved(input, templates, context, link) if input.approval_id else None
             if approved is not None:
                 rendered = approved
+            elif plain is not None:
+                rendered = plain
             else:
                 rendered = await asyncio.to_thread(render_email, templates, input.template, context, locales=input.locales, unsubscribe_url=link)
         except TemplateError as exc:

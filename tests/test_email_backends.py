@@ -113,6 +113,25 @@ def test_email_backends_outbox_writes_parseable_eml(tmp_path: Path) -> None:
     assert "<p>Hello Kim, caf\u00e9 time.</p>" in html_part.get_content()
 
 
+def test_email_backends_outbox_keeps_non_ascii_names_subjects_and_long_lines(tmp_path: Path) -> None:
+    """Display names with commas or accents, an accented subject longer than a header line, a
+    body line longer than quoted-printable's 76 characters: all read back as they were sent."""
+    backend = OutboxBackend(tmp_path)
+    subject = "Bienvenue \u00e0 bord, \u00c9lodie \u2014 votre plan d\u2019adoption pour les 90 prochains jours est pr\u00eat"
+    long_line = "Une ligne tr\u00e8s longue " * 12
+    msg = _message(from_name="Success, Team \u00c9quipe", to_name="Park, Kim", subject=subject, text=long_line, html=f"<p>{long_line}</p>")
+    backend.send(msg)
+    parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes((tmp_path / f"{msg.message_id}.eml").read_bytes())
+    assert parsed["Subject"] == subject
+    assert parsed["From"].addresses[0].display_name == "Success, Team \u00c9quipe"
+    assert parsed["From"].addresses[0].addr_spec == SENDER
+    assert parsed["To"].addresses[0].display_name == "Park, Kim"
+    text_part, html_part = parsed.iter_parts()
+    assert text_part.get_content().rstrip("\n") == long_line
+    assert html_part.get_content().rstrip("\n") == f"<p>{long_line}</p>"
+    assert "MIME-Version" not in text_part and parsed["MIME-Version"] == "1.0"
+
+
 def test_email_backends_outbox_is_idempotent_per_message_id(tmp_path: Path) -> None:
     backend = OutboxBackend(tmp_path)
     first = _message()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage as MimeMessage
-from email.utils import format_datetime
+from email import charset as _charset
+from email.header import Header
+from email.message import Message as MimeMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -95,8 +99,25 @@ class EmailMessage(BaseModel):
         return value
 
 
+# UTF-8 bodies in quoted-printable: outbox files stay readable (base64 would hide the text).
+_UTF8_QP = _charset.Charset("utf-8")
+_UTF8_QP.header_encoding = _charset.QP
+_UTF8_QP.body_encoding = _charset.QP
+
+
+def _header(value: str) -> Any:
+    """A header value as is when ASCII, else a `Header` that the generator writes as RFC 2047
+    encoded words, folded with the header's name (typeshed types header values as str only)."""
+    return value if value.isascii() else Header(value, "utf-8")
+
+
 def to_mime(msg: EmailMessage, *, date: datetime | None = None, metadata_headers: bool = False) -> MimeMessage:
     """Build the MIME form of a message: multipart/alternative, text first, then HTML.
+
+    Built with the standard library's `email.mime` classes, whose headers are stored as given
+    (non-ASCII ones as RFC 2047 encoded words): about a quarter of the CPU of the modern
+    `email.message.EmailMessage` API, which parses and refolds every header, for the same bytes
+    on the wire (a parser with either policy reads them back alike).
 
     Args:
         msg: The message.
@@ -105,26 +126,25 @@ def to_mime(msg: EmailMessage, *, date: datetime | None = None, metadata_headers
             ``X-Touchpoint-*`` headers (for the outbox; keep them out of real mail).
 
     Returns:
-        A standard-library :class:`email.message.EmailMessage`.
+        A standard-library :class:`email.message.Message` (``as_bytes()``, ``smtplib.send_message``).
     """
-    mime = MimeMessage()
-    mime["From"] = Address(display_name=msg.from_name, addr_spec=msg.from_email)
-    mime["To"] = Address(display_name=msg.to_name, addr_spec=msg.to_email)
-    mime["Subject"] = msg.subject
+    mime = MIMEMultipart("alternative")
+    mime["From"] = formataddr((msg.from_name, msg.from_email), charset="utf-8")
+    mime["To"] = formataddr((msg.to_name, msg.to_email), charset="utf-8")
+    mime["Subject"] = _header(msg.subject)
     mime["Date"] = format_datetime(date or datetime.now(UTC))
     mime["Message-ID"] = message_id_header(msg.message_id)
     for key, value in msg.headers.items():
-        mime[key] = value
+        mime[key] = _header(value)
     if metadata_headers:
         if msg.categories:
-            mime["X-Touchpoint-Categories"] = ", ".join(msg.categories)
+            mime["X-Touchpoint-Categories"] = _header(", ".join(msg.categories))
         if msg.custom_args:
-            mime["X-Touchpoint-Custom-Args"] = json.dumps(msg.custom_args, sort_keys=True)
+            mime["X-Touchpoint-Custom-Args"] = _header(json.dumps(msg.custom_args, sort_keys=True))
         if msg.unsubscribe_group_id is not None:
             mime["X-Touchpoint-Unsubscribe-Group"] = str(msg.unsubscribe_group_id)
-    # Quoted-printable keeps outbox files readable; base64 would hide the text.
-    mime.set_content(msg.text, cte="quoted-printable")
-    mime.add_alternative(msg.html, subtype="html", cte="quoted-printable")
-    for part in mime.iter_parts():
+    for body, subtype in ((msg.text, "plain"), (msg.html, "html")):
+        part = MIMEText(body, subtype, cast(Any, _UTF8_QP))  # a Charset is accepted (typeshed says str)
         del part["MIME-Version"]  # belongs on the top-level message only
+        mime.attach(part)
     return mime
