@@ -46,17 +46,32 @@ def insert_ignore(s: Session, table: type[Base] | Table, values: Mapping[str, An
         True if the row was inserted, False if a conflicting row already existed.
     """
     tbl = table if isinstance(table, Table) else cast(Table, table.__table__)
-    dialect = s.get_bind().dialect.name
-    stmt: postgresql.Insert | sqlite.Insert
-    if dialect == "postgresql":
-        stmt = postgresql.insert(tbl).values(dict(values)).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(tbl).values(dict(values)).on_conflict_do_nothing()
-    else:
-        raise ValueError(f"insert_ignore supports sqlite and postgresql, not {dialect!r}")
+    # Built once per table and dialect, the values passed at execution: building and keying a
+    # statement per row cost more than running it.
+    stmt = _IGNORE.get((dialect_of(s), tbl))
+    if stmt is None:
+        stmt = _IGNORE[(dialect_of(s), tbl)] = upsert_insert(s, tbl).on_conflict_do_nothing()
     # Without preserve_rowcount, drivers may report -1 for an INSERT.
-    result = cast(CursorResult[Any], s.execute(stmt, execution_options={"preserve_rowcount": True}))
+    result = cast(CursorResult[Any], s.execute(stmt, dict(values), execution_options={"preserve_rowcount": True}))
     return result.rowcount == 1
+
+
+_IGNORE: dict[tuple[str, Table], postgresql.Insert | sqlite.Insert] = {}
+
+
+def dialect_of(s: Session) -> str:
+    """The session's database: ``sqlite`` or ``postgresql``."""
+    return s.get_bind().dialect.name
+
+
+def upsert_insert(s: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of the session's dialect that takes ``ON CONFLICT`` clauses."""
+    dialect = dialect_of(s)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"upserts support sqlite and postgresql, not {dialect!r}")
 
 
 def normalize_email(email: str) -> str:

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .columns import UTC
-from .common import insert_ignore
+from .common import dialect_of, insert_ignore, upsert_insert
 from .models import Event, Message, Run, RunStep
 from .rollup_models import EngagementMark, GapRollup, RunRollup, StepRollup
 
@@ -149,11 +148,24 @@ def line_metrics(prior: Sequence[Line], line: Line, started_at: dt.datetime) -> 
 
 def _bump(s: Session, model: type[RunRollup | StepRollup | GapRollup], key: Mapping[str, Any], column: str, n: int) -> None:
     """Add ``n`` to a rollup row's count, creating the row (``INSERT ... ON CONFLICT DO UPDATE``)."""
+    _bump_many(s, model, [key], column, n)
+
+
+_BUMPS: dict[tuple[str, Table, str], Any] = {}
+
+
+def _bump_many(s: Session, model: type[RunRollup | StepRollup | GapRollup], keys: Sequence[Mapping[str, Any]], column: str, n: int) -> None:
+    """`_bump` for several rows in one execution; the statement is built once per table."""
+    if not keys:
+        return
     table = cast(Table, model.__table__)
-    keys = [c.name for c in table.primary_key.columns]
-    stmt = (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)(table)
-    stmt = stmt.values({**key, column: n})
-    s.execute(stmt.on_conflict_do_update(index_elements=keys, set_={column: table.c[column] + n}))
+    cache = (dialect_of(s), table, column)
+    stmt = _BUMPS.get(cache)
+    if stmt is None:
+        insert = upsert_insert(s, table)
+        primary = [c.name for c in table.primary_key.columns]
+        stmt = _BUMPS[cache] = insert.on_conflict_do_update(index_elements=primary, set_={column: table.c[column] + insert.excluded[column]})
+    s.execute(stmt, [{**key, column: n} for key in keys])
 
 
 def _run_fields(key: RunKey) -> dict[str, Any]:
@@ -180,8 +192,7 @@ def count_line(s: Session, run: Run, prior: Sequence[Line], line: Line) -> None:
     """Count a timeline line just inserted, given the run's lines before it."""
     metrics, gap = line_metrics(prior, line, run.started_at)
     base = {"playbook_id": run.playbook_id, "version": run.version, "day": enrollment_day(run.started_at), "step": line.step}
-    for metric in metrics:
-        _bump(s, StepRollup, {**base, "metric": metric}, "count", 1)
+    _bump_many(s, StepRollup, [{**base, "metric": metric} for metric in metrics], "count", 1)
     if gap is not None:
         _bump(s, GapRollup, {**base, "bucket": gap}, "count", 1)
 
