@@ -188,7 +188,16 @@ def timeline(s: Session, run_id: str) -> list[Line]:
     return [Line(step, action, detail or {}, at) for step, action, detail, at in rows]
 
 
-def count_line(s: Session, run: Run, prior: Sequence[Line], line: Line) -> None:
+class _RunOfLine(Protocol):
+    @property
+    def playbook_id(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def started_at(self) -> dt.datetime: ...
+
+
+def count_line(s: Session, run: _RunOfLine, prior: Sequence[Line], line: Line) -> None:
     """Count a timeline line just inserted, given the run's lines before it."""
     metrics, gap = line_metrics(prior, line, run.started_at)
     base = {"playbook_id": run.playbook_id, "version": run.version, "day": enrollment_day(run.started_at), "step": line.step}

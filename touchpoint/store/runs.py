@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from . import rollups
 from .columns import jsonable
@@ -27,42 +29,82 @@ from .models import (
 # --- runs ----------------------------------------------------------------------------------
 
 _NEW_RUN_FIELDS = ("workflow_id", "playbook_id", "version", "started_at")
+_RUNS = cast(Table, Run.__table__)
+_KEY_COLUMNS = ("playbook_id", "version", "started_at", "ended_at", "enrolled_until", "variant", "held_out", "status", "outcome")
+_NEW_RUN_DEFAULTS: dict[str, Any] = {"ended_at": None, "enrolled_until": None, "variant": None, "held_out": False, "status": "running", "outcome": None}
+# Statements built once: the run writes are on every step's path, and building and keying a
+# statement per call cost more than running it. Core, not the ORM: a run row is written from
+# a projection's fields, never read back as an object on this path.
+_READ_RUN = select(*(_RUNS.c[name] for name in ("position", *_KEY_COLUMNS))).where(_RUNS.c.id == bindparam("run_id"))
+_INSERT_RUN = insert(_RUNS)
+_UPDATE_RUN = update(_RUNS).where(_RUNS.c.id == bindparam("run_id_"))
 
 
-def upsert_run(s: Session, **fields: Any) -> Run:
+def upsert_run(s: Session, **fields: Any) -> None:
     """Insert or update the projection of a run (by ``id``); other fields are set as given.
 
     Args:
         s: The session.
         **fields: ``id`` and any ``Run`` columns; a new run also needs ``workflow_id``,
             ``playbook_id``, ``version`` and ``started_at``. ``updated_at`` defaults to now.
-
-    Returns:
-        The stored run.
     """
     _check_fields(Run, fields)
     run_id = fields.get("id")
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"upsert_run needs the run's 'id', got {run_id!r}")
+    stored = s.execute(_READ_RUN, {"run_id": run_id}).mappings().first()
+    _write_run(s, run_id, dict(stored) if stored is not None else None, fields)
+
+
+def _write_run(s: Session, run_id: str, stored: Mapping[str, Any] | None, fields: dict[str, Any]) -> None:
+    """Write a run row over ``stored`` (its position and rollup key columns, None for a new run)
+    and move its count in the rollups."""
     fields.setdefault("updated_at", utcnow())
     for name in ("vars", "scorecard"):
         if name in fields:
             fields[name] = jsonable(fields[name])
-    run = s.get(Run, run_id)
-    counted = None
-    if run is None:
+    if stored is None:
         missing = [f for f in _NEW_RUN_FIELDS if fields.get(f) is None]
         if missing:
             raise ValueError(f"run {run_id!r} is not in the store yet, so upsert_run needs {', '.join(missing)} too")
-        run = Run(**fields)
-        s.add(run)
+        s.execute(_INSERT_RUN, fields)
+        counted = None
+        after = {**_NEW_RUN_DEFAULTS, **{k: v for k, v in fields.items() if k in _KEY_COLUMNS}}
     else:
-        counted = rollups.run_key(run)
-        for name, value in fields.items():
-            setattr(run, name, value)
-    s.flush()
-    rollups.move_run(s, counted, rollups.run_key(run))
-    return run
+        s.execute(_UPDATE_RUN, {"run_id_": run_id, **{k: v for k, v in fields.items() if k != "id"}})
+        counted = rollups.run_key(_KeyView.of(stored))
+        after = {**stored, **{k: v for k, v in fields.items() if k in _KEY_COLUMNS}}
+        loaded = s.identity_map.get(identity_key(Run, run_id))
+        if loaded is not None:
+            s.expire(loaded)  # an object this session read before the update reads it again
+    rollups.move_run(s, counted, rollups.run_key(_KeyView.of(after)))
+
+
+@dataclass(frozen=True)
+class _KeyView:
+    """A run's rollup key columns (`rollups.RunLike`)."""
+
+    playbook_id: str
+    version: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    enrolled_until: dt.datetime | None
+    variant: str | None
+    held_out: bool
+    status: str
+    outcome: str | None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> _KeyView:
+        v = values
+        return cls(
+            playbook_id=v["playbook_id"], version=v["version"], started_at=v["started_at"], ended_at=v["ended_at"],
+            enrolled_until=v["enrolled_until"], variant=v["variant"], held_out=bool(v["held_out"]),
+            status=v["status"] or "running", outcome=v["outcome"],
+        )
+
+
+_RUN_OF_LINE = select(_RUNS.c.playbook_id, _RUNS.c.version, _RUNS.c.started_at).where(_RUNS.c.id == bindparam("run_id"))
 
 
 def add_run_step(
@@ -80,7 +122,7 @@ def add_run_step(
 
     A line inserted counts in the analytics rollups of its run (`rollups.count_line`).
     """
-    run = s.get(Run, run_id)
+    run = s.execute(_RUN_OF_LINE, {"run_id": run_id}).first()
     prior = rollups.timeline(s, run_id) if run is not None else []
     values = {
         "run_id": run_id,
@@ -114,10 +156,11 @@ def project_run(s: Session, *, id: str, position: int, **fields: Any) -> bool:
     Returns:
         False when a newer projection was there already (nothing written).
     """
-    run = s.get(Run, id)
-    if run is not None and run.position > position:
+    _check_fields(Run, fields)
+    stored = s.execute(_READ_RUN, {"run_id": id}).mappings().first()
+    if stored is not None and stored["position"] > position:
         return False
-    upsert_run(s, id=id, position=position, **fields)
+    _write_run(s, id, dict(stored) if stored is not None else None, {"id": id, "position": position, **fields})
     return True
 
 
