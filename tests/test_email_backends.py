@@ -119,13 +119,21 @@ def test_email_backends_outbox_keeps_non_ascii_names_subjects_and_long_lines(tmp
     backend = OutboxBackend(tmp_path)
     subject = "Bienvenue \u00e0 bord, \u00c9lodie \u2014 votre plan d\u2019adoption pour les 90 prochains jours est pr\u00eat"
     long_line = "Une ligne tr\u00e8s longue " * 12
-    msg = _message(from_name="Success, Team \u00c9quipe", to_name="Park, Kim", subject=subject, text=long_line, html=f"<p>{long_line}</p>")
+    link = "<https://cs.example.com/unsubscribe/" + "a1B2c3D4e5" * 9 + ">"  # one token past a 78-character line
+    msg = _message(
+        from_name="Success, Team \u00c9quipe", to_name="Park, Kim", subject=subject, text=long_line, html=f"<p>{long_line}</p>",
+        headers={"List-Unsubscribe": link},
+    )
     backend.send(msg)
     parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes((tmp_path / f"{msg.message_id}.eml").read_bytes())
     assert parsed["Subject"] == subject
     assert parsed["From"].addresses[0].display_name == "Success, Team \u00c9quipe"
     assert parsed["From"].addresses[0].addr_spec == SENDER
     assert parsed["To"].addresses[0].display_name == "Park, Kim"
+    assert parsed["List-Unsubscribe"] == link
+    raw = (tmp_path / f"{msg.message_id}.eml").read_bytes()
+    assert all(len(line) <= 998 for line in raw.splitlines())
+    assert all(len(word) <= 75 for word in raw.decode().split() if word.startswith("=?"))  # RFC 2047's limit
     text_part, html_part = parsed.iter_parts()
     assert text_part.get_content().rstrip("\n") == long_line
     assert html_part.get_content().rstrip("\n") == f"<p>{long_line}</p>"

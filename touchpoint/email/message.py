@@ -10,6 +10,7 @@ from email.header import Header
 from email.message import Message as MimeMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from typing import Any, cast
 
@@ -105,10 +106,24 @@ _UTF8_QP.header_encoding = _charset.QP
 _UTF8_QP.body_encoding = _charset.QP
 
 
-def _header(value: str) -> Any:
+def _header(name: str, value: str) -> Any:
     """A header value as is when ASCII, else a `Header` that the generator writes as RFC 2047
     encoded words, folded with the header's name (typeshed types header values as str only)."""
-    return value if value.isascii() else Header(value, "utf-8")
+    return value if value.isascii() else Header(value, "utf-8", header_name=name)
+
+
+class _Policy(type(compat32)):  # type: ignore[misc]
+    """`compat32`, except that an ASCII header value is written on one line when it fits the
+    998 characters RFC 5322 allows: compat32 would move a long unbreakable token (an unsubscribe
+    link) to a continuation line, which modern parsers read back with a leading space."""
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if isinstance(value, str) and value.isascii() and "\n" not in value and len(name) + len(value) + 2 <= 998:
+            return f"{name}: {value}{self.linesep}"
+        return str(super()._fold(name, value, sanitize))
+
+
+_POLICY = _Policy()
 
 
 def to_mime(msg: EmailMessage, *, date: datetime | None = None, metadata_headers: bool = False) -> MimeMessage:
@@ -128,23 +143,23 @@ def to_mime(msg: EmailMessage, *, date: datetime | None = None, metadata_headers
     Returns:
         A standard-library :class:`email.message.Message` (``as_bytes()``, ``smtplib.send_message``).
     """
-    mime = MIMEMultipart("alternative")
+    mime = MIMEMultipart("alternative", policy=_POLICY)
     mime["From"] = formataddr((msg.from_name, msg.from_email), charset="utf-8")
     mime["To"] = formataddr((msg.to_name, msg.to_email), charset="utf-8")
-    mime["Subject"] = _header(msg.subject)
+    mime["Subject"] = _header("Subject", msg.subject)
     mime["Date"] = format_datetime(date or datetime.now(UTC))
     mime["Message-ID"] = message_id_header(msg.message_id)
     for key, value in msg.headers.items():
-        mime[key] = _header(value)
+        mime[key] = _header(key, value)
     if metadata_headers:
         if msg.categories:
-            mime["X-Touchpoint-Categories"] = _header(", ".join(msg.categories))
+            mime["X-Touchpoint-Categories"] = _header("X-Touchpoint-Categories", ", ".join(msg.categories))
         if msg.custom_args:
-            mime["X-Touchpoint-Custom-Args"] = _header(json.dumps(msg.custom_args, sort_keys=True))
+            mime["X-Touchpoint-Custom-Args"] = _header("X-Touchpoint-Custom-Args", json.dumps(msg.custom_args, sort_keys=True))
         if msg.unsubscribe_group_id is not None:
             mime["X-Touchpoint-Unsubscribe-Group"] = str(msg.unsubscribe_group_id)
     for body, subtype in ((msg.text, "plain"), (msg.html, "html")):
-        part = MIMEText(body, subtype, cast(Any, _UTF8_QP))  # a Charset is accepted (typeshed says str)
+        part = MIMEText(body, subtype, cast(Any, _UTF8_QP), policy=_POLICY)  # a Charset is accepted (typeshed says str)
         del part["MIME-Version"]  # belongs on the top-level message only
         mime.attach(part)
     return mime
