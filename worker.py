@@ -42,6 +42,7 @@ WORKFLOWS: Sequence[type] = (AccountWorkflow, ScheduleRun, HealthRecompute, Date
 PASSTHROUGH = (
     "touchpoint.dsl",
     "touchpoint.engine",
+    "workflows.enrolling",
     "workflows.messages",
     "workflows.names",
     "workflows.options",
@@ -73,6 +74,7 @@ def activities_for(deps: Deps) -> list[Any]:
     return [
         accounts.load_context,
         accounts.apply_event,
+        accounts.apply_first,
         accounts.prepare_starts,
         accounts.project_runs,
         email.send_email,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,9 +16,11 @@ from touchpoint.dsl.runtime import EffectInput, EventIn, StepRecord, initial_sco
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import Event, repo, utcnow
-from workflows import names, search
+from workflows import enrolling, names, search
 from workflows.messages import (
     DeployedIndex,
+    FirstResult,
+    FirstStep,
     LoadContextInput,
     Loaded,
     LoadedContext,
@@ -82,14 +85,7 @@ class AccountActivities:
         """The deployed index, the stored account and run programs, each only when asked."""
 
         def work(s: Session) -> LoadedContext:
-            index = None
-            if input.index:
-                index = self._indexes.get(input.generation or "")
-                if index is None:
-                    index = deployed_index(s)
-                    if len(self._indexes) > 16:
-                        self._indexes.clear()
-                    self._indexes[index.generation] = index
+            index = self._index(s, input.generation) if input.index else None
             account = None
             if input.account_id:
                 found = repo.get_account(s, input.account_id)
@@ -204,6 +200,60 @@ class AccountActivities:
         result = StoreResult(accepted=True)
         self._start(s, account_id, input.starts, input.known, result)
         return result
+
+    @activity.defn(name=names.APPLY_FIRST)
+    async def apply_first(self, input: FirstStep) -> FirstResult:
+        """A fresh account workflow's first upsert in one store step: read the deployed index and
+        the stored account, derive and plan as the workflow does (`workflows.enrolling`, with no
+        run in flight and nothing started before), then apply as `apply_event` (one transaction).
+
+        Run ids are a hash of the step's ``token`` and the playbook, so a retried workflow task
+        writes the same rows; when this very step applied the event before, the plan is made
+        again from the events it derived then (`StoreResult.earlier`).
+        """
+        found = await self._search_attributes() if input.search_attributes else False
+        envelope, account_id = input.envelope, input.account_id
+        event = envelope.event
+
+        def new_id(playbook: str, position: int) -> str:
+            return str(uuid.uuid5(uuid.NAMESPACE_URL, f"touchpoint:{input.token}:{position}:{playbook}"))
+
+        def work(s: Session) -> FirstResult:
+            index = self._index(s, envelope.generation)
+            stored = repo.get_account(s, account_id)
+            previous = account_doc(*stored) if stored else None
+            assert envelope.account is not None
+            doc = enrolling.with_defaults(envelope.account, previous, index.workspace, input.now)
+            derived = enrolling.derive_upsert(previous, doc, event, account_id, str(uuid.uuid4()))
+
+            def plan_of(events: list[EventIn]) -> list[list[PlannedStart]]:
+                return enrolling.plan(index, doc, events, now=input.now, taken=set(), last_started={}, workflow_id=input.workflow_id, new_id=new_id)
+
+            plan = plan_of(derived)
+            step = StoreStep(
+                account=doc, event=event, derived=[d for d in derived if d is not event], token=input.token,
+                starts=[start for starts in plan for start in starts],
+            )
+            result = self._apply(s, step)
+            out = FirstResult(index=index, previous=previous, account=doc, derived=derived, plan=plan, store=result, search_attributes=found)
+            if result.accepted and result.earlier is not None:
+                # This step ran before (a retried task): the store already held the upsert.
+                out.derived = result.earlier
+                out.plan = plan_of(result.earlier)
+                self._start(s, account_id, [start for starts in out.plan for start in starts], [], result)
+            return out
+
+        return await self.deps.db(work)
+
+    def _index(self, s: Session, generation: str | None) -> DeployedIndex:
+        """The deployed index at ``generation`` (parsed once per generation), else the current one."""
+        index = self._indexes.get(generation or "")
+        if index is None:
+            index = deployed_index(s)
+            if len(self._indexes) > 16:
+                self._indexes.clear()
+            self._indexes[index.generation] = index
+        return index
 
     @activity.defn(name=names.PREPARE_STARTS)
     async def prepare_starts(self, input: PrepareStarts) -> StoreResult:

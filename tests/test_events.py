@@ -328,6 +328,45 @@ async def test_events_apply_event_tells_its_own_retry_from_a_duplicate(store_set
         await deps.close()
 
 
+async def test_events_apply_first_plans_the_same_runs_when_retried(store_settings: Any, folder: Path) -> None:
+    """A fresh workflow's first store step, run twice with the same token (a retried task),
+    starts the same run (its id comes from the token) and writes one row; with another token the
+    event is an old duplicate and nothing is applied."""
+    from activities.deps import Deps
+    from activities.store import AccountActivities
+    from touchpoint.deploy import deploy_project
+    from touchpoint.dsl.runtime import EventIn
+    from touchpoint.dsl.schema import AccountDoc
+    from workflows.messages import Envelope, FirstStep
+
+    write_folder(folder, {"hello.yaml": "playbook: hello\ntrigger: {event: account.created}\nsteps:\n  - wait: 1d\n"})
+    deps = Deps.from_settings(store_settings)
+    try:
+        with deps.sessions.begin() as s:
+            deploy_project(s, load_project(folder))
+        apply = AccountActivities(deps).apply_first
+        now = datetime.now(UTC)
+        event = EventIn(id="e1", type="account.upserted", at=now, account_id="acme")
+        envelope = Envelope(event=event, account=AccountDoc.model_validate(account("acme")))
+
+        def step(token: str) -> FirstStep:
+            return FirstStep(envelope=envelope.model_copy(deep=True), account_id="acme", workflow_id="account/acme", now=now, token=token)
+
+        first = await apply(step("run-a:1"))
+        assert first.previous is None and [d.type for d in first.derived] == ["account.created"]
+        ((start,),) = first.plan
+        assert start.playbook == "hello" and first.store.started == {start.run_id: load_project(folder).playbooks["hello"].version}
+        retry = await apply(step("run-a:1"))
+        assert retry.store.accepted and [d.type for d in retry.derived] == ["account.created"]
+        assert [[s.run_id for s in starts] for starts in retry.plan] == [[start.run_id]] and retry.store.started == first.store.started
+        duplicate = await apply(step("run-b:1"))
+        assert not duplicate.store.accepted and duplicate.previous is not None and duplicate.previous.id == "acme"
+        with deps.sessions() as s:
+            assert [r.id for r in repo.list_runs(s, account_id="acme")] == [start.run_id]
+    finally:
+        await deps.close()
+
+
 SCORED = """\
 playbook: {name}
 trigger: {trigger}
@@ -376,8 +415,8 @@ async def test_events_runs_live_in_the_account_workflow_and_in_the_store(stack: 
         assert asyncio.get_running_loop().time() < deadline, f"no prepare_starts marker: {history[0]}"
         await asyncio.sleep(0.05)
     markers, kinds = history
-    assert set(markers) <= {"load_context", "apply_event", "prepare_starts", "project_runs"}
-    assert markers[:2] == ["load_context", "apply_event"]
+    assert set(markers) <= {"apply_first", "load_context", "apply_event", "prepare_starts", "project_runs"}
+    assert markers[:1] == ["apply_first"]  # a new account's first upsert: one store step, context read included
     assert not kinds & {"start_child_workflow_execution_initiated_event_attributes", "signal_external_workflow_execution_initiated_event_attributes"}
 
 
@@ -408,7 +447,7 @@ async def test_events_projections_ride_on_the_effect_an_activation_starts(stack:
     while "project_runs" not in (history := await _history_kinds(stack, f"account/{acct}"))[0]:
         assert asyncio.get_running_loop().time() < deadline, f"no project_runs marker: {history[0]}"
         await asyncio.sleep(0.05)
-    assert history[0] == ["load_context", "apply_event", "apply_event", "project_runs"]
+    assert history[0] == ["apply_first", "apply_event", "project_runs"]
     events = (await stack.client.get_workflow_handle(f"account/{acct}").fetch_history()).events
     (note,) = [e.activity_task_scheduled_event_attributes for e in events if e.HasField("activity_task_scheduled_event_attributes")]
     carried = json.loads(note.input.payloads[0].data)["projections"]

@@ -20,8 +20,6 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from touchpoint.dsl import expressions as ex
-    from touchpoint.dsl.durations import parse_duration
     from touchpoint.dsl.listening import Listening
     from touchpoint.dsl.runtime import (
         EventIn,
@@ -29,20 +27,19 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StartRequest,
         StepRecord,
-        build_context,
-        segment_of,
     )
-    from touchpoint.dsl.schema import AccountDoc
+    from touchpoint.dsl.schema import Workspace
     from touchpoint.engine import machine
     from touchpoint.engine import migrate as migration
-    from touchpoint.engine.accounts import apply_event, changes
     from touchpoint.engine.program import Program
     from touchpoint.engine.state import RunState
-    from workflows import names
+    from workflows import enrolling, names
     from workflows.hosting import RunHost
     from workflows.messages import (
         AccountState,
         Envelope,
+        FirstResult,
+        FirstStep,
         LoadContextInput,
         Loaded,
         LoadedContext,
@@ -253,6 +250,9 @@ class AccountWorkflow(RunHost):
             self._remember(event.id)
         event.at = event.at or self.now()
         event.account_id = self.state.account_id
+        if self._first_upsert(envelope):
+            await self._apply_first(envelope)
+            return
         await self._load_context(envelope)
         previous = self.state.account
         derived = self._derive(envelope)
@@ -285,6 +285,35 @@ class AccountWorkflow(RunHost):
                 self._feed(run_id, item)
             for start in plan[position]:
                 version = result.started.get(start.run_id)
+                if version is not None:
+                    self._begin(start, version)
+
+    def _first_upsert(self, envelope: Envelope) -> bool:
+        """A fresh workflow's upsert (no account read yet, no run): one store step reads the
+        context, decides and applies (`_apply_first`) instead of a read and then a step."""
+        state = self.state
+        return envelope.account is not None and state.account is None and not state.runs and not state.simulation
+
+    async def _apply_first(self, envelope: Envelope) -> None:
+        state = self.state
+        ask = state.indexed is None
+        state.applied += 1
+        step = FirstStep(
+            envelope=envelope, account_id=state.account_id, workflow_id=workflow.info().workflow_id, now=self.now(),
+            token=f"{workflow.info().run_id}:{state.applied}", search_attributes=ask,
+        )
+        first = await workflow.execute_local_activity(names.APPLY_FIRST, step, result_type=FirstResult, **STORE_OPTIONS)
+        state.index = first.index
+        if ask:
+            state.indexed = first.search_attributes
+        if not first.store.accepted:  # an old duplicate id, already in the store
+            state.account = first.previous
+            return
+        state.account = first.account
+        self._learn(first.store.programs)
+        for position in range(len(first.derived)):
+            for start in first.plan[position]:
+                version = first.store.started.get(start.run_id)
                 if version is not None:
                     self._begin(start, version)
 
@@ -331,68 +360,24 @@ class AccountWorkflow(RunHost):
         state, event = self.state, envelope.event
         if envelope.account is not None:
             previous = state.account
-            doc = self._with_defaults(envelope.account, previous)
-            state.account = doc
-            derived = changes(previous, doc, event.at, event.id)
-            for item in derived:
-                # Derived events get their own ids (a replayed upsert derives the same ones).
-                item.id = f"{event.id or workflow.uuid4()}:{item.type}"
-                item.account_id = state.account_id
-            return derived
-        if state.account is not None:
-            state.account = apply_event(state.account, event) or state.account
+            state.account = enrolling.with_defaults(envelope.account, previous, self._workspace(), self.now())
+            return enrolling.derive_upsert(previous, state.account, event, state.account_id, "" if event.id else str(workflow.uuid4()))
+        state.account = enrolling.account_after(state.account, event)
         return [event]
 
-    def _with_defaults(self, doc: AccountDoc, previous: AccountDoc | None) -> AccountDoc:
-        workspace = self.state.index.workspace if self.state.index else None
-        if doc.segment is None and workspace and workspace.segments:
-            doc = doc.model_copy(update={"segment": segment_of(doc, workspace, self.now())})
-        if doc.timezone is None and workspace:
-            doc = doc.model_copy(update={"timezone": workspace.timezone})
-        if previous is not None and doc.health.score is None and doc.health.tier is None:
-            # Health is computed here, not sent in: an upsert without it keeps the current score.
-            doc = doc.model_copy(update={"health": previous.health})
-        return doc
+    def _workspace(self) -> Workspace | None:
+        return self.state.index.workspace if self.state.index else None
 
     # ------------------------------------------------------------------ enrollments
 
-    def _triggered(self, event: EventIn) -> list[str]:
-        """The playbooks whose event trigger fires for ``event`` (`when` and `reenroll` checked)."""
-        state = self.state
-        if state.index is None or state.account is None:
-            return []
-        found: list[str] = []
-        now = self.now()
-        for entry in state.index.triggers:
-            if not entry.fires_on(event.type):
-                continue
-            if event.type in ("run.started", "run.ended") and event.data.get("playbook") == entry.playbook:
-                continue  # a playbook's own start or end never enrolls it again (no endless chain)
-            context = build_context(account=state.account, event=event, run=None, now=now, tz=state.account.timezone or "UTC")
-            try:
-                if not ex.is_true(entry.when, context):
-                    continue
-            except ex.ExpressionError as exc:
-                workflow.logger.warning("trigger of %s failed: %s", entry.playbook, exc)
-                continue
-            last = state.last_started.get(entry.playbook)
-            if last is not None:
-                if entry.reenroll == "never":
-                    continue
-                if entry.reenroll.startswith("after") and now - last < parse_duration(entry.reenroll[5:].strip()):
-                    continue
-            found.append(entry.playbook)
-        return found
-
     def _plan(self, derived: list[EventIn]) -> list[list[PlannedStart]]:
         """For each derived event, the runs it starts: once per playbook, none already in flight."""
-        taken = {run.playbook for run in self.state.runs.values()}
-        plan: list[list[PlannedStart]] = []
-        for item in derived:
-            starts = [self._planned(playbook, item) for playbook in self._triggered(item) if playbook not in taken]
-            taken.update(start.playbook for start in starts)
-            plan.append(starts)
-        return plan
+        state = self.state
+        return enrolling.plan(
+            state.index, state.account, derived, now=self.now(), taken={run.playbook for run in state.runs.values()},
+            last_started=state.last_started, workflow_id=workflow.info().workflow_id,
+            new_id=lambda _playbook, _position: str(workflow.uuid4()), warn=workflow.logger.warning,
+        )
 
     def _planned(self, playbook: str, event: EventIn, run_id: str | None = None) -> PlannedStart:
         return PlannedStart(

@@ -207,6 +207,33 @@ class StoreResult(Data):
     programs: list[Loaded] = Field(default_factory=list)
 
 
+class FirstStep(Data):
+    """A fresh account workflow's first upsert, applied in one store step with its context read:
+    the store step reads the deployed index and the stored account, derives and plans as the
+    workflow would (`workflows.enrolling`), and applies. Run ids come from ``token``, so a retried
+    step writes the same rows."""
+
+    envelope: Envelope
+    account_id: str
+    workflow_id: str
+    now: datetime
+    token: str
+    search_attributes: bool = False
+
+
+class FirstResult(Data):
+    """What `FirstStep` read, decided and did (``store.accepted`` False: an old duplicate id)."""
+
+    index: DeployedIndex
+    previous: AccountDoc | None = None
+    """The account as the store held it before (None for a new account)."""
+    account: AccountDoc | None = None
+    derived: list[EventIn] = Field(default_factory=list)
+    plan: list[list[PlannedStart]] = Field(default_factory=list)
+    store: StoreResult = Field(default_factory=lambda: StoreResult())
+    search_attributes: bool = False
+
+
 class ProjectRuns(Data):
     """Projections of runs that moved without any other store step to carry them."""
 
