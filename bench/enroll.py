@@ -220,7 +220,7 @@ async def run(n: int, *, two_workers: bool = True) -> Scenario:
                 )
             scenario.notes.append(
                 f"New accounts: Touchpoint runs {tp_detail['activities_per_enrollment']} activities and local activities per enrollment "
-                "(account workflow + run), two workflows; the baseline one workflow and 2 activities."
+                "in one account workflow; the baseline one workflow and 2 activities."
             )
     tp, tp_detail = await touchpoint_rate(n, 1, existing=True)
     figure = Figure("enrollments/s, event to existing accounts, 1 worker process", "/s", round(tp, 2), round(bare_one, 2), "higher")
