@@ -50,8 +50,8 @@ BUCKETS_PER_DOUBLING = 4
 RunKey = tuple[str, str, dt.date, str, bool, str, str, str]
 
 
-class RunLike(Protocol):
-    """What `run_key` reads: a `Run`, or a row selected with the same column names."""
+class RunOfLine(Protocol):
+    """What `count_line` reads of a run: a `Run`, or a row with these columns."""
 
     @property
     def playbook_id(self) -> str: ...
@@ -59,6 +59,11 @@ class RunLike(Protocol):
     def version(self) -> str: ...
     @property
     def started_at(self) -> dt.datetime: ...
+
+
+class RunLike(RunOfLine, Protocol):
+    """What `run_key` reads: a `Run`, or a row selected with the same column names."""
+
     @property
     def ended_at(self) -> dt.datetime | None: ...
     @property
@@ -188,16 +193,7 @@ def timeline(s: Session, run_id: str) -> list[Line]:
     return [Line(step, action, detail or {}, at) for step, action, detail, at in rows]
 
 
-class _RunOfLine(Protocol):
-    @property
-    def playbook_id(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def started_at(self) -> dt.datetime: ...
-
-
-def count_line(s: Session, run: _RunOfLine, prior: Sequence[Line], line: Line) -> None:
+def count_line(s: Session, run: RunOfLine, prior: Sequence[Line], line: Line) -> None:
     """Count a timeline line just inserted, given the run's lines before it."""
     metrics, gap = line_metrics(prior, line, run.started_at)
     base = {"playbook_id": run.playbook_id, "version": run.version, "day": enrollment_day(run.started_at), "step": line.step}
