@@ -129,7 +129,7 @@ class EmailActivities:
         def check(s: Session) -> SendEmailResult | None:
             if carried and input.projections and not input.simulation:
                 project_runs(s, input.projections)
-            found = repo.ledger_get(s, input.key)
+            found = repo.ledger_claim(s, input.key, "email")  # None: reserved by this attempt
             if found is not None and found.status in ("done", "skipped"):
                 return SendEmailResult.model_validate(found.result)
             if found is not None and found.status == "reserved" and backend_name == "sendgrid":
@@ -141,13 +141,10 @@ class EmailActivities:
             if reason:
                 result = SendEmailResult(status="suppressed", to=to, template=input.template, error=f"{to} is on the suppression list ({reason})")
                 self._record(s, input, message_id, result, backend_name)
-                repo.ledger_reserve(s, input.key, "email")
                 repo.ledger_finish(s, input.key, "skipped", result.model_dump(mode="json"))
                 return result
             if found is not None and found.status == "failed":
                 repo.ledger_finish(s, input.key, "reserved")  # a known-unsent earlier attempt: try again
-            else:
-                repo.ledger_reserve(s, input.key, "email")
             return None
 
         earlier = await self.deps.db(check)

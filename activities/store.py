@@ -150,19 +150,18 @@ class AccountActivities:
             result.started[start.run_id] = loaded.version
             if loaded.key not in known and all(p.key != loaded.key for p in result.programs):
                 result.programs.append(loaded)
-            if repo.get_run(s, start.run_id) is None:
-                repo.upsert_run(
-                    s,
-                    id=start.run_id,
-                    workflow_id=start.workflow_id,
-                    playbook_id=start.playbook,
-                    version=loaded.version,
-                    account_id=account_id,
-                    status="running",
-                    started_at=start.started_at,
-                    vars={},
-                    scorecard=initial_scorecard(loaded.playbook),
-                )
+            repo.add_run(
+                s,
+                id=start.run_id,
+                workflow_id=start.workflow_id,
+                playbook_id=start.playbook,
+                version=loaded.version,
+                account_id=account_id,
+                status="running",
+                started_at=start.started_at,
+                vars={},
+                scorecard=initial_scorecard(loaded.playbook),
+            )
 
     @activity.defn(name=names.APPLY_EVENT)
     async def apply_event(self, input: StoreStep) -> StoreResult:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from touchpoint.dsl.timing import earliest_free_slot
 
@@ -63,18 +64,34 @@ def ledger_reserve(s: Session, key: str, kind: str) -> Ledger:
     return s.execute(select(Ledger).where(Ledger.key == key).execution_options(populate_existing=True)).scalar_one()
 
 
-def ledger_finish(s: Session, key: str, status: LedgerStatus, result: Any = None) -> Ledger:
+def ledger_claim(s: Session, key: str, kind: str) -> Ledger | None:
+    """Reserve a side-effect key: None when this call reserved it (one INSERT, no read), else
+    the entry as it already was (the caller decides what its status means for its kind)."""
+    now = utcnow()
+    if insert_ignore(s, Ledger, {"key": key, "kind": kind, "status": "reserved", "created_at": now, "updated_at": now}):
+        return None
+    return s.get(Ledger, key)
+
+
+def ledger_finish(s: Session, key: str, status: LedgerStatus, result: Any = None) -> None:
     """Record the outcome of a reserved side effect."""
     if status not in LEDGER_STATUSES:
         raise ValueError(f"ledger status must be one of {', '.join(LEDGER_STATUSES)}, got {status!r}")
-    entry = s.get(Ledger, key)
-    if entry is None:
+    done = cast(CursorResult[Any], s.execute(_FINISH, {"key_": key, "status": status, "result": jsonable(result), "updated_at": utcnow()}))
+    if done.rowcount == 0:
         raise LookupError(f"no ledger entry {key!r}: call ledger_reserve(s, key, kind) first")
-    entry.status = status
-    entry.result = jsonable(result)
-    entry.updated_at = utcnow()
-    s.flush()
-    return entry
+    held = s.identity_map.get(identity_key(Ledger, key))
+    if held is not None:
+        s.expire(held)  # an entry this session read before reads the outcome
+
+
+_LEDGER = cast(Table, Ledger.__table__)
+_FINISH = (
+    update(_LEDGER)
+    .where(_LEDGER.c.key == bindparam("key_"))
+    .values(status=bindparam("status"), result=bindparam("result"), updated_at=bindparam("updated_at"))
+    .execution_options(preserve_rowcount=True)
+)
 
 
 # --- messages, tasks, notes, field updates -------------------------------------------------

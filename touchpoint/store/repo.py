@@ -77,6 +77,7 @@ from .delivery import (
     get_message,
     get_task,
     is_suppressed,
+    ledger_claim,
     ledger_finish,
     ledger_get,
     ledger_reserve,
@@ -103,6 +104,7 @@ from .deployments import (
 from .events import event_log, get_event, record_events
 from .rollups import count_engagement
 from .runs import (
+    add_run,
     add_run_step,
     count_runs_on_older_versions,
     get_run,
@@ -129,6 +131,7 @@ __all__ = [
     "add_health_score",
     "add_message",
     "add_note",
+    "add_run",
     "add_run_step",
     "add_task",
     "complete_task",
@@ -156,6 +159,7 @@ __all__ = [
     "insert_ignore",
     "is_suppressed",
     "latest_health",
+    "ledger_claim",
     "ledger_finish",
     "ledger_get",
     "ledger_reserve",

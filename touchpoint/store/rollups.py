@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from .columns import UTC
@@ -193,6 +193,11 @@ def timeline(s: Session, run_id: str) -> list[Line]:
     return [Line(step, action, detail or {}, at) for step, action, detail, at in rows]
 
 
+_RUNS = cast(Table, Run.__table__)
+RUN_OF_LINE = select(_RUNS.c.playbook_id, _RUNS.c.version, _RUNS.c.started_at).where(_RUNS.c.id == bindparam("run_id"))
+"""The three columns of a run that its timeline lines and emails are counted under (`RunOfLine`)."""
+
+
 def count_line(s: Session, run: RunOfLine, prior: Sequence[Line], line: Line) -> None:
     """Count a timeline line just inserted, given the run's lines before it."""
     metrics, gap = line_metrics(prior, line, run.started_at)
@@ -204,7 +209,7 @@ def count_line(s: Session, run: RunOfLine, prior: Sequence[Line], line: Line) ->
 
 def count_message(s: Session, message: Message) -> None:
     """Count an email just stored under its step, by status (`email:sent`, `email:failed`...)."""
-    run = s.get(Run, message.run_id) if message.run_id else None
+    run = s.execute(RUN_OF_LINE, {"run_id": message.run_id}).first() if message.run_id else None
     if run is None or message.step is None:
         return  # not a run's email (a test send): no playbook version to count it under
     key = {"playbook_id": run.playbook_id, "version": run.version, "day": enrollment_day(run.started_at), "step": message.step}

@@ -56,6 +56,22 @@ def upsert_run(s: Session, **fields: Any) -> None:
     _write_run(s, run_id, dict(stored) if stored is not None else None, fields)
 
 
+def add_run(s: Session, **fields: Any) -> bool:
+    """Insert a run's first row unless it is stored (a retried start keeps what the run wrote since).
+
+    Returns:
+        False when the run was stored already (nothing written).
+    """
+    _check_fields(Run, fields)
+    run_id = fields.get("id")
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"add_run needs the run's 'id', got {run_id!r}")
+    if s.execute(_READ_RUN, {"run_id": run_id}).first() is not None:
+        return False
+    _write_run(s, run_id, None, fields)
+    return True
+
+
 def _write_run(s: Session, run_id: str, stored: Mapping[str, Any] | None, fields: dict[str, Any]) -> None:
     """Write a run row over ``stored`` (its position and rollup key columns, None for a new run)
     and move its count in the rollups."""
@@ -104,9 +120,6 @@ class _KeyView:
         )
 
 
-_RUN_OF_LINE = select(_RUNS.c.playbook_id, _RUNS.c.version, _RUNS.c.started_at).where(_RUNS.c.id == bindparam("run_id"))
-
-
 def add_run_step(
     s: Session,
     run_id: str,
@@ -122,7 +135,7 @@ def add_run_step(
 
     A line inserted counts in the analytics rollups of its run (`rollups.count_line`).
     """
-    run = s.execute(_RUN_OF_LINE, {"run_id": run_id}).first()
+    run = s.execute(rollups.RUN_OF_LINE, {"run_id": run_id}).first()
     prior = rollups.timeline(s, run_id) if run is not None else []
     values = {
         "run_id": run_id,
