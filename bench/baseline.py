@@ -32,9 +32,9 @@ class BareEnroll:
 class BareAccount:
     """Touchpoint's shape with nothing of Touchpoint in it: one workflow per account,
     signalled-with-start by each event, doing per event what the account workflow does for a new
-    account's enrollment: two store steps as local activities (read the context, record the
-    event), the two side effects as activities, and one more local activity (the run's final
-    projection). It never ends (an account workflow waits for the next event)."""
+    account's enrollment: one store step as a local activity (read the context and record the
+    event, as `apply_first`), the two side effects as activities, and one more local activity (the
+    run's final projection). It never ends (an account workflow waits for the next event)."""
 
     def __init__(self) -> None:
         self.pending: list[str] = []
@@ -49,7 +49,6 @@ class BareAccount:
             await workflow.wait_condition(lambda: bool(self.pending))
             key = self.pending.pop(0)
             started = workflow.now().isoformat()
-            await workflow.execute_local_activity("bare_mark", args=[key, "context", started, None], **OPTIONS)
             await workflow.execute_local_activity("bare_event", key, **OPTIONS)
             await workflow.execute_activity("bare_effect", args=[key, "email"], **OPTIONS)
             await workflow.execute_activity("bare_effect", args=[key, "task"], **OPTIONS)

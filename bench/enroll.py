@@ -176,7 +176,7 @@ async def baseline_rate(n: int, workers: int) -> tuple[float, dict[str, Any]]:
 
 async def design_ceiling_rate(n: int) -> tuple[float, dict[str, Any]]:
     """Bare Temporal in Touchpoint's shape: per enrollment a `BareAccount` signalled-with-start,
-    with Touchpoint's three store steps (local activities) and two effects; until both effect rows exist."""
+    with Touchpoint's two store steps (local activities) and two effects; until both effect rows exist."""
     async with fresh_server() as server:
         database = server.root / "bare.db"
         client = server.env.client
@@ -233,13 +233,13 @@ async def run(n: int, *, two_workers: bool = True) -> Scenario:
     )
     ceiling, ceiling_detail = await design_ceiling_rate(n)
     scenario.figures.append(
-        Figure("design ceiling, new accounts: bare account workflow, 3 local activities + 2 activities, 1 worker process", "/s", round(ceiling, 2), round(bare_one, 2), "higher")
+        Figure("design ceiling, new accounts: bare account workflow, 2 local activities + 2 activities, 1 worker process", "/s", round(ceiling, 2), round(bare_one, 2), "higher")
     )
     scenario.extra["design_ceiling"] = ceiling_detail
     scenario.notes.append(
         "Design ceiling (not Touchpoint: bare Temporal in its shape): per enrollment a bare account workflow is "
-        "signalled-with-start and runs what Touchpoint's account workflow runs for a new account: two local activities "
-        "(read the context, record the event), the two effect activities, one local activity (the final projection) "
+        "signalled-with-start and runs what Touchpoint's account workflow runs for a new account: one local activity "
+        "(read the context and record the event, as `apply_first`), the two effect activities, one local activity (the final projection) "
         f"(`BareAccount`). CPU per enrollment: dev server {ceiling_detail['server_cpu_ms']} ms, worker {ceiling_detail['worker_cpu_ms']} ms. "
         f"Touchpoint's new-account rate is {tp_one / ceiling:.2f}x of this ceiling."
     )

@@ -41,7 +41,7 @@ def test_bench_smoke_reports_every_scenario_with_baseline_and_ratio(tmp_path: Pa
         "CPU per enrollment, new accounts: dev server",
         "CPU per enrollment, new accounts: worker process",
     ]
-    assert [n for n in names if n.startswith("design ceiling")] == ["design ceiling, new accounts: bare account workflow, 3 local activities + 2 activities, 1 worker process"]
+    assert [n for n in names if n.startswith("design ceiling")] == ["design ceiling, new accounts: bare account workflow, 2 local activities + 2 activities, 1 worker process"]
     ceiling = data["scenarios"]["enrollment"]["extra"]["design_ceiling"]
     assert ceiling["server_cpu_ms"] > 0 and ceiling["worker_cpu_ms"] > 0
     assert [f["name"][:3] for f in data["scenarios"]["latency"]["figures"]] == ["p50", "p95", "p99"]
