@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.deps import Deps
 from bench.baseline import WORKFLOWS, BareActivities
@@ -17,6 +18,8 @@ from worker import build_worker
 
 #: The workflow cache of both sides: Touchpoint's default (`TOUCHPOINT_WORKER_CACHE`).
 CACHE = Settings.model_fields["worker_cache"].default
+#: Whether Touchpoint's production worker runs workflows in the SDK's sandbox; the baseline follows it.
+SANDBOX: bool = bool(Settings.model_fields["workflow_sandbox"].default)
 
 
 def touchpoint_deps(home: Path) -> Deps:
@@ -45,12 +48,14 @@ def deploy(deps: Deps, folder: Path) -> Project:
 
 
 def touchpoint_worker(client: Client, deps: Deps, queue: str, *, cache: int = CACHE) -> Worker:
-    """Touchpoint's production worker (sandbox on, pass-through list, every workflow)."""
+    """Touchpoint's production worker (every workflow; outside the SDK's sandbox, its default)."""
     return build_worker(client, deps, task_queue=queue, max_cached_workflows=cache)
 
 
 def baseline_worker(client: Client, database: Path, queue: str, *, cache: int = CACHE) -> Worker:
-    """A bare worker with the SDK's defaults but the same cache and activity slots as Touchpoint's."""
+    """A bare worker with the SDK's defaults but the same cache, activity slots and workflow runner
+    as Touchpoint's: outside the sandbox unless `Settings.workflow_sandbox` defaults to it, so
+    neither side is measured with a cost the other does not pay."""
     return Worker(
         client,
         task_queue=queue,
@@ -58,4 +63,5 @@ def baseline_worker(client: Client, database: Path, queue: str, *, cache: int = 
         activities=BareActivities(database).all(),
         max_cached_workflows=cache,
         max_concurrent_activities=200,
+        workflow_runner=SandboxedWorkflowRunner() if SANDBOX else UnsandboxedWorkflowRunner(),
     )
