@@ -65,6 +65,13 @@ class Dev:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()  # a failed start leaves no process and no open pipe to the next test
+            raise
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + 60
         while True:
             assert self.process.poll() is None, self.output()

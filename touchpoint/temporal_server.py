@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import re
 import shutil
 import signal
 import socket
@@ -160,12 +161,17 @@ async def start_dev_server(
             return await _start_dev_server(
                 port or free_port(), ui_port, database_file, wal, namespace, extra_args, search_attributes
             )
-        except _ServerExited:
-            # A port picked here can be taken by another process before the server binds it
-            # (the server also binds ports of its own): pick again. A given port is not retried.
-            if port is not None or attempt == 2:
+        except _ServerExited as exc:
+            # A port picked here, or one the server picks for itself (its HTTP API, its
+            # membership ports), can be taken by another process before the server binds it:
+            # start again (with a new port unless one was given). A given port that is taken fails.
+            taken = {int(p) for p in _TAKEN.findall(str(exc))}
+            if attempt == 2 or (port is not None and (not taken or taken & {port, ui_port})):
                 raise
     raise AssertionError("unreachable")
+
+
+_TAKEN = re.compile(r"listen tcp 127\.0\.0\.1:(\d+): bind: address already in use")
 
 
 class _ServerExited(RuntimeError):
