@@ -55,13 +55,12 @@ def ledger_reserve(s: Session, key: str, kind: str) -> Ledger:
     The caller performs the side effect only when the returned status is ``reserved`` (and
     decides what a ``reserved`` entry left by a crashed attempt means for its kind).
     """
-    now = utcnow()
-    insert_ignore(
-        s,
-        Ledger,
-        {"key": key, "kind": kind, "status": "reserved", "created_at": now, "updated_at": now},
-    )
-    return s.execute(select(Ledger).where(Ledger.key == key).execution_options(populate_existing=True)).scalar_one()
+    found = ledger_claim(s, key, kind)
+    if found is not None:
+        return found
+    entry = s.get(Ledger, key)
+    assert entry is not None  # inserted by this transaction
+    return entry
 
 
 def ledger_claim(s: Session, key: str, kind: str) -> Ledger | None:

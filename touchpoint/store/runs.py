@@ -48,12 +48,8 @@ def upsert_run(s: Session, **fields: Any) -> None:
         **fields: ``id`` and any ``Run`` columns; a new run also needs ``workflow_id``,
             ``playbook_id``, ``version`` and ``started_at``. ``updated_at`` defaults to now.
     """
-    _check_fields(Run, fields)
-    run_id = fields.get("id")
-    if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"upsert_run needs the run's 'id', got {run_id!r}")
-    stored = s.execute(_READ_RUN, {"run_id": run_id}).mappings().first()
-    _write_run(s, run_id, dict(stored) if stored is not None else None, fields)
+    run_id, stored = _stored_run(s, fields, "upsert_run")
+    _write_run(s, run_id, stored, fields)
 
 
 def add_run(s: Session, **fields: Any) -> bool:
@@ -62,14 +58,21 @@ def add_run(s: Session, **fields: Any) -> bool:
     Returns:
         False when the run was stored already (nothing written).
     """
-    _check_fields(Run, fields)
-    run_id = fields.get("id")
-    if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"add_run needs the run's 'id', got {run_id!r}")
-    if s.execute(_READ_RUN, {"run_id": run_id}).first() is not None:
+    run_id, stored = _stored_run(s, fields, "add_run")
+    if stored is not None:
         return False
     _write_run(s, run_id, None, fields)
     return True
+
+
+def _stored_run(s: Session, fields: Mapping[str, Any], caller: str) -> tuple[str, dict[str, Any] | None]:
+    """The run id of ``fields`` (checked) and its stored position and rollup key columns, if any."""
+    _check_fields(Run, fields)
+    run_id = fields.get("id")
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"{caller} needs the run's 'id', got {run_id!r}")
+    stored = s.execute(_READ_RUN, {"run_id": run_id}).mappings().first()
+    return run_id, dict(stored) if stored is not None else None
 
 
 def _write_run(s: Session, run_id: str, stored: Mapping[str, Any] | None, fields: dict[str, Any]) -> None:
