@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -47,6 +48,21 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
     return [pid for pid in pids if not _gone(pid)]
 
 
+def _frontend_port() -> int:
+    """A free port whose web UI port (`touchpoint dev` serves it 1000 above) is free too: other
+    tests' servers pick ports at random, and a taken UI port stops the dev server at start."""
+    while True:
+        port = free_port()
+        if port + 1000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1000))
+            except OSError:
+                continue
+        return port
+
+
 class Dev:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -54,7 +70,7 @@ class Dev:
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "TOUCHPOINT_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TOUCHPOINT_TEMPORAL_ADDRESS": f"127.0.0.1:{_frontend_port()}",
             "TOUCHPOINT_API_BIND": self.api.removeprefix("http://"),
         }
         env.pop("TOUCHPOINT_SECRET_KEY", None)
