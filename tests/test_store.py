@@ -467,6 +467,9 @@ def test_store_group_writer_commits_units_together_and_fails_one_alone(tmp_path:
     engine = make_engine(f"sqlite:///{tmp_path / 'group.db'}")
     migrate(engine)
     factory = session_factory(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE tally (n INTEGER)"))
+        conn.execute(text("INSERT INTO tally VALUES (0)"))
     writer = GroupWriter(factory)
     who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
     committed: list[str] = []
@@ -478,6 +481,7 @@ def test_store_group_writer_commits_units_together_and_fails_one_alone(tmp_path:
     def good(account_id: str) -> object:
         def work(s: Session) -> str:
             upsert_account(s, _account(account_id), [])
+            s.execute(text("UPDATE tally SET n = n + 1"))  # not idempotent: must be applied once
             on_commit(s, lambda: committed.append(account_id))
             return who.get()
 
@@ -507,6 +511,34 @@ def test_store_group_writer_commits_units_together_and_fails_one_alone(tmp_path:
     with factory() as s:
         assert get_account(s, "bad") is None
         assert all(get_account(s, name) is not None for name in ("a", "b", "c"))
+        assert s.execute(text("SELECT n FROM tally")).scalar_one() == 3
+    writer.close()
+    engine.dispose()
+
+
+def test_store_group_writer_needs_no_savepoint_when_no_unit_fails(tmp_path: Path) -> None:
+    """A batch whose units all succeed runs them in its one transaction without a SAVEPOINT each
+    (each statement costs the writer thread the GIL twice), and still commits them all."""
+    from sqlalchemy import event
+
+    from touchpoint.store import GroupWriter
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    migrate(engine)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: statements.append(statement))
+    writer = GroupWriter(session_factory(engine))
+    hold = threading.Event()
+    first = writer.submit(lambda s: hold.wait(10) and upsert_account(s, _account("first"), []))
+    futures = [writer.submit(lambda s, name=name: upsert_account(s, _account(name), [])) for name in "abcd"]
+    hold.set()
+    first.result(10)
+    for future in futures:
+        future.result(10)
+    assert not [x for x in statements if "SAVEPOINT" in x.upper()]
+    assert 1 <= statements.count("BEGIN IMMEDIATE") <= 2  # the four behind the blocker go together
+    with session_factory(engine)() as s:
+        assert all(get_account(s, name) is not None for name in "abcd")
     writer.close()
     engine.dispose()
 

@@ -241,18 +241,35 @@ def is_sqlite(factory: sessionmaker[Session]) -> bool:
 _Unit = tuple[Callable[[Session], Any], Future[Any], contextvars.Context]
 
 
+class _Failed:
+    """A unit's own exception, kept until its batch has committed or not."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_Outcome = tuple[Future[Any], Any, list[Callable[[], None]]]
+
+
 class GroupWriter:
     """One thread that runs a SQLite store's write units, several to a transaction (group commit).
 
     SQLite takes one writer at a time, so a worker's write transactions queue anyway; in their
     own transactions each pays BEGIN and COMMIT, a session, and a round of lock hand-offs between
-    the threads waiting for the write lock. Here a unit (a function of a `Session`, as `write_tx`
-    runs) runs in a SAVEPOINT of the batch's transaction, on its own session: a unit that raises
-    is rolled back alone and its caller gets the exception; the others commit together, and each
-    caller's future resolves only after that commit (nothing is reported done before it is
-    durable). A failed COMMIT fails every unit of the batch. The batch holds the engine's write
-    gate, so `write_tx` callers of the process (the API, other activities) interleave between
-    batches. PostgreSQL takes concurrent writers and row locks: use `write_tx` there.
+    the threads waiting for the write lock. Here the units of a batch (functions of a `Session`,
+    as `write_tx` runs) run one after another in one transaction, each on its own session, and
+    commit together; each caller's future resolves only after that commit (nothing is reported
+    done before it is durable). A failed COMMIT fails every unit of the batch. The batch holds the
+    engine's write gate, so `write_tx` callers of the process (the API, other activities)
+    interleave between batches. PostgreSQL takes concurrent writers and row locks: use
+    `write_tx` there.
+
+    A unit that raises is rolled back alone and its caller gets the exception: the batch's
+    transaction is rolled back and its units run again, each in a SAVEPOINT (`_isolated`). Units
+    are functions of the store alone, so running one again after a rollback is running it once.
+    Savepoints are not the first try because the driver lets go of the GIL around every
+    statement and this thread waits to get it back each time: on the enrollment bench, the two
+    SAVEPOINT statements of each unit were a fifth of this thread's statements.
     """
 
     MAX_BATCH = 64
@@ -309,37 +326,66 @@ class GroupWriter:
                 return
 
     def _write(self, batch: list[_Unit]) -> None:
-        done: list[tuple[Future[Any], Any, list[Callable[[], None]]]] = []
-        failed: list[tuple[Future[Any], BaseException]] = []
+        units = [unit for unit in batch if unit[1].set_running_or_notify_cancel()]
+        if not units:
+            return
         try:
             with self.gate, self.engine.connect() as conn:
                 conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
-                with conn.begin():
-                    for work, future, context in batch:
-                        if not future.set_running_or_notify_cancel():
-                            continue
-                        hooks: list[Callable[[], None]] = []
-                        session = Session(bind=conn, join_transaction_mode="create_savepoint", **self.options)
-                        session.info[_ON_COMMIT] = hooks
-                        try:
-                            with session.begin():
-                                result = context.run(work, session)
-                        except BaseException as exc:  # the unit's own failure: its caller's
-                            failed.append((future, exc))
-                        else:
-                            done.append((future, result, hooks))
-                        finally:
-                            session.close()
+                outcome = self._together(conn, units)
+                if outcome is None:
+                    outcome = self._isolated(conn, units)
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is stored
-            for future, _, _ in done:
+            for _, future, _ in units:
                 future.set_exception(exc)
-            for future, unit_exc in failed:
-                future.set_exception(unit_exc)
             return
-        for future, unit_exc in failed:
-            future.set_exception(unit_exc)
-        for future, result, hooks in done:
+        for future, result, hooks in outcome:
+            if isinstance(result, _Failed):
+                future.set_exception(result.exc)
+                continue
             for hook in hooks:
                 with contextlib.suppress(Exception):  # a metric's hook never holds up a caller
                     hook()
             future.set_result(result)
+
+    def _session(self, conn: Connection, mode: Any, hooks: list[Callable[[], None]]) -> Session:
+        session = Session(bind=conn, join_transaction_mode=mode, **self.options)
+        session.info[_ON_COMMIT] = hooks
+        return session
+
+    def _together(self, conn: Connection, units: list[_Unit]) -> list[_Outcome] | None:
+        """Every unit in the batch's transaction, no savepoint. When one raises, all is rolled back:
+        None, or that unit's failure when it is the batch's only unit."""
+        outcome: list[_Outcome] = []
+        with conn.begin() as transaction:
+            for work, future, context in units:
+                hooks: list[Callable[[], None]] = []
+                session = self._session(conn, "rollback_only", hooks)
+                try:
+                    with session.begin():
+                        result = context.run(work, session)
+                except Exception as exc:
+                    if transaction.is_active:
+                        transaction.rollback()
+                    return [(future, _Failed(exc), [])] if len(units) == 1 else None
+                finally:
+                    session.close()
+                outcome.append((future, result, hooks))
+        return outcome
+
+    def _isolated(self, conn: Connection, units: list[_Unit]) -> list[_Outcome]:
+        """Each unit in a SAVEPOINT of the batch's transaction: one that raises is rolled back alone."""
+        outcome: list[_Outcome] = []
+        with conn.begin():
+            for work, future, context in units:
+                hooks: list[Callable[[], None]] = []
+                session = self._session(conn, "create_savepoint", hooks)
+                try:
+                    with session.begin():
+                        outcome.append((future, context.run(work, session), hooks))
+                except BaseException as exc:  # the unit's own failure: its caller's
+                    outcome.append((future, _Failed(exc), []))
+                finally:
+                    session.close()
+        return outcome
+
