@@ -30,6 +30,7 @@ from activities.store import project_runs
 from touchpoint.dsl.runtime import Recipient, ReserveSlotInput, SendEmailInput, SendEmailResult
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, write_tx
+from touchpoint.store.rollups import RunOf
 from touchpoint.unsubscribe import unsubscribe_url
 from workflows import names
 
@@ -125,6 +126,9 @@ class EmailActivities:
         message_id = message_id_for(input.key)
         backend = self.deps.email_backend
         backend_name = getattr(backend, "name", "outbox")
+        # An account workflow's run has its row in the store: the message counts under the run
+        # the input names, without reading the row again.
+        run = RunOf(input.run.playbook, input.run.version, input.run.started_at) if carried and not input.simulation else None
 
         def check(s: Session) -> SendEmailResult | None:
             if carried and input.projections and not input.simulation:
@@ -134,13 +138,13 @@ class EmailActivities:
                 return SendEmailResult.model_validate(found.result)
             if found is not None and found.status == "reserved" and backend_name == "sendgrid":
                 result = SendEmailResult(status="uncertain", to=to, message_id=message_id, template=input.template, error="the worker stopped between the provider call and the ledger write; not sent again")
-                self._record(s, input, message_id, result, backend_name)
+                self._record(s, input, message_id, result, backend_name, run=run)
                 repo.ledger_finish(s, input.key, "done", result.model_dump(mode="json"))
                 return result
             reason = repo.is_suppressed(s, to)
             if reason:
                 result = SendEmailResult(status="suppressed", to=to, template=input.template, error=f"{to} is on the suppression list ({reason})")
-                self._record(s, input, message_id, result, backend_name)
+                self._record(s, input, message_id, result, backend_name, run=run)
                 repo.ledger_finish(s, input.key, "skipped", result.model_dump(mode="json"))
                 return result
             if found is not None and found.status == "failed":
@@ -172,7 +176,7 @@ class EmailActivities:
                 rendered = await asyncio.to_thread(render_email, templates, input.template, context, locales=input.locales, unsubscribe_url=link)
         except TemplateError as exc:
             result = SendEmailResult(status="failed", to=to, template=input.template, error=str(exc))
-            await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, None))
+            await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, None, run=run))
             raise ApplicationError(str(exc), type="Rejected", non_retryable=True) from None
         message = EmailMessage(
             message_id=message_id,
@@ -213,11 +217,11 @@ class EmailActivities:
             raise ApplicationError(str(exc), type=names.CONFIGURATION_ERROR, non_retryable=True) from None
         except RecipientRejected as exc:
             result = SendEmailResult(status="failed", to=to, template=input.template, subject=rendered.subject, error=str(exc))
-            await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, rendered))
+            await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, rendered, run=run))
             return result
         result = SendEmailResult(status="sent", to=to, message_id=message_id, subject=rendered.subject, template=input.template, locale=locale)
         provider_id = sent.provider_message_id
-        await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, rendered, provider_id))
+        await self.deps.db(lambda s: self._finish(s, input, message_id, result, backend_name, rendered, provider_id, run=run))
         return result
 
     async def _approved(self, input: SendEmailInput, templates: Path, context: dict[str, Any], link: str) -> RenderedEmail | None:
@@ -239,13 +243,20 @@ class EmailActivities:
         email = await self.deps.read(held)
         return RenderedEmail.model_validate(email["rendered"]) if email and email.get("rendered") else None
 
-    def _finish(self, s: Session, input: SendEmailInput, message_id: str, result: SendEmailResult, backend: str, rendered: Any, provider_id: str | None = None) -> None:
-        self._record(s, input, message_id, result, backend, rendered, provider_id)
+    def _finish(
+        self, s: Session, input: SendEmailInput, message_id: str, result: SendEmailResult, backend: str, rendered: Any, provider_id: str | None = None,
+        *, run: RunOf | None = None,
+    ) -> None:
+        self._record(s, input, message_id, result, backend, rendered, provider_id, run=run)
         repo.ledger_finish(s, input.key, "done", result.model_dump(mode="json"))
 
-    def _record(self, s: Session, input: SendEmailInput, message_id: str, result: SendEmailResult, backend: str, rendered: Any = None, provider_id: str | None = None) -> None:
+    def _record(
+        self, s: Session, input: SendEmailInput, message_id: str, result: SendEmailResult, backend: str, rendered: Any = None, provider_id: str | None = None,
+        *, run: RunOf | None = None,
+    ) -> None:
         repo.add_message(
             s,
+            run=run,
             id=message_id,
             ledger_key=input.key,
             run_id=input.run.id,

@@ -16,6 +16,7 @@ from touchpoint.dsl.runtime import EffectInput, EventIn, StepRecord, initial_sco
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import Event, repo, utcnow
+from touchpoint.store.rollups import RunOf
 from workflows import enrolling, names, search
 from workflows.messages import (
     DeployedIndex,
@@ -119,10 +120,12 @@ class AccountActivities:
         """A deployed playbook version (the current one without ``version``) with the current
         workspace. Versions are immutable: each pair is read and parsed once per worker, and an
         enrollment reads only the two current version ids."""
-        version = version or repo.current_version(s, "playbook", playbook)
         if version is None:
-            return None
-        workspace = repo.current_version(s, "workspace", "workspace")
+            version, workspace = repo.current_with_workspace(s, playbook)
+            if version is None:
+                return None
+        else:
+            workspace = repo.current_version(s, "workspace", "workspace")
         key = (playbook, version, workspace)
         loaded = self._loaded.get(key)
         if loaded is None:
@@ -282,7 +285,7 @@ async def write_carried(deps: Deps, input: EffectInput) -> None:
 def project_runs(s: Session, projections: list[RunProjection]) -> None:
     """Write each projection unless the row already holds a newer one; timeline lines once each."""
     for p in projections:
-        repo.project_run(
+        wrote = repo.project_run(
             s,
             id=p.run_id,
             position=p.position,
@@ -303,8 +306,10 @@ def project_runs(s: Session, projections: list[RunProjection]) -> None:
             enrolled_until=p.enrolled_until,
             variant=p.variant,
         )
+        # The row now holds what the projection says (unless a newer one was there: read it then).
+        run = RunOf(p.playbook, p.version, p.started_at) if wrote else None
         for record in p.records:
-            added = repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq)
+            added = repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq, run=run)
             if added and record.action == "email":
                 _count_email_line(s, p.playbook, record)
         if p.events:

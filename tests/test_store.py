@@ -43,6 +43,7 @@ from touchpoint.store import (
     list_messages,
     list_runs,
     list_suppressions,
+    list_notes,
     list_tasks,
     make_engine,
     mark_date_trigger_fired,
@@ -354,15 +355,18 @@ def test_store_ledger_reserve_is_idempotent(factory: sessionmaker[Session]) -> N
 
 def test_store_records_are_retry_safe_by_ledger_key(factory: sessionmaker[Session]) -> None:
     with factory.begin() as s:
-        first = add_message(s, ledger_key="k1", run_id="r1", to_email="Ana@Acme.test", status="sent", sent_at=T0)
-        again = add_message(s, ledger_key="k1", run_id="r1", to_email="ana@acme.test", status="sent", sent_at=T0)
-        assert again.id == first.id
-        task = add_task(s, ledger_key="k2", account_id="acme", title="Call Ana", owner="cy@x.test")
-        assert add_task(s, ledger_key="k2", account_id="acme", title="x", owner="y").id == task.id
-        add_note(s, ledger_key="k3", account_id="acme", text="Kick-off done")
+        assert add_message(s, ledger_key="k1", run_id="r1", to_email="Ana@Acme.test", status="sent", sent_at=T0, subject="first")
+        assert not add_message(s, ledger_key="k1", run_id="r1", to_email="ana@acme.test", status="failed", sent_at=T0, subject="again")
+        assert add_task(s, ledger_key="k2", account_id="acme", title="Call Ana", owner="cy@x.test")
+        assert not add_task(s, ledger_key="k2", account_id="acme", title="x", owner="y")
+        assert add_note(s, ledger_key="k3", account_id="acme", text="Kick-off done")
+        assert not add_note(s, ledger_key="k3", account_id="acme", text="again")
     with factory.begin() as s:
-        assert [m.to_email for m in list_messages(s, to_email="ANA@acme.test")] == ["ana@acme.test"]
-        assert [t.id for t in list_tasks(s, status="open")] == [task.id]
+        assert [(m.to_email, m.status, m.subject) for m in list_messages(s, to_email="ANA@acme.test")] == [("ana@acme.test", "sent", "first")]
+        tasks = list_tasks(s, status="open")
+        assert [(t.title, t.owner) for t in tasks] == [("Call Ana", "cy@x.test")]
+        assert [n.text for n in list_notes(s, account_id="acme")] == ["Kick-off done"]
+        task = tasks[0]
         done = complete_task(s, task.id, T0)
         assert done is not None
         assert done.completed_at == T0

@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -108,4 +108,8 @@ def settle_from_timeline(s: Session, run_id: str, ended: bool, records: Iterable
             values["reason"] = detail.get("reason")
         s.execute(update(Approval).where(Approval.id == str(approval_id)).values(**values))
     if ended:
-        s.execute(update(Approval).where(Approval.run_id == run_id, Approval.status == "pending").values(status="closed"))
+        s.execute(_CLOSE, {"run_id_": run_id})
+
+
+_CLOSE = update(Approval).where(Approval.run_id == bindparam("run_id_"), Approval.status == "pending").values(status="closed")
+"""What a run that ended left pending is closed (built once: every run's end runs it)."""

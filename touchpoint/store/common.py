@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -25,9 +25,6 @@ SuppressionReason = Literal["unsubscribed", "bounced", "spamreport", "manual"]
 CONTACT_FIELDS = ("email", "name", "role", "locale", "timezone", "country")
 LEDGER_STATUSES = ("reserved", "done", "failed", "skipped")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "spamreport", "manual")
-
-_M = TypeVar("_M", bound=Base)
-
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -97,21 +94,13 @@ def _check_fields(model: type[Base], fields: Mapping[str, Any]) -> None:
         )
 
 
-def _add_once(s: Session, model: type[_M], fields: Mapping[str, Any]) -> _M:
-    return _add_new(s, model, fields)[0]
+def _add_once(s: Session, model: type[Base], fields: Mapping[str, Any]) -> bool:
+    """Insert a row; with a ``ledger_key`` already stored (a retried activity), nothing.
 
+    One ``INSERT ... ON CONFLICT DO NOTHING``: no read, no ORM object.
 
-def _add_new(s: Session, model: type[_M], fields: Mapping[str, Any]) -> tuple[_M, bool]:
-    # A retried activity passes the same ledger key: hand back the row it stored the first time
-    # (and False: nothing new was added).
+    Returns:
+        True if the row was stored now.
+    """
     _check_fields(model, fields)
-    key = fields.get("ledger_key")
-    if key is not None:
-        column = model.__table__.columns["ledger_key"]
-        existing = s.scalars(select(model).where(column == key)).first()
-        if existing is not None:
-            return existing, False
-    row = model(**fields)
-    s.add(row)
-    s.flush()
-    return row, True
+    return insert_ignore(s, model, fields)

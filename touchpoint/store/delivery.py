@@ -23,7 +23,6 @@ from .common import (
     SUPPRESSION_REASONS,
     LedgerStatus,
     SuppressionReason,
-    _add_new,
     _add_once,
     _aware,
     insert_ignore,
@@ -96,18 +95,21 @@ _FINISH = (
 # --- messages, tasks, notes, field updates -------------------------------------------------
 
 
-def add_message(s: Session, **fields: Any) -> Message:
-    """Record an email (sent, failed, skipped, suppressed or uncertain).
+def add_message(s: Session, *, run: rollups.RunOfLine | None = None, **fields: Any) -> bool:
+    """Record an email (sent, failed, skipped, suppressed or uncertain), once per ``ledger_key``.
 
-    With a ``ledger_key`` already recorded, returns the stored message instead (retry-safe);
-    a new message counts in the analytics rollups of its step.
+    A new message counts in the analytics rollups of its step; ``run`` (its playbook, version and
+    start) saves reading the run's row for that.
+
+    Returns:
+        False when a message with that ledger key was stored before (a retried send): nothing changes.
     """
     if isinstance(fields.get("to_email"), str):
         fields["to_email"] = normalize_email(fields["to_email"])
-    message, added = _add_new(s, Message, fields)
+    added = _add_once(s, Message, fields)
     if added:
-        rollups.count_message(s, message)
-    return message
+        rollups.count_message(s, fields.get("run_id"), fields.get("step"), str(fields.get("status")), run=run)
+    return added
 
 
 def get_message(s: Session, id: str) -> Message | None:
@@ -127,8 +129,8 @@ def list_messages(
     return list(s.scalars(query))
 
 
-def add_task(s: Session, **fields: Any) -> Task:
-    """Record a task; with a ``ledger_key`` already recorded, returns the stored task."""
+def add_task(s: Session, **fields: Any) -> bool:
+    """Record a task; False (nothing changes) when its ``ledger_key`` was recorded before."""
     return _add_once(s, Task, fields)
 
 
@@ -163,8 +165,8 @@ def complete_task(s: Session, id: str, at: dt.datetime) -> Task | None:
     return task
 
 
-def add_note(s: Session, **fields: Any) -> Note:
-    """Record a note; with a ``ledger_key`` already recorded, returns the stored note."""
+def add_note(s: Session, **fields: Any) -> bool:
+    """Record a note; False (nothing changes) when its ``ledger_key`` was recorded before."""
     return _add_once(s, Note, fields)
 
 
@@ -178,8 +180,8 @@ def list_notes(s: Session, *, account_id: str | None = None, run_id: str | None 
     return list(s.scalars(query))
 
 
-def add_field_update(s: Session, **fields: Any) -> FieldUpdate:
-    """Record an ``update`` step's fields; retry-safe with a ``ledger_key``."""
+def add_field_update(s: Session, **fields: Any) -> bool:
+    """Record an ``update`` step's fields; False (nothing changes) when its ``ledger_key`` was recorded before."""
     if "fields" in fields:
         fields["fields"] = jsonable(fields["fields"])
     return _add_once(s, FieldUpdate, fields)
@@ -216,7 +218,10 @@ def unsuppress(s: Session, email: str) -> bool:
 
 def is_suppressed(s: Session, email: str) -> str | None:
     """The reason the address is suppressed, or None if it may be emailed."""
-    return s.scalar(select(Suppression.reason).where(Suppression.email == normalize_email(email)))
+    return s.scalar(_SUPPRESSED, {"email": normalize_email(email)})
+
+
+_SUPPRESSED = select(Suppression.reason).where(Suppression.email == bindparam("email"))
 
 
 def list_suppressions(s: Session) -> list[Suppression]:

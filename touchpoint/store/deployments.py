@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from sqlalchemy import select, text, update
+from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -106,9 +106,26 @@ def get_deployment(s: Session, kind: str, name: str, version: str | None = None)
 
 def current_version(s: Session, kind: str, name: str) -> str | None:
     """The current version of (kind, name), without reading its content."""
-    return s.scalar(
-        select(Deployment.version).where(Deployment.kind == kind, Deployment.name == name, Deployment.current.is_(True))
-    )
+    return s.scalar(_CURRENT, {"kind": kind, "name": name})
+
+
+def current_with_workspace(s: Session, playbook: str) -> tuple[str | None, str | None]:
+    """The current versions of a playbook and of the workspace, in one read (every start needs both)."""
+    found = {kind: version for kind, version in s.execute(_CURRENT_WITH_WORKSPACE, {"name": playbook})}
+    return found.get("playbook"), found.get("workspace")
+
+
+# Built once: a start reads these on every enrollment's path.
+_CURRENT = select(Deployment.version).where(
+    Deployment.kind == bindparam("kind"), Deployment.name == bindparam("name"), Deployment.current.is_(True)
+)
+_CURRENT_WITH_WORKSPACE = select(Deployment.kind, Deployment.version).where(
+    Deployment.current.is_(True),
+    or_(
+        and_(Deployment.kind == "playbook", Deployment.name == bindparam("name")),
+        and_(Deployment.kind == "workspace", Deployment.name == "workspace"),
+    ),
+)
 
 
 def playbook_versions(s: Session, name: str) -> list[str]:

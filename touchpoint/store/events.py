@@ -36,13 +36,13 @@ def record_events(s: Session, events: Sequence[Mapping[str, Any]]) -> None:
         }
         for e in events
     ]
-    table = cast(Table, Event.__table__)
-    stmt: postgresql.Insert | sqlite.Insert
-    if s.get_bind().dialect.name == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    s.execute(stmt, rows)
+    s.execute(_RECORD_POSTGRESQL if s.get_bind().dialect.name == "postgresql" else _RECORD_SQLITE, rows)
+
+
+_EVENTS = cast(Table, Event.__table__)
+# Built once: a run's projection records its engine events on every enrollment's path.
+_RECORD_POSTGRESQL = postgresql.insert(_EVENTS).on_conflict_do_nothing()
+_RECORD_SQLITE = sqlite.insert(_EVENTS).on_conflict_do_nothing()
 
 
 def event_log(

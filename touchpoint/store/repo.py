@@ -94,6 +94,7 @@ from .delivery import (
 from .deployments import (
     current_deployments,
     current_version,
+    current_with_workspace,
     deploy,
     deploy_generation,
     deployed_versions,
@@ -149,6 +150,7 @@ __all__ = [
     "get_accounts",
     "get_cursor",
     "current_version",
+    "current_with_workspace",
     "get_deployment",
     "playbook_versions",
     "get_event",

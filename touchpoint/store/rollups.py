@@ -61,6 +61,15 @@ class RunOfLine(Protocol):
     def started_at(self) -> dt.datetime: ...
 
 
+@dataclass(frozen=True)
+class RunOf:
+    """A run's three columns its lines and emails count under, when the caller has them."""
+
+    playbook_id: str
+    version: str
+    started_at: dt.datetime
+
+
 class RunLike(RunOfLine, Protocol):
     """What `run_key` reads: a `Run`, or a row selected with the same column names."""
 
@@ -160,8 +169,14 @@ _BUMPS: dict[tuple[str, Table, str], Any] = {}
 
 
 def _bump_many(s: Session, model: type[RunRollup | StepRollup | GapRollup], keys: Sequence[Mapping[str, Any]], column: str, n: int) -> None:
-    """`_bump` for several rows in one execution; the statement is built once per table."""
-    if not keys:
+    """`_bump` for several rows in one execution."""
+    _bump_rows(s, model, [{**key, column: n} for key in keys], column)
+
+
+def _bump_rows(s: Session, model: type[RunRollup | StepRollup | GapRollup], rows: Sequence[Mapping[str, Any]], column: str) -> None:
+    """Add each row's ``column`` value to its rollup row, in one execution (the statement is
+    built once per table)."""
+    if not rows:
         return
     table = cast(Table, model.__table__)
     cache = (dialect_of(s), table, column)
@@ -170,7 +185,7 @@ def _bump_many(s: Session, model: type[RunRollup | StepRollup | GapRollup], keys
         insert = upsert_insert(s, table)
         primary = [c.name for c in table.primary_key.columns]
         stmt = _BUMPS[cache] = insert.on_conflict_do_update(index_elements=primary, set_={column: table.c[column] + insert.excluded[column]})
-    s.execute(stmt, [{**key, column: n} for key in keys])
+    s.execute(stmt, list(rows))
 
 
 def _run_fields(key: RunKey) -> dict[str, Any]:
@@ -182,15 +197,17 @@ def move_run(s: Session, old: RunKey | None, new: RunKey) -> None:
     """Count a run under ``new`` instead of ``old`` (None for a new run); nothing when they are equal."""
     if old == new:
         return
-    for key, n in sorted(((old, -1), (new, 1)), key=lambda item: str(item[0])):
-        if key is not None:
-            _bump(s, RunRollup, _run_fields(key), "runs", n)
+    moves = sorted(((old, -1), (new, 1)), key=lambda item: str(item[0]))  # one lock order on PostgreSQL
+    _bump_rows(s, RunRollup, [{**_run_fields(key), "runs": n} for key, n in moves if key is not None], "runs")
 
 
 def timeline(s: Session, run_id: str) -> list[Line]:
     """A run's lines as `line_metrics` reads them (one indexed read of a run's few lines)."""
-    rows = s.execute(select(RunStep.step, RunStep.action, RunStep.detail, RunStep.at).where(RunStep.run_id == run_id))
+    rows = s.execute(_TIMELINE, {"run_id": run_id})
     return [Line(step, action, detail or {}, at) for step, action, detail, at in rows]
+
+
+_TIMELINE = select(RunStep.step, RunStep.action, RunStep.detail, RunStep.at).where(RunStep.run_id == bindparam("run_id"))
 
 
 _RUNS = cast(Table, Run.__table__)
@@ -207,13 +224,15 @@ def count_line(s: Session, run: RunOfLine, prior: Sequence[Line], line: Line) ->
         _bump(s, GapRollup, {**base, "bucket": gap}, "count", 1)
 
 
-def count_message(s: Session, message: Message) -> None:
-    """Count an email just stored under its step, by status (`email:sent`, `email:failed`...)."""
-    run = s.execute(RUN_OF_LINE, {"run_id": message.run_id}).first() if message.run_id else None
-    if run is None or message.step is None:
+def count_message(s: Session, run_id: str | None, step: str | None, status: str, *, run: RunOfLine | None = None) -> None:
+    """Count an email just stored under its step, by status (`email:sent`, `email:failed`...);
+    ``run``, when the caller has it, saves reading the run's row."""
+    if run is None and run_id:
+        run = s.execute(RUN_OF_LINE, {"run_id": run_id}).first()
+    if run is None or step is None:
         return  # not a run's email (a test send): no playbook version to count it under
-    key = {"playbook_id": run.playbook_id, "version": run.version, "day": enrollment_day(run.started_at), "step": message.step}
-    _bump(s, StepRollup, {**key, "metric": f"email:{message.status}"}, "count", 1)
+    key = {"playbook_id": run.playbook_id, "version": run.version, "day": enrollment_day(run.started_at), "step": step}
+    _bump(s, StepRollup, {**key, "metric": f"email:{status}"}, "count", 1)
 
 
 def count_engagement(s: Session, message_id: str, event_type: str) -> bool:

@@ -133,12 +133,15 @@ def add_run_step(
     detail: Mapping[str, Any],
     *,
     seq: int | None = None,
+    run: rollups.RunOfLine | None = None,
 ) -> bool:
     """Append a line to the run's timeline; with ``seq``, once (False if it is there already).
 
-    A line inserted counts in the analytics rollups of its run (`rollups.count_line`).
+    A line inserted counts in the analytics rollups of its run (`rollups.count_line`); ``run``
+    (its row's playbook, version and start), when the caller has it, saves reading the row.
     """
-    run = s.execute(rollups.RUN_OF_LINE, {"run_id": run_id}).first()
+    if run is None:
+        run = s.execute(rollups.RUN_OF_LINE, {"run_id": run_id}).first()
     prior = rollups.timeline(s, run_id) if run is not None else []
     values = {
         "run_id": run_id,
