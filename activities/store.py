@@ -16,7 +16,7 @@ from touchpoint.dsl.runtime import EffectInput, EventIn, StepRecord, initial_sco
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import Event, repo, utcnow
-from touchpoint.store.rollups import RunOf
+from touchpoint.store.rollups import Line, RunOf, timeline
 from workflows import enrolling, names, search
 from workflows.messages import (
     DeployedIndex,
@@ -308,8 +308,12 @@ def project_runs(s: Session, projections: list[RunProjection]) -> None:
         )
         # The row now holds what the projection says (unless a newer one was there: read it then).
         run = RunOf(p.playbook, p.version, p.started_at) if wrote else None
+        # The lines before these: none before a run's first line, else read once for all of them.
+        prior: list[Line] | None = [] if p.records and p.records[0].seq == 1 else None
         for record in p.records:
-            added = repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq, run=run)
+            if prior is None:
+                prior = timeline(s, p.run_id)
+            added = repo.add_run_step(s, p.run_id, record.at, record.day, record.step, record.action, record.detail, seq=record.seq, run=run, prior=prior)
             if added and record.action == "email":
                 _count_email_line(s, p.playbook, record)
         if p.events:

@@ -58,38 +58,54 @@ def add_run(s: Session, **fields: Any) -> bool:
     Returns:
         False when the run was stored already (nothing written).
     """
-    run_id, stored = _stored_run(s, fields, "add_run")
-    if stored is not None:
+    run_id = _run_id(fields, "add_run")
+    values = _new_run_values(run_id, fields)
+    if not insert_ignore(s, _RUNS, values):  # one statement: no read first
         return False
-    _write_run(s, run_id, None, fields)
+    rollups.move_run(s, None, rollups.run_key(_KeyView.of({**_NEW_RUN_DEFAULTS, **{k: v for k, v in values.items() if k in _KEY_COLUMNS}})))
     return True
 
 
 def _stored_run(s: Session, fields: Mapping[str, Any], caller: str) -> tuple[str, dict[str, Any] | None]:
     """The run id of ``fields`` (checked) and its stored position and rollup key columns, if any."""
+    run_id = _run_id(fields, caller)
+    stored = s.execute(_READ_RUN, {"run_id": run_id}).mappings().first()
+    return run_id, dict(stored) if stored is not None else None
+
+
+def _run_id(fields: Mapping[str, Any], caller: str) -> str:
     _check_fields(Run, fields)
     run_id = fields.get("id")
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"{caller} needs the run's 'id', got {run_id!r}")
-    stored = s.execute(_READ_RUN, {"run_id": run_id}).mappings().first()
-    return run_id, dict(stored) if stored is not None else None
+    return run_id
+
+
+def _new_run_values(run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as a new run's row (checked: a new run needs `_NEW_RUN_FIELDS`)."""
+    _columns(fields)
+    missing = [f for f in _NEW_RUN_FIELDS if fields.get(f) is None]
+    if missing:
+        raise ValueError(f"run {run_id!r} is not in the store yet, so it needs {', '.join(missing)} too")
+    return fields
+
+
+def _columns(fields: dict[str, Any]) -> None:
+    fields.setdefault("updated_at", utcnow())
+    for name in ("vars", "scorecard"):
+        if name in fields:
+            fields[name] = jsonable(fields[name])
 
 
 def _write_run(s: Session, run_id: str, stored: Mapping[str, Any] | None, fields: dict[str, Any]) -> None:
     """Write a run row over ``stored`` (its position and rollup key columns, None for a new run)
     and move its count in the rollups."""
-    fields.setdefault("updated_at", utcnow())
-    for name in ("vars", "scorecard"):
-        if name in fields:
-            fields[name] = jsonable(fields[name])
     if stored is None:
-        missing = [f for f in _NEW_RUN_FIELDS if fields.get(f) is None]
-        if missing:
-            raise ValueError(f"run {run_id!r} is not in the store yet, so upsert_run needs {', '.join(missing)} too")
-        s.execute(_INSERT_RUN, fields)
+        s.execute(_INSERT_RUN, _new_run_values(run_id, fields))
         counted = None
         after = {**_NEW_RUN_DEFAULTS, **{k: v for k, v in fields.items() if k in _KEY_COLUMNS}}
     else:
+        _columns(fields)
         s.execute(_UPDATE_RUN, {"run_id_": run_id, **{k: v for k, v in fields.items() if k != "id"}})
         counted = rollups.run_key(_KeyView.of(stored))
         after = {**stored, **{k: v for k, v in fields.items() if k in _KEY_COLUMNS}}
@@ -134,15 +150,18 @@ def add_run_step(
     *,
     seq: int | None = None,
     run: rollups.RunOfLine | None = None,
+    prior: list[rollups.Line] | None = None,
 ) -> bool:
     """Append a line to the run's timeline; with ``seq``, once (False if it is there already).
 
     A line inserted counts in the analytics rollups of its run (`rollups.count_line`); ``run``
-    (its row's playbook, version and start), when the caller has it, saves reading the row.
+    (its row's playbook, version and start) and ``prior`` (its lines before this one), when the
+    caller has them, save reading them. A line inserted is appended to ``prior``.
     """
     if run is None:
         run = s.execute(rollups.RUN_OF_LINE, {"run_id": run_id}).first()
-    prior = rollups.timeline(s, run_id) if run is not None else []
+    if prior is None:
+        prior = rollups.timeline(s, run_id) if run is not None else []
     values = {
         "run_id": run_id,
         "at": at,
@@ -157,8 +176,10 @@ def add_run_step(
         s.flush()
     elif not insert_ignore(s, RunStep, values):
         return False
+    line = rollups.Line(step, action, values["detail"], at)
     if run is not None:
-        rollups.count_line(s, run, prior, rollups.Line(step, action, values["detail"], at))
+        rollups.count_line(s, run, prior, line)
+    prior.append(line)
     return True
 
 
