@@ -52,13 +52,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--forecast-accounts", type=int, help="forecast: accounts in the store (default 10000, quick 300)")
     parser.add_argument("--analytics-runs", type=int, help="analytics: runs in PostgreSQL, with a third as many accounts and 6.7 messages a run (default 300000, quick 3000)")
     parser.add_argument("--one-worker", action="store_true", help="enrollment: skip the 2-worker-process run")
+    parser.add_argument("--rounds", type=int, help="enrollment: rounds of the one-worker figures, averaged (default 2, quick 1)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/<timestamp>.json)")
     parser.add_argument("--drills", action="store_true", help="run the failure drills instead of the scenarios (exit 1 when one lost or doubled)")
     parser.add_argument("--only-drills", nargs="+", choices=DRILLS, default=list(DRILLS), help="with --drills: run only these drills")
     args = parser.parse_args(argv)
     defaults = {"accounts": (2000, 50), "events": (300, 20), "parked": (20000, 200), "migrate": (10_000, 100), "resume": (2000, 100), "resume_wait": (10.0, 3.0), "sweep_accounts": (100_000, 2000), "crm_accounts": (10_000, 500),
-                "event_accounts": (200, 20), "quiet_events": (20_000, 1000), "listened_events": (2000, 200), "mixed_events": (10_000, 500), "bare_events": (2000, 200), "forecast_accounts": (10_000, 300), "analytics_runs": (300_000, 3000)}
+                "event_accounts": (200, 20), "quiet_events": (20_000, 1000), "listened_events": (2000, 200), "mixed_events": (10_000, 500), "bare_events": (2000, 200), "forecast_accounts": (10_000, 300), "analytics_runs": (300_000, 3000), "rounds": (2, 1)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -76,7 +77,7 @@ async def run_scenarios(args: argparse.Namespace, console: Console) -> list[Scen
         console.log(f"[bold]{key}[/bold] ...")
         begin = time.monotonic()
         if key == "enrollment":
-            scenario = await enroll.run(args.accounts, two_workers=not args.one_worker)
+            scenario = await enroll.run(args.accounts, two_workers=not args.one_worker, rounds=args.rounds)
         elif key == "events":
             scenario = await events.run(args.event_accounts, args.quiet_events, args.listened_events, args.mixed_events, args.bare_events)
         elif key == "latency":
