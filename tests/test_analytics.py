@@ -261,3 +261,33 @@ def test_analytics_plans_read_no_big_table_whole(sessions: sessionmaker[Session]
             plan = "\n".join(s.execute(text("EXPLAIN " + sql)).scalars())
             for table in ("runs", "messages", "run_steps"):
                 assert f"Seq Scan on {table}" not in plan, plan
+
+
+@on_both_stores()
+def test_analytics_counts_lines_projected_in_pieces_and_again_as_fill_does(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    """A run's lines arrive over several projections (the first from its first line, the next
+    reading the lines before it), each written twice as a retried activity does: the rollups
+    hold what `fill` counts from the rows."""
+    version = deploy(sessions, tmp_path / "playbooks")
+    r1, r2, r3 = history(version)
+    pieces = [
+        r1.model_copy(update={"records": r1.records[:2], "position": 2, "status": "running", "outcome": None, "ended_at": None}),
+        r1.model_copy(update={"records": r1.records[2:]}),
+        r2,
+        r3,
+    ]
+    for piece in pieces:
+        for _ in range(2):
+            with sessions.begin() as s:
+                project_runs(s, [piece])
+
+    def rows(s: Session) -> list[tuple[Any, ...]]:
+        return [tuple(r) for model in (RunRollup, StepRollup, GapRollup) for r in sorted(s.execute(select(model.__table__))) if r[-1]]
+
+    with sessions.begin() as s:
+        live = rows(s)
+        for model in (RunRollup, StepRollup, GapRollup):
+            s.execute(delete(model))
+        fill(s)
+        assert rows(s) == live
+    assert reach(answer(sessions))["nudge"][0] == 1  # the last piece's lines were counted once

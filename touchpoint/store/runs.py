@@ -156,7 +156,7 @@ def add_run_step(
 
     A line inserted counts in the analytics rollups of its run (`rollups.count_line`); ``run``
     (its row's playbook, version and start) and ``prior`` (its lines before this one), when the
-    caller has them, save reading them. A line inserted is appended to ``prior``.
+    caller has them, save reading them. The line is appended to ``prior``.
     """
     if run is None:
         run = s.execute(rollups.RUN_OF_LINE, {"run_id": run_id}).first()
@@ -171,12 +171,13 @@ def add_run_step(
         "detail": jsonable(dict(detail)),
         "seq": seq,
     }
+    line = rollups.Line(step, action, values["detail"], at)
     if seq is None:
         s.add(RunStep(**values))
         s.flush()
     elif not insert_ignore(s, RunStep, values):
+        prior.append(line)  # stored before (a retried write): still a line before the next ones
         return False
-    line = rollups.Line(step, action, values["detail"], at)
     if run is not None:
         rollups.count_line(s, run, prior, line)
     prior.append(line)
