@@ -266,7 +266,8 @@ class GroupWriter:
 
     A unit that raises is rolled back alone and its caller gets the exception: the batch's
     transaction is rolled back and its units run again, each in a SAVEPOINT (`_isolated`). Units
-    are functions of the store alone, so running one again after a rollback is running it once.
+    are functions of the store alone, so running one again after a rollback is running it once
+    (its `on_commit` hooks run once; a log line it writes may appear twice).
     Savepoints are not the first try because the driver lets go of the GIL around every
     statement and this thread waits to get it back each time: on the enrollment bench, the two
     SAVEPOINT statements of each unit were a fifth of this thread's statements.
