@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -349,7 +349,7 @@ class GroupWriter:
                     hook()
             future.set_result(result)
 
-    def _session(self, conn: Connection, mode: Any, hooks: list[Callable[[], None]]) -> Session:
+    def _session(self, conn: Connection, mode: Literal["rollback_only", "create_savepoint"], hooks: list[Callable[[], None]]) -> Session:
         session = Session(bind=conn, join_transaction_mode=mode, **self.options)
         session.info[_ON_COMMIT] = hooks
         return session

@@ -62,7 +62,7 @@ def add_run(s: Session, **fields: Any) -> bool:
     values = _new_run_values(run_id, fields)
     if not insert_ignore(s, _RUNS, values):  # one statement: no read first
         return False
-    rollups.move_run(s, None, rollups.run_key(_KeyView.of({**_NEW_RUN_DEFAULTS, **{k: v for k, v in values.items() if k in _KEY_COLUMNS}})))
+    rollups.move_run(s, None, _new_run_key(values))
     return True
 
 
@@ -83,14 +83,20 @@ def _run_id(fields: Mapping[str, Any], caller: str) -> str:
 
 def _new_run_values(run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` as a new run's row (checked: a new run needs `_NEW_RUN_FIELDS`)."""
-    _columns(fields)
+    _as_stored(fields)
     missing = [f for f in _NEW_RUN_FIELDS if fields.get(f) is None]
     if missing:
         raise ValueError(f"run {run_id!r} is not in the store yet, so it needs {', '.join(missing)} too")
     return fields
 
 
-def _columns(fields: dict[str, Any]) -> None:
+def _new_run_key(values: Mapping[str, Any]) -> rollups.RunKey:
+    """The rollup key of a run just inserted with ``values`` (the columns' defaults for the rest)."""
+    return rollups.run_key(_KeyView.of({**_NEW_RUN_DEFAULTS, **{k: v for k, v in values.items() if k in _KEY_COLUMNS}}))
+
+
+def _as_stored(fields: dict[str, Any]) -> None:
+    """``updated_at`` (now unless given) and JSON-ready ``vars`` and ``scorecard``, in place."""
     fields.setdefault("updated_at", utcnow())
     for name in ("vars", "scorecard"):
         if name in fields:
@@ -103,16 +109,16 @@ def _write_run(s: Session, run_id: str, stored: Mapping[str, Any] | None, fields
     if stored is None:
         s.execute(_INSERT_RUN, _new_run_values(run_id, fields))
         counted = None
-        after = {**_NEW_RUN_DEFAULTS, **{k: v for k, v in fields.items() if k in _KEY_COLUMNS}}
+        after = _new_run_key(fields)
     else:
-        _columns(fields)
+        _as_stored(fields)
         s.execute(_UPDATE_RUN, {"run_id_": run_id, **{k: v for k, v in fields.items() if k != "id"}})
         counted = rollups.run_key(_KeyView.of(stored))
-        after = {**stored, **{k: v for k, v in fields.items() if k in _KEY_COLUMNS}}
+        after = rollups.run_key(_KeyView.of({**stored, **{k: v for k, v in fields.items() if k in _KEY_COLUMNS}}))
         loaded = s.identity_map.get(identity_key(Run, run_id))
         if loaded is not None:
             s.expire(loaded)  # an object this session read before the update reads it again
-    rollups.move_run(s, counted, rollups.run_key(_KeyView.of(after)))
+    rollups.move_run(s, counted, after)
 
 
 @dataclass(frozen=True)
@@ -172,16 +178,16 @@ def add_run_step(
         "seq": seq,
     }
     line = rollups.Line(step, action, values["detail"], at)
+    added = True
     if seq is None:
         s.add(RunStep(**values))
         s.flush()
-    elif not insert_ignore(s, RunStep, values):
-        prior.append(line)  # stored before (a retried write): still a line before the next ones
-        return False
-    if run is not None:
+    else:
+        added = insert_ignore(s, RunStep, values)
+    if added and run is not None:
         rollups.count_line(s, run, prior, line)
-    prior.append(line)
-    return True
+    prior.append(line)  # stored now or by a retried write before: a line before the next ones
+    return added
 
 
 def project_run(s: Session, *, id: str, position: int, **fields: Any) -> bool:
