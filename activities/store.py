@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
 from temporalio import activity
-from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.service import RPCError
 
 from activities.deps import Deps
 from touchpoint.dsl.runtime import EffectInput, EventIn, StepRecord, initial_scorecard
 from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.namespace import has_search_attributes
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import Event, repo, utcnow
 from touchpoint.store.rollups import Line, RunOf, timeline
-from workflows import enrolling, names, search
+from workflows import enrolling, names
 from workflows.messages import (
     DeployedIndex,
     FirstResult,
@@ -79,7 +77,6 @@ class AccountActivities:
         # version once per worker, not once per account workflow.
         self._indexes: dict[str, DeployedIndex] = {}
         self._loaded: dict[tuple[str, str, str | None], Loaded] = {}
-        self._indexed: tuple[float, bool] = (-1e9, False)
 
     @activity.defn(name=names.LOAD_CONTEXT)
     async def load_context(self, input: LoadContextInput) -> LoadedContext:
@@ -96,25 +93,8 @@ class AccountActivities:
 
         context = await self.deps.read(work)
         if input.search_attributes:
-            context.search_attributes = await self._search_attributes()
+            context.search_attributes = await has_search_attributes(self.deps.client)
         return context
-
-    async def _search_attributes(self) -> bool:
-        """Whether the namespace has every search attribute of the account workflow (asked once
-        a minute: `touchpoint setup` may add them while workers run)."""
-        now = time.monotonic()
-        if now - self._indexed[0] < 60:
-            return self._indexed[1]
-        client = self.deps.client
-        found = False
-        if client is not None:
-            try:
-                listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
-                found = all(key.name in listed.custom_attributes for key in search.KEYS)
-            except RPCError:
-                found = False  # a server without the operator service (the time-skipping one)
-        self._indexed = (now, found)
-        return found
 
     def _program(self, s: Session, playbook: str, version: str | None = None) -> Loaded | None:
         """A deployed playbook version (the current one without ``version``) with the current
@@ -213,7 +193,7 @@ class AccountActivities:
         writes the same rows; when this very step applied the event before, the plan is made
         again from the events it derived then (`StoreResult.earlier`).
         """
-        found = await self._search_attributes() if input.search_attributes else False
+        found = await has_search_attributes(self.deps.client) if input.search_attributes else False
         envelope, account_id = input.envelope, input.account_id
         event = envelope.event
 

@@ -10,6 +10,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.operatorservice.v1 import RemoveSearchAttributesRequest
+
 from activities.deps import Deps
 from tests.conftest import invoke_cli, write_folder
 from touchpoint.config import Settings, load_settings
@@ -17,11 +20,14 @@ from touchpoint.deploy import deploy_project
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import control_run, put_account, start_run
+from touchpoint.namespace import has_search_attributes
 from touchpoint.setup import ensure_search_attributes
 from touchpoint.store import repo
 from touchpoint.temporal_server import binary, start_dev_server
 from worker import build_worker
-from workflows.messages import RunControl
+from workflows import search
+from workflows.account import account_workflow_id
+from workflows.messages import AccountState, RunControl
 
 PLAYBOOK = """\
 playbook: onboard
@@ -102,4 +108,81 @@ async def test_search_attributes_setup_registers_them_once(tmp_path: Path) -> No
         assert first.startswith("search attributes: added ") and "TouchpointSteps" in first
         assert await ensure_search_attributes(env.client, config) == "search attributes: 6 present"
     finally:
+        await env.shutdown()
+
+
+WELCOME = """\
+playbook: welcome
+trigger: {event: account.created}
+steps:
+  - note: {text: welcome}
+"""
+
+
+async def upserts(handle: Any) -> int:
+    history = await handle.fetch_history()
+    return sum(1 for event in history.events if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)
+
+
+async def test_search_attributes_named_at_start_need_no_upsert_and_later_changes_are_upserted(store_settings: Settings, tmp_path: Path) -> None:
+    env = await start_dev_server()
+    deps = Deps.from_settings(store_settings)
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    address = env.client.service_client.config.target_host
+    try:
+        project = load_project(write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "welcome.yaml": WELCOME}))
+        with deps.sessions.begin() as s:
+            deploy_project(s, project)
+        async with build_worker(env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
+            doc = AccountDoc.model_validate({"id": "acme", "name": "Acme", "segment": "enterprise", "csm": {"name": "Dana", "email": "dana@example.com"}})
+            await put_account(env.client, queue, deps.sessions, doc)
+            await eventually_listed(address, "TouchpointSegment = 'enterprise' AND TouchpointCsm = 'dana@example.com'", ["account/acme"])
+            handle = env.client.get_workflow_handle(account_workflow_id("acme"))
+            for _ in range(100):
+                state = await handle.query("state", result_type=AccountState)
+                if state.account is not None and not state.runs and state.applied:
+                    break
+                await asyncio.sleep(0.1)
+            with deps.sessions() as s:
+                assert [run.status for run in repo.list_runs(s, account_id="acme")] == ["ended"]
+            # The start named them; the run came and went: nothing to upsert.
+            assert state.indexed is True
+            assert await upserts(handle) == 0
+
+            # A later change is upserted, from what the start set.
+            await put_account(env.client, queue, deps.sessions, doc.model_copy(update={"segment": "scale"}))
+            await eventually_listed(address, "TouchpointSegment = 'scale'", ["account/acme"])
+            assert await upserts(handle) == 1
+            await eventually_listed(address, "TouchpointCsm = 'dana@example.com'", ["account/acme"])
+    finally:
+        await deps.close()
+        await env.shutdown()
+
+
+async def test_search_attributes_removed_after_the_api_looked_lose_no_event(store_settings: Settings, tmp_path: Path) -> None:
+    env = await start_dev_server()
+    deps = Deps.from_settings(store_settings)
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        project = load_project(write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "welcome.yaml": WELCOME}))
+        with deps.sessions.begin() as s:
+            deploy_project(s, project)
+        assert await has_search_attributes(env.client)  # kept for a minute
+        await env.client.operator_service.remove_search_attributes(
+            RemoveSearchAttributesRequest(namespace=env.client.namespace, search_attributes=[search.ACCOUNT.name])
+        )
+        async with build_worker(env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
+            await put_account(env.client, queue, deps.sessions, AccountDoc.model_validate({"id": "acme", "name": "Acme", "segment": "scale"}))
+            for _ in range(100):
+                with deps.sessions() as s:
+                    runs = repo.list_runs(s, account_id="acme")
+                if runs and runs[0].status == "ended":
+                    break
+                await asyncio.sleep(0.1)
+            assert [run.status for run in runs] == ["ended"]
+            state = await env.client.get_workflow_handle(account_workflow_id("acme")).query("state", result_type=AccountState)
+            assert state.indexed is False  # asked again: the namespace lacks one
+        assert not await has_search_attributes(env.client)
+    finally:
+        await deps.close()
         await env.shutdown()

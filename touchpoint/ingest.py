@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from touchpoint.deployed import deployed
 from touchpoint.dsl.runtime import EventIn, StartRequest
 from touchpoint.dsl.schema import AccountDoc
+from touchpoint.namespace import forget, has_search_attributes
 from touchpoint.store import repo, write_tx
-from workflows import names
+from workflows import names, search
 from workflows.account import account_workflow_id
 from workflows.messages import AccountState, Envelope, RunControl, StartAnswer
 
@@ -36,6 +38,7 @@ BATCH_SIGNALS = 32
 """Signals of one batch in flight at once (accounts side by side; one account's in order)."""
 
 Route = Literal["quiet", "workflow", "repeat"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,16 +76,40 @@ def record_quiet(sessions: sessionmaker[Session], events: Sequence[EventIn]) -> 
         repo.record_events(s, rows)
 
 
+async def _with_start(client: Client, account_id: str, account: AccountDoc | None, call: Callable[[TypedSearchAttributes | None], Awaitable[T]]) -> T:
+    """``call`` with the search attributes to start the account's workflow with.
+
+    They are named only when the namespace has them (`touchpoint.namespace`): a fresh workflow
+    then needs no upsert to be found (`workflows.search`). When the server refuses them (they
+    were removed since it was asked), the call is made again without them: a refused start did
+    nothing, and the event must not be lost.
+    """
+    if not await has_search_attributes(client):
+        return await call(None)
+    try:
+        return await call(search.at_start(account_id, account))
+    except RPCError as err:
+        if err.status != RPCStatusCode.INVALID_ARGUMENT:
+            raise
+        forget(client)
+        return await call(None)
+
+
 async def _signal(client: Client, task_queue: str, envelope: Envelope) -> None:
     account_id = envelope.event.account_id or ""
-    await client.start_workflow(
-        names.ACCOUNT,
-        AccountState(account_id=account_id),
-        id=account_workflow_id(account_id),
-        task_queue=task_queue,
-        start_signal="ingest",
-        start_signal_args=[envelope],
-    )
+
+    async def call(attributes: TypedSearchAttributes | None) -> None:
+        await client.start_workflow(
+            names.ACCOUNT,
+            AccountState(account_id=account_id),
+            id=account_workflow_id(account_id),
+            task_queue=task_queue,
+            start_signal="ingest",
+            start_signal_args=[envelope],
+            search_attributes=attributes,
+        )
+
+    await _with_start(client, account_id, envelope.account, call)
 
 
 async def send_event(client: Client, task_queue: str, sessions: sessionmaker[Session], account_id: str, event: EventIn, account: AccountDoc | None = None) -> str:
@@ -185,27 +212,37 @@ async def start_now(client: Client, task_queue: str, account_id: str, playbook: 
     run's id, or the run already in flight, or why nothing started.
     """
     request = StartRequest(playbook=playbook, by="manual", event=EventIn(type="manual", at=datetime.now(UTC)), run_id=str(uuid.uuid4()))
-    operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        names.ACCOUNT,
-        AccountState(account_id=account_id),
-        id=account_workflow_id(account_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    answer: StartAnswer = await client.execute_update_with_start_workflow("start", request, start_workflow_operation=operation, result_type=StartAnswer)
-    return answer
+
+    async def call(attributes: TypedSearchAttributes | None) -> StartAnswer:
+        operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            names.ACCOUNT,
+            AccountState(account_id=account_id),
+            id=account_workflow_id(account_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=attributes,
+        )
+        answer: StartAnswer = await client.execute_update_with_start_workflow("start", request, start_workflow_operation=operation, result_type=StartAnswer)
+        return answer
+
+    return await _with_start(client, account_id, None, call)
 
 
 async def start_request(client: Client, task_queue: str, account_id: str, request: StartRequest) -> None:
     """Signal-with-start the account's workflow with a start request (manual, date sweep)."""
-    await client.start_workflow(
-        names.ACCOUNT,
-        AccountState(account_id=account_id),
-        id=account_workflow_id(account_id),
-        task_queue=task_queue,
-        start_signal="start_playbook",
-        start_signal_args=[request],
-    )
+
+    async def call(attributes: TypedSearchAttributes | None) -> None:
+        await client.start_workflow(
+            names.ACCOUNT,
+            AccountState(account_id=account_id),
+            id=account_workflow_id(account_id),
+            task_queue=task_queue,
+            start_signal="start_playbook",
+            start_signal_args=[request],
+            search_attributes=attributes,
+        )
+
+    await _with_start(client, account_id, None, call)
 
 
 async def control_run(client: Client, account_id: str, control: RunControl) -> None:

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from touchpoint.engine import migrate as migration
     from touchpoint.engine.program import Program
     from touchpoint.engine.state import RunState
-    from workflows import enrolling, names
+    from workflows import enrolling, names, search
     from workflows.hosting import RunHost
     from workflows.messages import (
         AccountState,
@@ -83,7 +83,13 @@ class AccountWorkflow(RunHost):
         self.answers: dict[str, StartAnswer] = {}
         """What each start request did, by its run id, for the `start` update that waits for it."""
         self.awaiting: set[str] = set()
-
+        if state.indexed is None and not state.simulation:
+            # Started by the API with the account's search attributes (`search.at_start`): the
+            # namespace has them, and they are set as the start named them.
+            attributes = workflow.info().typed_search_attributes
+            if attributes.get(search.ACCOUNT) == state.account_id:
+                state.indexed = True
+                state.indexed_values = search.seen(attributes)
 
     # ------------------------------------------------------------------ handlers
 

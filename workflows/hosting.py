@@ -101,9 +101,8 @@ class RunHost:
             return
         if self.inflight:
             return  # set where runs wait, not at each effect on the way (each upsert costs a visibility write)
-        csm = state.account.csm
         runs = [(run.playbook, run.step, run.status) for run in state.runs.values()]
-        values = search.values(state.account_id, state.account.segment, (csm.email or csm.name) if csm else None, runs)
+        values = search.of_account(state.account_id, state.account, runs)
         changes = search.updates(state.indexed_values, values)
         if changes:
             workflow.upsert_search_attributes(changes)
