@@ -13,11 +13,11 @@ import asyncio
 import time
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.common import Figure, Scenario, fresh_server, wait_for_count, write_project
 from bench.parked import IN_FLIGHT, PARK, QUEUE, BaselineSide, TouchpointSide, _fire
 from bench.workers import baseline_worker, deploy, touchpoint_worker
+from touchpoint.converter import DATA_CONVERTER
 
 MOVED = PARK.replace("wait: 120d", "wait: 100d")
 
@@ -26,7 +26,7 @@ async def _touchpoint(n: int) -> dict[str, float]:
     from touchpoint.migration import migrate
 
     async with fresh_server() as server:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         side = TouchpointSide(server.root)
         out: dict[str, float] = {}
         async with touchpoint_worker(client, side.deps, QUEUE):
@@ -52,7 +52,7 @@ async def _touchpoint(n: int) -> dict[str, float]:
 
 async def _bare(n: int) -> dict[str, float]:
     async with fresh_server() as server:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         side = BaselineSide(server.root)
         out: dict[str, float] = {}
         async with baseline_worker(client, side.database, QUEUE):

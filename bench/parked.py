@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.baseline import lag_seconds
 from bench.common import (
@@ -35,6 +34,7 @@ from bench.common import (
     write_project,
 )
 from bench.workers import CACHE, baseline_worker, deploy, store_file, touchpoint_deps, touchpoint_worker
+from touchpoint.converter import DATA_CONVERTER
 
 QUEUE = "bench"
 IN_FLIGHT = 200
@@ -125,7 +125,7 @@ async def _fire(side: Side, client: Client, batch: str, indexes: range, wait: fl
 
 async def measure(kind: str, address: str, root: Path, server_db: Path, n: int, resume_n: int, min_wait: float) -> dict[str, Any]:
     """Park ``n`` runs, then let ``resume_n`` short waits expire; figures of this process."""
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    client = await Client.connect(address, data_converter=DATA_CONVERTER)
     side: Side = TouchpointSide(root) if kind == "touchpoint" else BaselineSide(root)
     worker = touchpoint_worker(client, side.deps, QUEUE) if isinstance(side, TouchpointSide) else baseline_worker(client, side.database, QUEUE)
     out: dict[str, Any] = {}

@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.workers import baseline_worker, touchpoint_deps, touchpoint_worker
+from touchpoint.converter import DATA_CONVERTER
 
 
 async def serve(kind: str, address: str, queue: str, path: Path) -> None:
     """Run one worker until SIGTERM."""
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    client = await Client.connect(address, data_converter=DATA_CONVERTER)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     if kind == "touchpoint":

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.conftest import Stack, on_both_stores, write_folder
 from tests.hosts import OneRun, start_one_run
 from tests.test_interpreter import ACCOUNT, TEMPLATES, WORKSPACE
+from touchpoint.converter import DATA_CONVERTER
 from touchpoint.dsl.runtime import RunResult, RunStatus
 from touchpoint.store import repo
 from worker import build_worker, sandbox_runner
@@ -243,5 +243,5 @@ steps:
     handle = await start(stack, run)
     await handle.result()
     history = await handle.handle.fetch_history()
-    replayer = Replayer(workflows=[AccountWorkflow], data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
+    replayer = Replayer(workflows=[AccountWorkflow], data_converter=DATA_CONVERTER, workflow_runner=sandbox_runner(strict_imports=True))
     await replayer.replay_workflow(history)

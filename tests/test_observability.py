@@ -34,13 +34,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.deps import Deps
 from tests.conftest import write_folder
 from tests.servers.sendgrid_server import run_sendgrid_server
 from touchpoint.api.ops import build_app
 from touchpoint.config import load_settings
+from touchpoint.converter import DATA_CONVERTER
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.validate import load_project
 from touchpoint.observability.context import ContextInterceptor
@@ -102,7 +102,7 @@ async def test_one_trace_from_post_events_to_the_provider_call(
         logging.getLogger().addHandler(handler)
         client = await Client.connect(
             server.client.service_client.config.target_host,
-            data_converter=pydantic_data_converter,
+            data_converter=DATA_CONVERTER,
             interceptors=[TracingInterceptor(), ContextInterceptor()],
         )
         deps = Deps.from_settings(settings)

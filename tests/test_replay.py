@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from touchpoint.converter import DATA_CONVERTER
 from worker import WORKFLOWS, sandbox_runner
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
@@ -67,7 +67,7 @@ async def test_replay_recorded_history(path: Path) -> None:
     text = path.read_text()
     workflow_id = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"].get("workflowId", path.stem)
     history = WorkflowHistory.from_json(workflow_id, text)
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=sandbox_runner(strict_imports=True))
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"
 
@@ -83,7 +83,7 @@ async def test_replay_a_patched_change_reaches_account_workflows_in_flight() -> 
     history = WorkflowHistory.from_json(workflow_id, text)
     results = []
     for variant in (Patched, Unguarded):
-        replayer = Replayer(workflows=[variant], data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
+        replayer = Replayer(workflows=[variant], data_converter=DATA_CONVERTER, workflow_runner=sandbox_runner())
         results.append((await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure)
     assert results[0] is None, repr(results[0])
     assert results[1] is not None and "Nondeterminism" in type(results[1]).__name__ + str(results[1])

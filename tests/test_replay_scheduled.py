@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.record_scheduled_histories import HUBSPOT_TOKEN
+from touchpoint.converter import DATA_CONVERTER
 from worker import WORKFLOWS, sandbox_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -32,7 +32,7 @@ async def test_replay_scheduled_history(stem: str, workflow_type: str) -> None:
     assert sum(e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" for e in events) >= 2  # the page loop ran
     assert events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
     history = WorkflowHistory.from_json(started.get("workflowId", stem), text)
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter, workflow_runner=sandbox_runner(strict_imports=True))
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=sandbox_runner(strict_imports=True))
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{stem}.json: {result.replay_failure!r}"
 

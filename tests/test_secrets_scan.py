@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.deps import Deps
 from tests.conftest import write_folder
@@ -35,6 +34,7 @@ from tests.servers.hubspot_server import run_hubspot_server
 from tests.servers.salesforce_server import run_salesforce_server
 from tests.servers.sendgrid_server import run_sendgrid_server
 from touchpoint.config import load_settings
+from touchpoint.converter import DATA_CONVERTER
 from touchpoint.deploy import deploy_project
 from touchpoint.dsl.runtime import EventIn
 from touchpoint.dsl.schema import AccountDoc
@@ -171,7 +171,7 @@ async def test_no_secret_in_histories_logs_or_store(
             },
         )
         client = await Client.connect(
-            server.client.service_client.config.target_host, data_converter=pydantic_data_converter, interceptors=[ContextInterceptor()]
+            server.client.service_client.config.target_host, data_converter=DATA_CONVERTER, interceptors=[ContextInterceptor()]
         )
         deps = Deps.from_settings(settings)
         try:

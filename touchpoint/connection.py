@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
 from touchpoint.config import Settings
+from touchpoint.converter import DATA_CONVERTER
 
 log = logging.getLogger("touchpoint.connection")
 T = TypeVar("T")
@@ -50,7 +50,7 @@ async def connect(config: Settings, *, lazy: bool = False) -> Client:
     return await Client.connect(
         config.temporal_address,
         namespace=config.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         tls=tls_config(config),
         api_key=api_key,
         interceptors=interceptors(),

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.testing import WorkflowEnvironment
 
+from touchpoint.converter import DATA_CONVERTER
 from workflows import search
 
 #: The dev server's SQLite file in WAL mode with relaxed fsync: ~3x the throughput of the
@@ -211,7 +211,7 @@ async def _start_dev_server(
     deadline = time.monotonic() + STARTUP_TIMEOUT.total_seconds()
     while True:
         try:
-            client = await Client.connect(f"127.0.0.1:{port}", namespace=namespace, data_converter=pydantic_data_converter)
+            client = await Client.connect(f"127.0.0.1:{port}", namespace=namespace, data_converter=DATA_CONVERTER)
             await client.workflow_service.get_system_info(GetSystemInfoRequest())
             return DevServerEnvironment(client, process, log_path)
         except RuntimeError:
@@ -233,7 +233,7 @@ async def start_time_skipping(*, runtime: Runtime | None = None) -> WorkflowEnvi
     """Start the time-skipping test server (90 days of timers in well under a second); its
     client, and the workers built on it, use ``runtime`` (default: the SDK's default runtime)."""
     return await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         runtime=runtime,
         test_server_existing_path=binary("temporal-test-server"),
         test_server_startup_timeout=STARTUP_TIMEOUT,

@@ -259,3 +259,6 @@ class LoadedContext(Data):
     programs: list[Loaded] = Field(default_factory=list)
     search_attributes: bool = False
     """The namespace has the account workflow's search attributes: the workflow keeps them."""
+
+
+AccountState.model_rebuild()  # `Scripted` comes after it

@@ -310,7 +310,9 @@ class ExitAction(Model):
 
 
 class ExitStep(StepBase):
-    exit: ExitAction = Field(default_factory=ExitAction)
+    # No default: the key names the step's kind (`step_kind`), so it is always there, and a
+    # payload that leaves defaults out (`touchpoint.converter`) keeps it.
+    exit: ExitAction
 
     @field_validator("exit", mode="before")
     @classmethod
@@ -434,7 +436,8 @@ class ScheduleTrigger(Model):
 
 
 class ManualTrigger(Model):
-    manual: Literal[True] = True
+    manual: Literal[True]
+    """No default: the key names the trigger's kind (`_trigger_tag`), as `ExitStep.exit`."""
 
 
 def check_cron(value: str) -> str:
@@ -758,6 +761,10 @@ class AccountDoc(Model):
 
 
 for _model in (
+    WaitForStep,
+    TaskStep,
+    SplitStep,
+    RepeatStep,
     WaitForAction,
     TaskAction,
     IfStep,
