@@ -176,9 +176,9 @@ class AccountActivities:
             doc = input.account.model_dump(mode="json")
             contacts = doc.pop("contacts")
             repo.upsert_account(s, doc, contacts)
-        for item in input.derived:
-            if item.id is not None:
-                repo.record_event(s, item.id, item.account_id or account_id, item.type, item.at or utcnow(), item.data)
+        repo.record_events(
+            s, [{"id": e.id, "account_id": e.account_id or account_id, "type": e.type, "at": e.at or utcnow(), "data": e.data} for e in input.derived if e.id is not None]
+        )
         result = StoreResult(accepted=True)
         self._start(s, account_id, input.starts, input.known, result)
         return result

@@ -547,6 +547,72 @@ def test_store_group_writer_needs_no_savepoint_when_no_unit_fails(tmp_path: Path
     engine.dispose()
 
 
+def test_store_group_writer_writes_deferred_rows_merged_at_the_end_of_the_batch(tmp_path: Path) -> None:
+    """`defer`red rows of a batch's units are merged (a counter summed, else the first row kept)
+    and written in one statement before COMMIT; a unit that fails leaves none of its rows, and
+    outside a batch `defer` writes at once."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table, event
+    from sqlalchemy.dialects import sqlite
+
+    from touchpoint.store import GroupWriter
+    from touchpoint.store.db import defer
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'deferred.db'}")
+    migrate(engine)
+    meta = MetaData()
+    tally = Table("tally", meta, Column("k", String, primary_key=True), Column("n", Integer, nullable=False), Column("note", String))
+    meta.create_all(engine)
+    add = sqlite.insert(tally)
+    add = add.on_conflict_do_update(index_elements=["k"], set_={"n": tally.c.n + add.excluded.n})
+    keep = sqlite.insert(tally).on_conflict_do_nothing()
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: statements.append(statement))
+    writer = GroupWriter(session_factory(engine))
+
+    def unit(rows: list[dict[str, object]], kept: list[dict[str, object]], fail: bool = False) -> object:
+        def work(s: Session) -> None:
+            defer(s, add, rows, key=["k"], add="n")
+            defer(s, keep, kept, key=["k"])
+            if fail:
+                raise ValueError("this unit fails")
+
+        return work
+
+    hold = threading.Event()
+    first = writer.submit(lambda s: hold.wait(10))
+    ok = [
+        writer.submit(unit([{"k": "a", "n": 1, "note": None}, {"k": "b", "n": 2, "note": None}], [{"k": "x", "n": 0, "note": "first"}])),  # type: ignore[arg-type]
+        writer.submit(unit([{"k": "a", "n": 10, "note": None}], [{"k": "x", "n": 0, "note": "second"}, {"k": "y", "n": 0, "note": "y"}])),  # type: ignore[arg-type]
+    ]
+    hold.set()
+    first.result(10)
+    for future in ok:
+        future.result(10)
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(tally.c.k, tally.c.n)).all()) == {"a": 11, "b": 2, "x": 0, "y": 0}
+        assert conn.execute(select(tally.c.note).where(tally.c.k == "x")).scalar() == "first"
+    inserts = [x for x in statements if x.startswith("INSERT INTO tally")]
+    assert len(inserts) <= 4 and statements.count("BEGIN IMMEDIATE") <= 2  # merged: not one per row
+
+    hold.clear()
+    first = writer.submit(lambda s: hold.wait(10))
+    good = writer.submit(unit([{"k": "a", "n": 100, "note": None}], []))  # type: ignore[arg-type]
+    bad = writer.submit(unit([{"k": "a", "n": 1000, "note": None}], [{"k": "z", "n": 0, "note": "z"}], fail=True))  # type: ignore[arg-type]
+    hold.set()
+    first.result(10)
+    good.result(10)
+    with pytest.raises(ValueError, match="this unit fails"):
+        bad.result(10)
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(tally.c.k, tally.c.n)).all()) == {"a": 111, "b": 2, "x": 0, "y": 0}
+
+    with session_factory(engine).begin() as s:  # no batch: written at once, seen by the next read
+        defer(s, add, [{"k": "b", "n": 1, "note": None}], key=["k"], add="n")
+        assert s.execute(select(tally.c.n).where(tally.c.k == "b")).scalar() == 3
+    writer.close()
+    engine.dispose()
+
+
 def test_store_group_writer_fails_every_unit_when_the_commit_fails(tmp_path: Path) -> None:
     """Nothing is reported done unless its batch committed: a deferred constraint that fails at
     COMMIT fails each unit of the batch, and none of their rows is stored."""

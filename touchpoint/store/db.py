@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +34,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.dml import Insert
 
 from .columns import json_dumps
 
@@ -47,6 +48,7 @@ _SYNCHRONOUS = ("normal", "full", "extra")
 _WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 # Session.info key of the callbacks `on_commit` registered, run once the transaction commits.
 _ON_COMMIT = "touchpoint_on_commit"
+_DEFERRED = "touchpoint_deferred"
 T = TypeVar("T")
 
 
@@ -232,6 +234,57 @@ def on_commit(session: Session, hook: Callable[[], None]) -> None:
         hooks.append(hook)
 
 
+class _Merged:
+    """One statement's deferred rows in a batch, merged by key."""
+
+    def __init__(self, key: tuple[str, ...], add: str | None) -> None:
+        self.key, self.add = key, add
+        self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def extend(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            key = tuple(row[name] for name in self.key)
+            kept = self.rows.get(key)
+            if kept is None:
+                self.rows[key] = dict(row)
+            elif self.add is not None:
+                kept[self.add] += row[self.add]
+
+
+def defer(s: Session, statement: Insert, rows: Sequence[Mapping[str, Any]], *, key: Sequence[str], add: str | None = None) -> None:
+    """Write ``rows`` with ``statement``, an ``INSERT ... ON CONFLICT`` whose outcome nobody reads
+    in the transaction: now, or, in a `GroupWriter` batch, with the batch's other rows of the
+    same statement just before its COMMIT.
+
+    A batch's rows are merged by their ``key`` columns: ``add`` names a counter that an upsert
+    adds (summed across rows), else the first row wins (an insert-or-nothing), which is what
+    running them one by one would do. They are then written as multi-row INSERTs: the SQLite
+    driver lets go of the GIL around each statement and the writer thread waits to get it back,
+    so a few statements per batch beat one per row.
+    """
+    if not rows:
+        return
+    deferred: dict[Insert, _Merged] | None = s.info.get(_DEFERRED)
+    if deferred is None:
+        s.execute(statement, list(rows))
+        return
+    merged = deferred.get(statement)
+    if merged is None:
+        merged = deferred[statement] = _Merged(tuple(key), add)
+    merged.extend(rows)
+
+
+_ROWS_PER_INSERT = 200
+"""Rows per multi-row INSERT (SQLite takes 32,766 parameters a statement)."""
+
+
+def _write_deferred(conn: Connection, deferred: dict[Insert, _Merged]) -> None:
+    for statement, merged in deferred.items():
+        rows = list(merged.rows.values())
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            conn.execute(statement.values(rows[start : start + _ROWS_PER_INSERT]))
+
+
 def is_sqlite(factory: sessionmaker[Session]) -> bool:
     """Whether the factory's engine is a SQLite one (one writer at a time)."""
     bind = factory.kw.get("bind")
@@ -349,19 +402,25 @@ class GroupWriter:
                     hook()
             future.set_result(result)
 
-    def _session(self, conn: Connection, mode: Literal["rollback_only", "create_savepoint"], hooks: list[Callable[[], None]]) -> Session:
+    def _session(
+        self, conn: Connection, mode: Literal["rollback_only", "create_savepoint"], hooks: list[Callable[[], None]], deferred: dict[Insert, _Merged] | None = None
+    ) -> Session:
         session = Session(bind=conn, join_transaction_mode=mode, **self.options)
         session.info[_ON_COMMIT] = hooks
+        if deferred is not None:
+            session.info[_DEFERRED] = deferred
         return session
 
     def _together(self, conn: Connection, units: list[_Unit]) -> list[_Outcome] | None:
-        """Every unit in the batch's transaction, no savepoint. When one raises, all is rolled back:
-        None, or that unit's failure when it is the batch's only unit."""
+        """Every unit in the batch's transaction, no savepoint, their `defer`red rows written last.
+        When one raises, all is rolled back: None, or that unit's failure when it is the batch's
+        only unit (None too when the deferred rows fail: `_isolated` writes them unit by unit)."""
         outcome: list[_Outcome] = []
+        deferred: dict[Insert, _Merged] = {}
         with conn.begin() as transaction:
             for work, future, context in units:
                 hooks: list[Callable[[], None]] = []
-                session = self._session(conn, "rollback_only", hooks)
+                session = self._session(conn, "rollback_only", hooks, deferred)
                 try:
                     with session.begin():
                         result = context.run(work, session)
@@ -372,6 +431,11 @@ class GroupWriter:
                 finally:
                     session.close()
                 outcome.append((future, result, hooks))
+            try:
+                _write_deferred(conn, deferred)
+            except Exception:
+                transaction.rollback()
+                return None
         return outcome
 
     def _isolated(self, conn: Connection, units: list[_Unit]) -> list[_Outcome]:

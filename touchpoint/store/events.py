@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from .columns import jsonable
 from .common import _aware
+from .db import defer
 from .models import Event, utcnow
 
 
@@ -36,7 +37,7 @@ def record_events(s: Session, events: Sequence[Mapping[str, Any]]) -> None:
         }
         for e in events
     ]
-    s.execute(_RECORD_POSTGRESQL if s.get_bind().dialect.name == "postgresql" else _RECORD_SQLITE, rows)
+    defer(s, _RECORD_POSTGRESQL if s.get_bind().dialect.name == "postgresql" else _RECORD_SQLITE, rows, key=("id",))
 
 
 _EVENTS = cast(Table, Event.__table__)

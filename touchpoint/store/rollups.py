@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from .columns import UTC
 from .common import dialect_of, insert_ignore, upsert_insert
+from .db import defer
 from .models import Event, Message, Run, RunStep
 from .rollup_models import EngagementMark, GapRollup, RunRollup, StepRollup
 
@@ -179,13 +180,13 @@ def _bump_rows(s: Session, model: type[RunRollup | StepRollup | GapRollup], rows
     if not rows:
         return
     table = cast(Table, model.__table__)
+    primary = [c.name for c in table.primary_key.columns]
     cache = (dialect_of(s), table, column)
     stmt = _BUMPS.get(cache)
     if stmt is None:
         insert = upsert_insert(s, table)
-        primary = [c.name for c in table.primary_key.columns]
         stmt = _BUMPS[cache] = insert.on_conflict_do_update(index_elements=primary, set_={column: table.c[column] + insert.excluded[column]})
-    s.execute(stmt, list(rows))
+    defer(s, stmt, rows, key=primary, add=column)
 
 
 def _run_fields(key: RunKey) -> dict[str, Any]:
