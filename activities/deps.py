@@ -88,8 +88,8 @@ class Deps:
         """Run ``work`` in one committed write transaction, in a thread (the store is synchronous).
 
         On SQLite the worker's writes go through one `GroupWriter` thread: ``work`` runs in a
-        savepoint of a transaction it may share with other activities' writes (group commit),
-        and this returns once that transaction has committed.
+        transaction it may share with other activities' writes (group commit; a unit that raises
+        is rolled back alone), and this returns once that transaction has committed.
         """
         if is_sqlite(self.sessions):
             if self._writer is None:

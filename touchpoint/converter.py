@@ -6,9 +6,10 @@ Payloads are JSON through pydantic (`temporalio.contrib.pydantic`), with two dif
 - **Fields at their default are left out** (``exclude_defaults``): the receiver reads them back
   as the same defaults, since every payload is read with its type (each activity, signal,
   update, query and result is typed, `workflows.messages` and `touchpoint.dsl.runtime`). An
-  account document with its unset fields, a run's projection, a playbook: a history holds about
-  half the bytes it did, and the server, the worker's payload walks and pydantic all handle
-  fewer. A payload read without a type (a bare ``handle.result()``) lacks those fields.
+  account document with its unset fields, a run's projection, a playbook: a new account's
+  history on the enrollment bench went from 11.8 KB to 8.7 KB, which the server stores and the
+  worker's payload walks and pydantic handle. A payload read without a type (a bare
+  ``handle.result()``) lacks those fields.
 - **One pydantic converter per process**: the SDK makes a payload converter for every workflow
   activation and pydantic's starts a new type-adapter cache each time; `PayloadConverter`
   shares one.
