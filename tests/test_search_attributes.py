@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.operatorservice.v1 import RemoveSearchAttributesRequest
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, RemoveSearchAttributesRequest
 
 from activities.deps import Deps
 from tests.conftest import invoke_cli, write_folder
@@ -20,7 +20,7 @@ from touchpoint.deploy import deploy_project
 from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import control_run, put_account, start_run
-from touchpoint.namespace import has_search_attributes
+from touchpoint.namespace import forget, has_search_attributes
 from touchpoint.setup import ensure_search_attributes
 from touchpoint.store import repo
 from touchpoint.temporal_server import binary, start_dev_server
@@ -182,7 +182,21 @@ async def test_search_attributes_removed_after_the_api_looked_lose_no_event(stor
             assert [run.status for run in runs] == ["ended"]
             state = await env.client.get_workflow_handle(account_workflow_id("acme")).query("state", result_type=AccountState)
             assert state.indexed is False  # asked again: the namespace lacks one
-        assert not await has_search_attributes(env.client)
+            assert not await has_search_attributes(env.client)
+
+            # The same for a manual start's signal-with-start: the refused start is made again.
+            await env.client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=env.client.namespace, search_attributes={search.ACCOUNT.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD})
+            )
+            forget(env.client)
+            assert await has_search_attributes(env.client)
+            await env.client.operator_service.remove_search_attributes(
+                RemoveSearchAttributesRequest(namespace=env.client.namespace, search_attributes=[search.ACCOUNT.name])
+            )
+            await start_run(env.client, queue, "globex", "welcome")
+            state = await env.client.get_workflow_handle(account_workflow_id("globex")).query("state", result_type=AccountState)
+            assert state.account_id == "globex" and state.indexed is not True
+            assert not await has_search_attributes(env.client)
     finally:
         await deps.close()
         await env.shutdown()
