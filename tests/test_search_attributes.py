@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from touchpoint.ingest import control_run, put_account, start_run
 from touchpoint.namespace import forget, has_search_attributes
 from touchpoint.setup import ensure_search_attributes
 from touchpoint.store import repo
-from touchpoint.temporal_server import binary, start_dev_server
+from touchpoint.temporal_server import DevServerEnvironment, binary, start_dev_server
 from worker import build_worker
 from workflows import search
 from workflows.account import account_workflow_id
@@ -63,15 +65,25 @@ async def eventually_listed(address: str, query: str, expected: list[str]) -> No
     raise AssertionError(f"{query}: listed {found}, expected {expected}")
 
 
-async def test_search_attributes_find_every_account_at_a_step(store_settings: Settings, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def deployed(store_settings: Settings, tmp_path: Path, playbooks: dict[str, str]) -> AsyncIterator[tuple[DevServerEnvironment, Deps, str]]:
+    """A dev server (with the search attributes), the store with ``playbooks`` deployed, and a
+    task queue of the test's own: ``(env, deps, queue)``."""
     env = await start_dev_server()
     deps = Deps.from_settings(store_settings)
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    address = env.client.service_client.config.target_host
     try:
-        project = load_project(write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "onboard.yaml": PLAYBOOK}))
+        project = load_project(write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, **playbooks}))
         with deps.sessions.begin() as s:
             deploy_project(s, project)
+        yield env, deps, f"test-{uuid.uuid4().hex[:8]}"
+    finally:
+        await deps.close()
+        await env.shutdown()
+
+
+async def test_search_attributes_find_every_account_at_a_step(store_settings: Settings, tmp_path: Path) -> None:
+    async with deployed(store_settings, tmp_path, {"onboard.yaml": PLAYBOOK}) as (env, deps, queue):
+        address = env.client.service_client.config.target_host
         async with build_worker(env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
             for account_id, segment in (("acme", "enterprise"), ("globex", "scale"), ("initech", "scale")):
                 doc = AccountDoc.model_validate({"id": account_id, "name": account_id, "segment": segment, "csm": {"name": "Dana", "email": "dana@example.com"}})
@@ -95,9 +107,6 @@ async def test_search_attributes_find_every_account_at_a_step(store_settings: Se
         result = invoke_cli(["status", "--playbook", "onboard", "--step", "settle", "--json"], {"TOUCHPOINT_DATABASE_URL": store_settings.db_url})
         assert result.exit_code == 0, result.output
         assert [json.loads(line)["account_id"] for line in result.output.splitlines()] == ["globex"]
-    finally:
-        await deps.close()
-        await env.shutdown()
 
 
 async def test_search_attributes_setup_registers_them_once(tmp_path: Path) -> None:
@@ -125,14 +134,8 @@ async def upserts(handle: Any) -> int:
 
 
 async def test_search_attributes_named_at_start_need_no_upsert_and_later_changes_are_upserted(store_settings: Settings, tmp_path: Path) -> None:
-    env = await start_dev_server()
-    deps = Deps.from_settings(store_settings)
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    address = env.client.service_client.config.target_host
-    try:
-        project = load_project(write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "welcome.yaml": WELCOME}))
-        with deps.sessions.begin() as s:
-            deploy_project(s, project)
+    async with deployed(store_settings, tmp_path, {"welcome.yaml": WELCOME}) as (env, deps, queue):
+        address = env.client.service_client.config.target_host
         async with build_worker(env.client, deps, task_queue=queue, strict_imports=True, fail_fast=True):
             doc = AccountDoc.model_validate({"id": "acme", "name": "Acme", "segment": "enterprise", "csm": {"name": "Dana", "email": "dana@example.com"}})
             await put_account(env.client, queue, deps.sessions, doc)
@@ -154,19 +157,10 @@ async def test_search_attributes_named_at_start_need_no_upsert_and_later_changes
             await eventually_listed(address, "TouchpointSegment = 'scale'", ["account/acme"])
             assert await upserts(handle) == 1
             await eventually_listed(address, "TouchpointCsm = 'dana@example.com'", ["account/acme"])
-    finally:
-        await deps.close()
-        await env.shutdown()
 
 
 async def test_search_attributes_removed_after_the_api_looked_lose_no_event(store_settings: Settings, tmp_path: Path) -> None:
-    env = await start_dev_server()
-    deps = Deps.from_settings(store_settings)
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    try:
-        project = load_project(write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "welcome.yaml": WELCOME}))
-        with deps.sessions.begin() as s:
-            deploy_project(s, project)
+    async with deployed(store_settings, tmp_path, {"welcome.yaml": WELCOME}) as (env, deps, queue):
         assert await has_search_attributes(env.client)  # kept for a minute
         await env.client.operator_service.remove_search_attributes(
             RemoveSearchAttributesRequest(namespace=env.client.namespace, search_attributes=[search.ACCOUNT.name])
@@ -197,6 +191,3 @@ async def test_search_attributes_removed_after_the_api_looked_lose_no_event(stor
             state = await env.client.get_workflow_handle(account_workflow_id("globex")).query("state", result_type=AccountState)
             assert state.account_id == "globex" and state.indexed is not True
             assert not await has_search_attributes(env.client)
-    finally:
-        await deps.close()
-        await env.shutdown()

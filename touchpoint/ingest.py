@@ -95,8 +95,8 @@ async def _with_start(client: Client, account_id: str, account: AccountDoc | Non
         return await call(None)
 
 
-async def _signal(client: Client, task_queue: str, envelope: Envelope) -> None:
-    account_id = envelope.event.account_id or ""
+async def _signal_with_start(client: Client, task_queue: str, account_id: str, account: AccountDoc | None, signal: str, arg: Any) -> None:
+    """Signal the account's workflow, starting it if need be (with its search attributes)."""
 
     async def call(attributes: TypedSearchAttributes | None) -> None:
         await client.start_workflow(
@@ -104,12 +104,16 @@ async def _signal(client: Client, task_queue: str, envelope: Envelope) -> None:
             AccountState(account_id=account_id),
             id=account_workflow_id(account_id),
             task_queue=task_queue,
-            start_signal="ingest",
-            start_signal_args=[envelope],
+            start_signal=signal,
+            start_signal_args=[arg],
             search_attributes=attributes,
         )
 
-    await _with_start(client, account_id, envelope.account, call)
+    await _with_start(client, account_id, account, call)
+
+
+async def _signal(client: Client, task_queue: str, envelope: Envelope) -> None:
+    await _signal_with_start(client, task_queue, envelope.event.account_id or "", envelope.account, "ingest", envelope)
 
 
 async def send_event(client: Client, task_queue: str, sessions: sessionmaker[Session], account_id: str, event: EventIn, account: AccountDoc | None = None) -> str:
@@ -230,19 +234,7 @@ async def start_now(client: Client, task_queue: str, account_id: str, playbook: 
 
 async def start_request(client: Client, task_queue: str, account_id: str, request: StartRequest) -> None:
     """Signal-with-start the account's workflow with a start request (manual, date sweep)."""
-
-    async def call(attributes: TypedSearchAttributes | None) -> None:
-        await client.start_workflow(
-            names.ACCOUNT,
-            AccountState(account_id=account_id),
-            id=account_workflow_id(account_id),
-            task_queue=task_queue,
-            start_signal="start_playbook",
-            start_signal_args=[request],
-            search_attributes=attributes,
-        )
-
-    await _with_start(client, account_id, None, call)
+    await _signal_with_start(client, task_queue, account_id, None, "start_playbook", request)
 
 
 async def control_run(client: Client, account_id: str, control: RunControl) -> None:

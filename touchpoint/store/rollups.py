@@ -166,7 +166,8 @@ def _bump(s: Session, model: type[RunRollup | StepRollup | GapRollup], key: Mapp
     _bump_many(s, model, [key], column, n)
 
 
-_BUMPS: dict[tuple[str, Table, str], Any] = {}
+_BUMPS: dict[tuple[str, Table, str], tuple[Any, tuple[str, ...]]] = {}
+"""Each rollup table's bump statement, with its key columns, per dialect and counted column."""
 
 
 def _bump_many(s: Session, model: type[RunRollup | StepRollup | GapRollup], keys: Sequence[Mapping[str, Any]], column: str, n: int) -> None:
@@ -180,12 +181,13 @@ def _bump_rows(s: Session, model: type[RunRollup | StepRollup | GapRollup], rows
     if not rows:
         return
     table = cast(Table, model.__table__)
-    primary = [c.name for c in table.primary_key.columns]
     cache = (dialect_of(s), table, column)
-    stmt = _BUMPS.get(cache)
-    if stmt is None:
+    built = _BUMPS.get(cache)
+    if built is None:
         insert = upsert_insert(s, table)
-        stmt = _BUMPS[cache] = insert.on_conflict_do_update(index_elements=primary, set_={column: table.c[column] + insert.excluded[column]})
+        primary = tuple(c.name for c in table.primary_key.columns)
+        built = _BUMPS[cache] = (insert.on_conflict_do_update(index_elements=primary, set_={column: table.c[column] + insert.excluded[column]}), primary)
+    stmt, primary = built
     defer(s, stmt, rows, key=primary, add=column)
 
 
