@@ -299,8 +299,9 @@ def project_runs(s: Session, projections: list[RunProjection]) -> None:
         if p.events:
             repo.record_events(s, [{"id": e.id, "account_id": e.account_id, "type": e.type, "at": e.at, "data": e.data} for e in p.events])
         decided = [record.model_dump() for record in p.records if record.action == "approval"]
-        if decided or p.status == "ended":
-            repo.settle_from_timeline(s, p.run_id, p.status == "ended", decided)
+        closing = p.status == "ended" and p.asked_approval
+        if decided or closing:
+            repo.settle_from_timeline(s, p.run_id, closing, decided)
 
 
 def _count_email_line(s: Session, playbook: str, record: StepRecord) -> None:

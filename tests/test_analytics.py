@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from activities.store import project_runs
@@ -170,6 +170,42 @@ def test_analytics_is_idempotent_and_moves_a_run_to_its_new_state(sessions: sess
     assert after.totals.in_flight == 1 and after.totals.outcomes == {"converted": 1, "exited": 1}
     assert [(v.variant, v.enrolled) for v in after.versions[0].variants] == [("", 1), ("tone=formal", 1), ("tone=friendly", 1)]
     assert reach(after)["tone"] == (2, 2, 0, 0)
+
+
+@on_both_stores()
+def test_a_step_that_moves_no_count_is_one_statement_and_never_overwrites_a_newer_one(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    version = deploy(sessions, tmp_path / "playbooks")
+    statements: list[str] = []
+    engine = sessions.kw["bind"]
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if " runs" in statement:
+            statements.append(statement.split()[0])
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with sessions.begin() as s:
+            project_runs(s, [projection("r1", version, 1, [line(1, "welcome", "email")])])  # a new row
+        statements.clear()
+        with sessions.begin() as s:
+            project_runs(s, [projection("r1", version, 3, [line(2, "pause", "wait")], step="pause")])
+        assert statements == ["UPDATE"]  # same key: no read first
+        with sessions.begin() as s:
+            project_runs(s, [projection("r1", version, 2, [], step="welcome")])  # older, same key
+        with sessions() as s:
+            row = repo.get_run(s, "r1")
+            assert row is not None and (row.position, row.step) == (3, "pause")
+        with sessions.begin() as s:  # the end moves the run's count: read, then write
+            project_runs(s, [projection("r1", version, 4, [], step="pause", status="ended", outcome="completed", ended_at=T0 + dt.timedelta(days=1))])
+        with sessions.begin() as s:  # a stale step under the old key changes nothing
+            project_runs(s, [projection("r1", version, 3, [], step="welcome")])
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    with sessions() as s:
+        row = repo.get_run(s, "r1")
+        assert row is not None and (row.position, row.status, row.step) == (4, "ended", "pause")
+    totals = answer(sessions).totals
+    assert totals.in_flight == 0 and totals.outcomes == {"completed": 1}
 
 
 @on_both_stores()

@@ -428,9 +428,10 @@ class AccountWorkflow(RunHost):
             self.answers[run_id] = answer
 
     def _begin(self, start: PlannedStart, version: str) -> None:
-        """Start a run whose row the store step wrote: the interpreter takes its first steps."""
+        """Start a run whose row the store step wrote: the interpreter takes its first steps, at
+        the time the start was planned (the row's `started_at`, so the two agree)."""
         program = self.programs[f"{start.playbook}@{version}"]
-        run, out = machine.start(program, self.state.account, run_id=start.run_id, event=start.event, now=self.now(), simulation=self.state.simulation)
+        run, out = machine.start(program, self.state.account, run_id=start.run_id, event=start.event, now=start.started_at, simulation=self.state.simulation)
         self.state.runs[run.run_id] = run
         self.state.last_started[start.playbook] = self.now()
         if self.state.simulation and self.state.script_base is None:

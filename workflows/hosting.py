@@ -220,7 +220,9 @@ class RunHost:
     def _projection(self, run: RunState) -> RunProjection:
         records = self.unprojected.pop(run.run_id, [])
         events = self.unlogged.pop(run.run_id, [])
-        return RunProjection(run_id=run.run_id, ended_at=run.ended_at, position=run.position, records=records, events=events, **self._where(run))
+        return RunProjection(
+            run_id=run.run_id, ended_at=run.ended_at, position=run.position, asked_approval=run.asked_approval, records=records, events=events, **self._where(run)
+        )
 
     def _take_projections(self) -> list[RunProjection]:
         """Projections of the runs that moved since the last store step (it carries them)."""

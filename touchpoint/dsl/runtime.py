@@ -129,6 +129,9 @@ class RunProjection(Data):
     enrolled_until: datetime | None = None
     variant: str | None = None
     position: int = 0
+    asked_approval: bool = False
+    """The run has asked for an approval (`RunState.asked_approval`): when it ends, the store
+    closes the requests it left pending; a run that never asked costs no statement for that."""
     records: list[StepRecord] = Field(default_factory=list)
     events: list[EventIn] = Field(default_factory=list)
     """The run's engine events (`run.started`, `run.ended`, `email.sent`) that no playbook of the

@@ -45,6 +45,7 @@ class Approving(Emailing):
                     thread.wait = Wait(kind="email")  # asked again on resume
                     return
                 hold.effect = self._new_effect("request_approval", self._approval_input(thread, frame, step, hold)).id
+                self.state.asked_approval = True
             thread.wait = Wait(kind="approval", detail=f"approval by {hold.by}")
             return
         if hold.decision is None:

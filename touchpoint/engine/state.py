@@ -170,6 +170,8 @@ class RunState(Data):
     simulation: bool = False
     decisions: dict[str, Decisions] = Field(default_factory=dict)
     """Approval decisions that name a step, not a request (`touchpoint.engine.approving`)."""
+    asked_approval: bool = False
+    """The run has asked for an approval: the store closes what it left pending when it ends."""
     held_out: bool = _unset(False)
     """The playbook's `holdout` chose this run: it takes no steps (contract section 13)."""
     enrolled_until: datetime | None = _unset()

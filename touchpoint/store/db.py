@@ -258,9 +258,9 @@ def defer(s: Session, statement: Insert, rows: Sequence[Mapping[str, Any]], *, k
 
     A batch's rows are merged by their ``key`` columns: ``add`` names a counter that an upsert
     adds (summed across rows), else the first row wins (an insert-or-nothing), which is what
-    running them one by one would do. They are then written as multi-row INSERTs: the SQLite
-    driver lets go of the GIL around each statement and the writer thread waits to get it back,
-    so a few statements per batch beat one per row.
+    running them one by one would do. They are then written with one `executemany` per
+    statement, built once: a multi-row ``VALUES`` is compiled anew for every batch, which took a
+    fifth of the writer thread's CPU on the enrollment bench (bench/RESULTS.md, 2026-12-06).
     """
     if not rows:
         return
@@ -274,15 +274,9 @@ def defer(s: Session, statement: Insert, rows: Sequence[Mapping[str, Any]], *, k
     merged.extend(rows)
 
 
-_ROWS_PER_INSERT = 200
-"""Rows per multi-row INSERT (SQLite takes 32,766 parameters a statement)."""
-
-
 def _write_deferred(conn: Connection, deferred: dict[Insert, _Merged]) -> None:
     for statement, merged in deferred.items():
-        rows = list(merged.rows.values())
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            conn.execute(statement.values(rows[start : start + _ROWS_PER_INSERT]))
+        conn.execute(statement, list(merged.rows.values()))
 
 
 def is_sqlite(factory: sessionmaker[Session]) -> bool:

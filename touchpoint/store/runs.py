@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -38,6 +38,11 @@ _NEW_RUN_DEFAULTS: dict[str, Any] = {"ended_at": None, "enrolled_until": None, "
 _READ_RUN = select(*(_RUNS.c[name] for name in ("position", *_KEY_COLUMNS))).where(_RUNS.c.id == bindparam("run_id"))
 _INSERT_RUN = insert(_RUNS)
 _UPDATE_RUN = update(_RUNS).where(_RUNS.c.id == bindparam("run_id_"))
+_UPDATE_SAME_KEY = _UPDATE_RUN.where(
+    _RUNS.c.position <= bindparam("at_most_"), *(_RUNS.c[name].is_not_distinct_from(bindparam(f"{name}_")) for name in _KEY_COLUMNS)
+)
+"""A run's row updated only if it holds an older projection under the same rollup key (one
+statement where a read and an update would be two; `project_run`)."""
 
 
 def upsert_run(s: Session, **fields: Any) -> None:
@@ -204,10 +209,36 @@ def project_run(s: Session, *, id: str, position: int, **fields: Any) -> bool:
         False when a newer projection was there already (nothing written).
     """
     _check_fields(Run, fields)
+    if fields.get("status") != "ended" and _update_same_key(s, id, position, fields):
+        return True
     stored = s.execute(_READ_RUN, {"run_id": id}).mappings().first()
     if stored is not None and stored["position"] > position:
         return False
     _write_run(s, id, dict(stored) if stored is not None else None, {"id": id, "position": position, **fields})
+    return True
+
+
+def _update_same_key(s: Session, run_id: str, position: int, fields: dict[str, Any]) -> bool:
+    """Write a projection that moves no rollup count, in one statement: the row is updated only
+    if it is stored, older than ``position`` (or as old) and under the key ``fields`` name.
+
+    A run's steps between its start and its end change none of its rollup key columns, so this
+    is how most projections are written; otherwise (a new run, a newer projection stored, a key
+    column that changes or is not given) nothing is written and False sends the caller to the
+    read-then-write path, which moves the counts.
+    """
+    if any(name not in fields for name in _KEY_COLUMNS):
+        return False
+    values = {"id": run_id, "position": position, **fields}
+    _as_stored(values)
+    key = {f"{name}_": values[name] for name in _KEY_COLUMNS}
+    params = {"run_id_": run_id, "at_most_": position, **key, **{k: v for k, v in values.items() if k != "id"}}
+    result = cast(CursorResult[Any], s.execute(_UPDATE_SAME_KEY, params, execution_options={"preserve_rowcount": True}))
+    if result.rowcount != 1:
+        return False
+    loaded = s.identity_map.get(identity_key(Run, run_id))
+    if loaded is not None:
+        s.expire(loaded)  # an object this session read before the update reads it again
     return True
 
 
