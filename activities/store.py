@@ -217,10 +217,9 @@ class AccountActivities:
                 starts=[start for starts in plan for start in starts],
             )
             result = self._apply(s, step)
-            out = FirstResult(index=index, previous=previous, account=doc, derived=derived, plan=plan, store=result, search_attributes=found)
+            out = FirstResult(index=index, previous=previous, account=doc, plan=plan, store=result, search_attributes=found)
             if result.accepted and result.earlier is not None:
                 # This step ran before (a retried task): the store already held the upsert.
-                out.derived = result.earlier
                 out.plan = plan_of(result.earlier)
                 self._start(s, account_id, [start for starts in out.plan for start in starts], [], result)
             return out

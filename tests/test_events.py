@@ -353,11 +353,11 @@ async def test_events_apply_first_plans_the_same_runs_when_retried(store_setting
             return FirstStep(envelope=envelope.model_copy(deep=True), account_id="acme", workflow_id="account/acme", now=now, token=token)
 
         first = await apply(step("run-a:1"))
-        assert first.previous is None and [d.type for d in first.derived] == ["account.created"]
+        assert first.previous is None and [[s.event.type for s in starts] for starts in first.plan] == [["account.created"]]
         ((start,),) = first.plan
         assert start.playbook == "hello" and first.store.started == {start.run_id: load_project(folder).playbooks["hello"].version}
         retry = await apply(step("run-a:1"))
-        assert retry.store.accepted and [d.type for d in retry.derived] == ["account.created"]
+        assert retry.store.accepted and [[s.event.type for s in starts] for starts in retry.plan] == [["account.created"]]
         assert [[s.run_id for s in starts] for starts in retry.plan] == [[start.run_id]] and retry.store.started == first.store.started
         duplicate = await apply(step("run-b:1"))
         assert not duplicate.store.accepted and duplicate.previous is not None and duplicate.previous.id == "acme"

@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 
 from touchpoint.converter import DATA_CONVERTER
 from worker import WORKFLOWS, sandbox_runner
+from workflows.messages import AccountState
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 
@@ -33,12 +34,13 @@ def test_replay_the_continued_account_carried_its_run_in_flight() -> None:
 
     events = json.loads((Path(__file__).resolve().parent / "histories" / "account_continued.json").read_text())["events"]
     closing = events[-1]["workflowExecutionContinuedAsNewEventAttributes"]
-    carried = json.loads(base64.b64decode(closing["input"]["payloads"][0]["data"]))
-    runs = {run["playbook"]: run for run in carried["runs"].values()}
+    raw = base64.b64decode(closing["input"]["payloads"][0]["data"])
+    carried = AccountState.model_validate_json(raw)  # as the new run reads it (defaults left out)
+    runs = {run.playbook: run for run in carried.runs.values()}
     assert sorted(runs) == ["m", "w"]  # the event-triggered run and the one POST /runs started
-    assert all(run["status"] == "running" and run["threads"] for run in runs.values())
-    assert "migrated" in [line["action"] for line in runs["w"]["recent"]]  # moved to version 2 before
-    assert '"trigger"' not in json.dumps(carried)  # no frozen playbook: the version is loaded again by its id
+    assert all(run.status == "running" and run.threads for run in runs.values())
+    assert "migrated" in [line.action for line in runs["w"].recent]  # moved to version 2 before
+    assert b'"trigger"' not in raw  # no frozen playbook: the version is loaded again by its id
 
 
 def test_replay_the_account_history_holds_an_approval_and_its_decision() -> None:

@@ -317,8 +317,8 @@ class AccountWorkflow(RunHost):
             return
         state.account = first.account
         self._learn(first.store.programs)
-        for position in range(len(first.derived)):
-            for start in first.plan[position]:
+        for starts in first.plan:
+            for start in starts:
                 version = first.store.started.get(start.run_id)
                 if version is not None:
                     self._begin(start, version)

@@ -228,8 +228,9 @@ class FirstResult(Data):
     previous: AccountDoc | None = None
     """The account as the store held it before (None for a new account)."""
     account: AccountDoc | None = None
-    derived: list[EventIn] = Field(default_factory=list)
     plan: list[list[PlannedStart]] = Field(default_factory=list)
+    """Per event the upsert derived, in order, the runs it starts (the events themselves ride in
+    the starts: the workflow needs nothing else of them)."""
     store: StoreResult = Field(default_factory=lambda: StoreResult())
     search_attributes: bool = False
 
