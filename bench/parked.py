@@ -224,6 +224,14 @@ async def run(n: int, resume_n: int, *, min_wait: float = 10.0) -> Scenario:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--touchpoint-only":
+        # `python -m bench.parked --touchpoint-only 100000 2000`: the absolute goal (worker
+        # RSS, every short wait resumed) at a size where the bare side would double the wait.
+        runs, short = int(sys.argv[2]), int(sys.argv[3])
+        begin = time.monotonic()
+        figures = asyncio.run(_side("touchpoint", runs, short, 10.0))
+        print(json.dumps({**figures, "wall_seconds": round(time.monotonic() - begin, 1)}), flush=True)
+        sys.exit(0 if figures["rss_peak_mb"] < 400 and figures["resumed"] == short else 1)
     kind, address, root, server_db, n, resume_n, min_wait = sys.argv[1:8]
     result = asyncio.run(measure(kind, address, Path(root), Path(server_db), int(n), int(resume_n), float(min_wait)))
     print(json.dumps(result), flush=True)
