@@ -33,7 +33,7 @@ from touchpoint.dsl.health_models import (
     HealthResult,
 )
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import HealthModel
+from touchpoint.dsl.workspace import HealthModel
 from touchpoint.health import is_change, score_account
 from touchpoint.ingest import send_event
 from touchpoint.store import repo

@@ -25,6 +25,7 @@ from activities.email import EmailActivities
 from activities.store import current_workspace
 from activities.webhook import WebhookActivities
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import (
     EffectResult,
     Recipient,
@@ -49,7 +50,7 @@ from touchpoint.dsl.schedule import (
     changes_root,
     schedule_cursor_name,
 )
-from touchpoint.dsl.schema import AccountDoc, Playbook, is_address
+from touchpoint.dsl.schema import Playbook, is_address
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import repo, reviews
 from workflows import names

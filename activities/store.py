@@ -9,8 +9,10 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities.deps import Deps
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EffectInput, EventIn, StepRecord, initial_scorecard
-from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.dsl.schema import Playbook
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.namespace import has_search_attributes
 from touchpoint.observability.metrics import email_outcome
 from touchpoint.store import Event, repo, utcnow

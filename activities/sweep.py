@@ -53,9 +53,10 @@ from temporalio import activity
 from activities.deps import Deps
 from activities.store import account_doc, current_workspace
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.durations import format_duration
 from touchpoint.dsl.runtime import EventIn, StartRequest, build_context
-from touchpoint.dsl.schema import AccountDoc, DateTrigger, Playbook
+from touchpoint.dsl.schema import DateTrigger, Playbook
 from touchpoint.dsl.sweep_models import (
     SweepInput,
     SweepPage,

@@ -37,8 +37,8 @@ from activities.deps import Deps, crm_backend_from
 from activities.store import account_doc, current_workspace
 from touchpoint.crm.base import AccountPager, CrmBackend, SyncedAccount
 from touchpoint.crm.errors import CrmError, CrmRejected, CrmTransientError
+from touchpoint.dsl.accounts import AccountDoc, Contact
 from touchpoint.dsl.runtime import EventIn, segment_of
-from touchpoint.dsl.schema import AccountDoc, Contact, Workspace
 from touchpoint.dsl.sync_models import (
     EXPIRED_TOKEN,
     SYNC_COMPLETED_TASKS,
@@ -49,6 +49,7 @@ from touchpoint.dsl.sync_models import (
     SyncTotals,
     cursor_name,
 )
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.ingest import put_account, send_event
 from touchpoint.store import repo
 from touchpoint.store.models import Task

@@ -40,8 +40,8 @@ from bench.common import (
     write_project,
 )
 from bench.workers import baseline_worker, deploy, store_file, touchpoint_deps, touchpoint_worker
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.ingest import put_account, send_event
 
 QUEUE = "bench"

@@ -45,7 +45,7 @@ from bench.common import (
     write_project,
 )
 from bench.workers import baseline_worker, deploy, store_file, touchpoint_deps, touchpoint_worker
-from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.ingest import put_account
 from touchpoint.temporal_server import free_port
 

@@ -27,7 +27,7 @@ from bench.common import Figure, Scenario, account_doc, fresh_server, percentile
 from bench.workers import baseline_worker, deploy, store_file, touchpoint_deps, touchpoint_worker
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
-from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.ingest import put_account
 from touchpoint.temporal_server import free_port
 

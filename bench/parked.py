@@ -87,8 +87,8 @@ class TouchpointSide(Side):
         self.project = deploy(self.deps, self.folder)
 
     async def start(self, client: Client, batch: str, index: int, wait: float) -> None:
+        from touchpoint.dsl.accounts import AccountDoc
         from touchpoint.dsl.runtime import StartRequest
-        from touchpoint.dsl.schema import AccountDoc
         from workflows import names
         from workflows.messages import AccountState
 

@@ -16,8 +16,10 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn, RunResult, RunStatus, StartRequest, StepRecord
-from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.dsl.schema import Playbook
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.engine.local import LocalResult, Scripted, run_local
 from touchpoint.engine.program import Program
 from workflows import names

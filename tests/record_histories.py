@@ -21,9 +21,9 @@ from activities.deps import Deps
 from touchpoint import approvals
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn, RunResult, StartRequest
 from touchpoint.dsl.schedule import ScheduleRunInput, ScheduleRunResult
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import put_account, send_event, start_now
 from touchpoint.migration import migrate

@@ -20,8 +20,8 @@ from touchpoint.ai.base import (
 )
 from touchpoint.ai.drafts import write_draft
 from touchpoint.config import load_settings
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import DraftInput, EventIn, RunView
-from touchpoint.dsl.schema import AccountDoc
 
 KEY = "sk-stand-in-key-0123456789"
 PROVIDERS = ("openai", "anthropic")

@@ -20,8 +20,8 @@ import pytest
 from tests.conftest import Stack, eventually, on_both_stores, write_folder
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.ingest import control_run, put_account, send_event, start_now
 from touchpoint.store import repo
 from workflows.messages import RunControl

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.conftest import write_folder
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import ApprovalInput, ApprovalResult, EventIn, SendEmailInput, SendEmailResult
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.engine import machine, migrate
 from touchpoint.engine.program import Effect, EffectDone, Output, Program

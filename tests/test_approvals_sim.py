@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from tests.conftest import Stack, write_folder
 from tests.hosts import assert_same_timeline, run_without_server
 from touchpoint.cli.main import app
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import RunResult, StepRecord
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.store import repo
 from workflows.simulation import SimEvent, SimInput, simulated_account
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import write_folder
 from touchpoint.calibrate import CalibrationRefused, Outcome, calibrate, parse_horizon, read_outcomes, samples
 from touchpoint.dsl.errors import ContractError
-from touchpoint.dsl.schema import HealthModel
+from touchpoint.dsl.workspace import HealthModel
 from touchpoint.dsl.yamlpos import load_yaml
 from touchpoint.store import make_engine, migrate, session_factory
 from touchpoint.store.accounts import account_history, upsert_account

@@ -30,7 +30,7 @@ from tests.test_console import Browser, serve
 from tests.test_console import browser as browser  # the fixture, used by name
 from touchpoint.api.app import create_app
 from touchpoint.config import load_settings
-from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.ingest import control_run, put_account, start_now
 from touchpoint.store import repo
 from workflows.messages import RunControl

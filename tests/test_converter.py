@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from touchpoint.converter import DATA_CONVERTER
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from workflows.messages import AccountState, Envelope, Loaded
 

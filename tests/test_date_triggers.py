@@ -26,7 +26,7 @@ from activities.sweep import SweepActivities
 from tests.conftest import Stack, write_folder
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
-from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.sweep_models import DateSweepInput, DateSweepResult, SweepInput, SweepPageResult, trigger_moment
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import put_account

@@ -25,8 +25,8 @@ from tests.servers.ai_server import DEFAULT_REPLY, FakeAI, run_ai_server
 from tests.test_secrets_scan import _decoded
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import RunResult
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from worker import build_worker
 

@@ -29,7 +29,7 @@ from tests.hosts import OneRun, start_one_run
 from tests.servers.sendgrid_server import FakeSendGrid, run_sendgrid_server
 from touchpoint.config import load_settings
 from touchpoint.deploy import deploy_project
-from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.validate import Project, load_project
 from touchpoint.email.backends import OutboxBackend, SendGridBackend
 from touchpoint.store import repo

@@ -27,8 +27,8 @@ from tests.hosts import start_one_run
 from tests.servers.sendgrid_server import FakeSendGrid, run_sendgrid_server
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import RunResult
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.store import repo
 from worker import build_worker

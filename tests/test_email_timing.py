@@ -24,8 +24,9 @@ from tests import pg
 from tests.conftest import Stack, write_folder
 from tests.hosts import assert_same_timeline, run_without_server
 from touchpoint.config import load_settings
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import ReserveSlotInput, RunResult, StepRecord
-from touchpoint.dsl.schema import AccountDoc, SendWindow
+from touchpoint.dsl.schema import SendWindow
 from touchpoint.dsl.timing import next_opening
 from touchpoint.store import repo
 from workflows.simulation import SimInput, simulated_account

@@ -268,8 +268,8 @@ async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_tim
     the event and the account already in the store, written by its own first attempt. Here the
     store is put in exactly that state before any worker runs the task."""
     from activities.deps import Deps
+    from touchpoint.dsl.accounts import AccountDoc
     from touchpoint.dsl.runtime import EventIn
-    from touchpoint.dsl.schema import AccountDoc
     from worker import build_worker
     from workflows import names
     from workflows.messages import AccountState, Envelope
@@ -308,8 +308,8 @@ async def test_events_a_retried_task_after_its_store_write_still_enrolls(own_tim
 async def test_events_apply_event_tells_its_own_retry_from_a_duplicate(store_settings: Any) -> None:
     from activities.deps import Deps
     from activities.store import AccountActivities
+    from touchpoint.dsl.accounts import AccountDoc
     from touchpoint.dsl.runtime import EventIn
-    from touchpoint.dsl.schema import AccountDoc
     from workflows.messages import StoreStep
 
     deps = Deps.from_settings(store_settings)
@@ -335,8 +335,8 @@ async def test_events_apply_first_plans_the_same_runs_when_retried(store_setting
     from activities.deps import Deps
     from activities.store import AccountActivities
     from touchpoint.deploy import deploy_project
+    from touchpoint.dsl.accounts import AccountDoc
     from touchpoint.dsl.runtime import EventIn
-    from touchpoint.dsl.schema import AccountDoc
     from workflows.messages import Envelope, FirstStep
 
     write_folder(folder, {"hello.yaml": "playbook: hello\ntrigger: {event: account.created}\nsteps:\n  - wait: 1d\n"})

@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 from tests.conftest import Stack, eventually, write_folder
 from tests.test_store import engine, factory, postgres_reachable, url  # noqa: F401  (fixtures: SQLite and PostgreSQL stores)
 from touchpoint.config import settings
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.health_models import HealthRecomputeInput, HealthRecomputeResult
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc, HealthModel
+from touchpoint.dsl.workspace import HealthModel
 from touchpoint.health import score_account
 from touchpoint.ingest import put_account, send_event
 from touchpoint.store import Account, Event, HealthScore, repo

@@ -14,8 +14,8 @@ from typing import Any
 
 from tests.conftest import Stack, write_folder
 from tests.hosts import assert_same_timeline, run_without_server
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import RunResult
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.store import repo
 from workflows.simulation import SimEvent, SimInput, simulated_account
 

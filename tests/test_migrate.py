@@ -18,8 +18,8 @@ from tests.conftest import Stack, eventually, invoke_cli, write_folder
 from tests.test_events import api_client
 from touchpoint.deploy import deploy_project
 from touchpoint.deployed import REFRESH_SECONDS
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import put_account, start_run
 from touchpoint.migration import migrate

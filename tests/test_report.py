@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests import pg
 from tests.conftest import write_folder
-from touchpoint.dsl.schema import Activity, Workspace
+from touchpoint.dsl.workspace import Activity, Workspace
 from touchpoint.report import build_report, parse_period
 from touchpoint.store import make_engine, migrate, session_factory
 from touchpoint.store.accounts import account_history, record_event, upsert_account

@@ -19,7 +19,7 @@ from activities.deps import Deps
 from tests.conftest import invoke_cli, write_folder
 from touchpoint.config import Settings, load_settings
 from touchpoint.deploy import deploy_project
-from touchpoint.dsl.schema import AccountDoc
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import control_run, put_account, start_run
 from touchpoint.namespace import forget, has_search_attributes

@@ -36,8 +36,8 @@ from tests.servers.sendgrid_server import run_sendgrid_server
 from touchpoint.config import load_settings
 from touchpoint.converter import DATA_CONVERTER
 from touchpoint.deploy import deploy_project
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import put_account, send_event
 from touchpoint.observability.context import ContextInterceptor

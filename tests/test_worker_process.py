@@ -28,8 +28,8 @@ from tests.conftest import write_folder
 from touchpoint.config import load_settings
 from touchpoint.connection import connect
 from touchpoint.deploy import deploy_project
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import load_project
 from touchpoint.ingest import put_account, send_event
 from touchpoint.store import make_engine, migrate, repo, session_factory

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.errors import Problem
-from touchpoint.dsl.schema import AccountDoc
 
 NUMERIC = {"arr", "seats.licensed", "seats.active"}
 

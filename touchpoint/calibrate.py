@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.errors import ContractError, Problem
 from touchpoint.dsl.runtime import build_context
-from touchpoint.dsl.schema import AccountDoc, HealthModel
+from touchpoint.dsl.workspace import HealthModel
 
 OUTCOMES = {"retained": 1, "expanded": 1, "contracted": 0, "churned": 0}
 MIN_OUTCOMES = 40
@@ -270,7 +271,7 @@ def _round(value: float) -> float:
 
 
 def _metric(item: Mapping[str, Any]) -> Any:
-    from touchpoint.dsl.schema import HealthMetric
+    from touchpoint.dsl.workspace import HealthMetric
 
     return HealthMetric(id=item["id"], value=item["value"], weight=item["weight"], good=item["good"], bad=item["bad"])
 

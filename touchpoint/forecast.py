@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import (
     EffectResult,
     EventIn,
@@ -44,8 +45,9 @@ from touchpoint.dsl.runtime import (
     TaskResult,
     build_context,
 )
-from touchpoint.dsl.schema import AccountDoc, DateTrigger, Playbook, ScheduleTrigger, Workspace
+from touchpoint.dsl.schema import DateTrigger, Playbook, ScheduleTrigger
 from touchpoint.dsl.timing import as_date, zone
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.engine.effects import LocalEffects
 from touchpoint.engine.local import Scripted, run_local
 from touchpoint.engine.people import stable_id, task_owner

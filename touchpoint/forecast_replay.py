@@ -38,9 +38,11 @@ from functools import lru_cache
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import account_context
-from touchpoint.dsl.schema import AccountDoc, EmailStep, Playbook, TaskStep, Workspace, is_address
+from touchpoint.dsl.schema import EmailStep, Playbook, TaskStep, is_address
 from touchpoint.dsl.walk import all_steps, step_name
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.engine.local import Scripted
 from touchpoint.engine.people import variant_of
 

@@ -33,9 +33,10 @@ from datetime import datetime
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.health_models import HealthResult
 from touchpoint.dsl.runtime import build_context
-from touchpoint.dsl.schema import AccountDoc, HealthMetric, HealthModel, HealthTiers
+from touchpoint.dsl.workspace import HealthMetric, HealthModel, HealthTiers
 
 __all__ = ["HealthResult", "is_change", "metric_points", "moved_by", "round_half_up", "score_account", "tier_of"]
 

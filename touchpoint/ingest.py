@@ -26,8 +26,8 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from touchpoint.deployed import deployed
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn, StartRequest
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.namespace import forget, has_search_attributes
 from touchpoint.store import repo, write_tx
 from workflows import names, search

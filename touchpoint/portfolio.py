@@ -18,8 +18,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.errors import ContractError, Problem
-from touchpoint.dsl.schema import AccountDoc, Workspace
+from touchpoint.dsl.workspace import Workspace
 
 SUFFIXES = (".yaml", ".yml", ".json", ".csv")
 STORE = "store"
@@ -101,7 +102,7 @@ def _fast_parse(file: Path, text: str) -> Any:
 
 def _problems(file: Path, text: str) -> list[Problem]:
     """The same file again, keeping positions: every problem at its line."""
-    from touchpoint.dsl.validate import pydantic_problem
+    from touchpoint.dsl.located import pydantic_problem
     from touchpoint.dsl.yamlpos import load_yaml
 
     data, positions, yaml_problems = load_yaml(text)

@@ -17,23 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn, Recipient, RunView, account_context, build_context, initial_scorecard, plain
 from touchpoint.dsl.sandbox import FreeMap
 from touchpoint.dsl.schedule import changes_root
-from touchpoint.dsl.schema import (
-    INTERNAL_RECIPIENTS,
-    AccountDoc,
-    DraftStep,
-    EmailStep,
-    Playbook,
-    SetStep,
-    SplitStep,
-    Workspace,
-    is_address,
-)
+from touchpoint.dsl.schema import INTERNAL_RECIPIENTS, DraftStep, EmailStep, Playbook, SetStep, SplitStep, is_address
 from touchpoint.dsl.templates import template_files
 from touchpoint.dsl.validate import LoadedPlaybook
 from touchpoint.dsl.walk import all_steps, step_name
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.dsl.yamlpos import Path as YPath
 
 __all__ = [

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.durations import format_duration
-from touchpoint.dsl.schema import AccountDoc, Workspace
 from touchpoint.dsl.validate import LoadedPlaybook
 from touchpoint.dsl.walk import step_name
+from touchpoint.dsl.workspace import Workspace
 
 
 @dataclass(frozen=True)

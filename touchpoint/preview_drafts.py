@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from touchpoint.dsl.schema import AccountDoc, DraftStep, Workspace
+from touchpoint.dsl.accounts import AccountDoc
+from touchpoint.dsl.schema import DraftStep
 from touchpoint.dsl.validate import LoadedPlaybook
 from touchpoint.dsl.walk import all_steps, step_name
+from touchpoint.dsl.workspace import Workspace
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from touchpoint.dsl.schema import Workspace
 from touchpoint.dsl.timing import zone
+from touchpoint.dsl.workspace import Workspace
 
 NO_CSM = "(no CSM)"
 ALL = "all"

@@ -20,12 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.durations import parse_duration
 from touchpoint.dsl.errors import ContractError, Problem
 from touchpoint.dsl.runtime import EventIn, StepRecord, segment_of
-from touchpoint.dsl.schema import EVENT_TYPE_RE, AccountDoc, Playbook, Workspace
+from touchpoint.dsl.schema import EVENT_TYPE_RE, Playbook
 from touchpoint.dsl.timing import run_day, zone
 from touchpoint.dsl.validate import Project, load_project
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.dsl.yamlpos import load_yaml
 from touchpoint.engine.effects import LocalEffects
 from touchpoint.engine.local import Scripted, run_local
@@ -61,7 +63,7 @@ def load_account(path: Path, workspace: Workspace) -> AccountDoc:
     Raises:
         ContractError: naming the file, line and field of each problem.
     """
-    from touchpoint.dsl.validate import validate_model
+    from touchpoint.dsl.located import validate_model
 
     data, positions, yaml_problems = load_yaml(path.read_text(encoding="utf-8"))
     problems = [Problem(str(path), p.line, "", p.message) for p in yaml_problems]

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.listening import combined, of_playbook
 from touchpoint.dsl.runtime import EventIn, StepRecord, build_context
-from touchpoint.dsl.schema import AccountDoc, DateTrigger, EventTrigger, Playbook
+from touchpoint.dsl.schema import DateTrigger, EventTrigger, Playbook
 from touchpoint.dsl.timing import run_day, zone
 from touchpoint.dsl.validate import Project, load_project
 from touchpoint.engine.effects import LocalEffects

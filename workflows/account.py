@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         StartRequest,
         StepRecord,
     )
-    from touchpoint.dsl.schema import Workspace
+    from touchpoint.dsl.workspace import Workspace
     from touchpoint.engine import machine
     from touchpoint.engine import migrate as migration
     from touchpoint.engine.program import Program

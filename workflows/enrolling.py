@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.durations import parse_duration
 from touchpoint.dsl.runtime import EventIn, build_context, segment_of
-from touchpoint.dsl.schema import AccountDoc, Workspace
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.engine.accounts import apply_event, changes
 from workflows.messages import DeployedIndex, PlannedStart
 

@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import Data, EventIn, RunProjection, StartRequest
-from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.dsl.schema import Playbook
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.engine.state import RunState
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.common import SearchAttributeKey, SearchAttributePair, SearchAttributeUpdate, TypedSearchAttributes
 
 if TYPE_CHECKING:
-    from touchpoint.dsl.schema import AccountDoc
+    from touchpoint.dsl.accounts import AccountDoc
 
 ACCOUNT = SearchAttributeKey.for_keyword("TouchpointAccount")
 SEGMENT = SearchAttributeKey.for_keyword("TouchpointSegment")

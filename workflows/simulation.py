@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import Data, EventIn, StartRequest
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.engine.accounts import patched
 from workflows.messages import AccountState, Envelope, Scripted
 

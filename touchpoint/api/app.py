@@ -44,8 +44,8 @@ from touchpoint.api.models import (
     TimelineLine,
 )
 from touchpoint.config import Settings
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.ingest import put_account, send_event, start_now
 from touchpoint.runs_view import record_json, waiting_words
 from touchpoint.store import repo

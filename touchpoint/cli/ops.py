@@ -347,7 +347,7 @@ def outbox(
 @accounts_app.command("put")
 def accounts_put(file: Path) -> None:
     """Upsert account documents from a YAML or JSON file (one document or a list)."""
-    from touchpoint.dsl.schema import AccountDoc
+    from touchpoint.dsl.accounts import AccountDoc
     from touchpoint.ingest import put_account
     from worker import connect
 

@@ -7,7 +7,6 @@ email. Free-form maps accept any key.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +17,7 @@ from jinja2.exceptions import TemplateError
 from jinja2.parser import Parser
 
 from touchpoint.dsl import bounds
+from touchpoint.dsl.errors import hint
 from touchpoint.dsl.sandbox import expression_environment
 
 # ---------------------------------------------------------------------------- the names of section 2
@@ -271,7 +271,7 @@ def check_ast(ast: nodes.Template, names: Mapping[str, Shape], *, kind: str, sou
             continue
         if node.name not in names and node.name not in reported:
             reported.add(node.name)
-            problems.append(NameProblem(f"unknown name `{node.name}`{quoted}{_hint(node.name, available)}; available: {', '.join(n for n in available if n not in JINJA_GLOBALS)}", node.lineno))
+            problems.append(NameProblem(f"unknown name `{node.name}`{quoted}{hint(node.name, available)}; available: {', '.join(n for n in available if n not in JINJA_GLOBALS)}", node.lineno))
 
     for chain, line in _chains(ast):
         root = chain[0]
@@ -346,12 +346,9 @@ def _check_chain(chain: list[str | int], shape: Shape) -> str | None:
             return None
         if not isinstance(part, str) or part not in shape:
             fields = sorted(shape)
-            return f"unknown field `{part}` of `{path}`{_hint(str(part), fields)}; its fields: {', '.join(fields)}"
+            return f"unknown field `{part}` of `{path}`{hint(str(part), fields)}; its fields: {', '.join(fields)}"
         shape = shape[part]
         path += f".{part}"
     return None
 
 
-def _hint(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean `{close[0]}`?)" if close else ""

@@ -16,7 +16,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from touchpoint.dsl.schema import AccountDoc, HealthModel, Playbook, Workspace
+from touchpoint.dsl.accounts import AccountDoc
+from touchpoint.dsl.schema import Playbook
+from touchpoint.dsl.workspace import HealthModel, Workspace
 
 Kind = Literal["playbook", "workspace", "health", "account"]
 KINDS: dict[str, tuple[type[BaseModel], str, str]] = {

@@ -12,8 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.sandbox import Day, FreeMap
-from touchpoint.dsl.schema import AccountDoc, Playbook, Workspace
+from touchpoint.dsl.schema import Playbook
+from touchpoint.dsl.workspace import Workspace
 
 
 class Data(BaseModel):

@@ -24,7 +24,8 @@ from typing import Any
 from pydantic import Field
 
 from touchpoint.dsl.runtime import Data, EventIn, Recipient, RunView, StepRecord
-from touchpoint.dsl.schema import Playbook, Workspace
+from touchpoint.dsl.schema import Playbook
+from touchpoint.dsl.workspace import Workspace
 
 # ---------------------------------------------------------------------------- changes
 

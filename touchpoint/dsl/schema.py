@@ -1,6 +1,9 @@
 """The playbook contract as pydantic models: strict (unknown keys are errors) and frozen.
 
 Everything a workflow receives is one of these models, validated before any workflow starts.
+``workspace.yaml`` and ``health.yaml`` are `touchpoint.dsl.workspace`, the account document
+`touchpoint.dsl.accounts`; the base model and the checks they share (`check_cron`,
+`check_timezone`) are here.
 Expressions and templates are kept as source strings here; `touchpoint.dsl.expressions` compiles
 and checks them, and the interpreter evaluates them at run time.
 """
@@ -8,7 +11,6 @@ and checks them, and the interpreter evaluates them at run time.
 from __future__ import annotations
 
 import re
-from datetime import date
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -449,6 +451,17 @@ def check_cron(value: str) -> str:
     return value
 
 
+def check_timezone(value: str) -> str:
+    """Raise ValueError unless ``value`` is an IANA time zone name."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name like 'America/New_York'") from None
+    return value
+
+
 def _trigger_tag(value: Any) -> str | None:
     if value == "manual":
         return "manual"
@@ -565,199 +578,6 @@ class Playbook(Model):
         if self.reenroll.startswith("after"):
             return parse_duration(self.reenroll[len("after") :].strip())
         return None
-
-
-# --------------------------------------------------------------------------- workspace / health
-
-
-class Sender(Model):
-    email: str
-    name: str | None = None
-
-
-class FrequencyCap(Model):
-    emails: Annotated[int, Field(ge=1)]
-    per: PositiveDuration
-
-
-class CrmSettings(Model):
-    fields: dict[str, str] = Field(default_factory=dict)
-    fallback_owner: str | None = None
-    sync: str | None = None
-    """Extension: a cron (workspace time zone) for `AccountSync` from the configured CRM."""
-
-    @field_validator("sync")
-    @classmethod
-    def _sync_cron(cls, value: str | None) -> str | None:
-        return None if value is None else check_cron(value)
-
-
-class SendGridSettings(Model):
-    """Extension: SendGrid options that are not secrets."""
-
-    unsubscribe_group: int | None = None
-    categories: list[str] = Field(default_factory=list, max_length=7)
-
-
-class Activity(Model):
-    """Extension (workspace `activities`): a CSM activity `touchpoint report` counts, by an event
-    type (``{event: plan.shared}``) or a playbook step (``{step: renewal-ai-plan:workshop_held}``)."""
-
-    event: EventType | None = None
-    step: str | None = None
-
-    @field_validator("step")
-    @classmethod
-    def _step(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[a-z0-9][a-z0-9-]*:[A-Za-z_][A-Za-z0-9_-]*$", value):
-            raise ValueError(f"expected `playbook-id:step_id` (e.g. renewal-ai-plan:workshop_held), found {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _one(self) -> Activity:
-        if (self.event is None) == (self.step is None):
-            raise ValueError("expected exactly one of `event` (an event type) or `step` (playbook-id:step_id)")
-        return self
-
-
-class Workspace(Model):
-    """``workspace.yaml`` (contract section 7)."""
-
-    timezone: str = "UTC"
-    sender: Sender = Field(default_factory=lambda: Sender(email="success@example.com", name="Customer Success"))
-    send_window: SendWindow = Field(default_factory=SendWindow)
-    holidays: list[str] = Field(default_factory=list)
-    frequency_cap: FrequencyCap | None = None
-    segments: dict[str, Expr] = Field(default_factory=dict)
-    crm: CrmSettings = Field(default_factory=CrmSettings)
-    roles: list[str] = Field(default_factory=list)
-    sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
-    indicators: list[str] = Field(default_factory=list)
-    """Extension: `account.metrics` names `touchpoint report` shows as leading indicators."""
-    activities: dict[str, Activity] = Field(default_factory=dict)
-    """Extension: the CSM activities `touchpoint report` counts, by name."""
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_timezone(value)
-
-    def known_roles(self) -> tuple[str, ...]:
-        """Contact roles accepted by `to:` and `audience:`."""
-        return DEFAULT_ROLES + tuple(r for r in self.roles if r not in DEFAULT_ROLES)
-
-
-def check_timezone(value: str) -> str:
-    """Raise ValueError unless ``value`` is an IANA time zone name."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}: use an IANA name like 'America/New_York'") from None
-    return value
-
-
-class HealthMetric(Model):
-    id: StepId
-    value: Expr
-    weight: Annotated[float, Field(gt=0)]
-    good: float
-    bad: float
-
-    @model_validator(mode="after")
-    def _range(self) -> HealthMetric:
-        if self.good == self.bad:
-            raise ValueError("`good` and `bad` must differ")
-        return self
-
-
-class HealthTiers(Model):
-    green: float = 70
-    yellow: float = 40
-
-
-class HealthModel(Model):
-    """``health.yaml`` (contract section 8)."""
-
-    schedule: str = "0 6 * * *"
-    metrics: list[HealthMetric] = Field(min_length=1)
-    tiers: HealthTiers = Field(default_factory=HealthTiers)
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        return check_cron(value)
-
-
-# --------------------------------------------------------------------------- accounts
-
-
-class Person(Model):
-    name: str | None = None
-    email: str | None = None
-
-
-class Seats(Model):
-    licensed: int = 0
-    active: int = 0
-
-
-class Health(Model):
-    score: float | None = None
-    tier: str | None = None
-    previous_score: float | None = None
-    previous_tier: str | None = None
-    updated_at: Any = None
-
-
-class Contact(Model):
-    email: str
-    name: str | None = None
-    role: str | None = None
-    locale: str | None = None
-    timezone: str | None = None
-    country: str | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        return None if value is None else check_timezone(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
-            raise ValueError(f"expected an email address, found {value!r}")
-        return value
-
-
-class AccountDoc(Model):
-    """An account document (contract section 9): only `id` and `name` are required."""
-
-    id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^/\s]+$")]
-    name: str = Field(min_length=1)
-    segment: str | None = None
-    region: str | None = None
-    country: str | None = None
-    timezone: str | None = None
-    locale: str = "en"
-    plan: str | None = None
-    arr: float = 0
-    created_at: date | None = None
-    renewal_date: date | None = None
-    seats: Seats = Field(default_factory=Seats)
-    csm: Person | None = None
-    owner: Person | None = None
-    health: Health = Field(default_factory=Health)
-    contacts: list[Contact] = Field(default_factory=list)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        return None if value is None else check_timezone(value)
 
 
 for _model in (

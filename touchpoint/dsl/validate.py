@@ -8,7 +8,6 @@ field names. `samples/` and `templates/` are not playbooks.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -19,21 +18,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from touchpoint.dsl import draft_safety
 from touchpoint.dsl import expressions as ex
 from touchpoint.dsl.durations import format_duration
-from touchpoint.dsl.errors import ContractError, Problem
+from touchpoint.dsl.errors import ContractError, Problem, hint
+from touchpoint.dsl.located import validate_model
 from touchpoint.dsl.schema import (
     INTERNAL_RECIPIENTS,
     SCHEDULE_STEP_KINDS,
-    STEP_KINDS,
     DateTrigger,
     DraftStep,
     EmailStep,
     EventTrigger,
-    HealthModel,
     IfStep,
     NoteStep,
     Playbook,
@@ -46,13 +44,13 @@ from touchpoint.dsl.schema import (
     WaitForStep,
     WaitUntilStep,
     WebhookStep,
-    Workspace,
     is_address,
     step_kind,
 )
 from touchpoint.dsl.templates import Templates
 from touchpoint.dsl.templates import rel as _rel
 from touchpoint.dsl.walk import all_steps, count_steps
+from touchpoint.dsl.workspace import HealthModel, Workspace
 from touchpoint.dsl.yamlpos import Path as YPath
 from touchpoint.dsl.yamlpos import Positions, format_path, load_yaml
 
@@ -249,16 +247,6 @@ def _load_special(file: Path, model: type[BaseModel], problems: list[Problem]) -
     return validate_model(model, data, file, positions, problems), text, positions
 
 
-def validate_model(model: type[BaseModel], data: Any, file: Path, positions: Positions, problems: list[Problem]) -> Any:
-    """Validate ``data`` against ``model``, turning pydantic errors into positioned problems."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            problems.append(pydantic_problem(error, file, positions, data))
-        return None
-
-
 def _load_playbook(file: Path, problems: list[Problem]) -> LoadedPlaybook | None:
     read = _read(file, problems)
     if read is None:
@@ -269,132 +257,6 @@ def _load_playbook(file: Path, problems: list[Problem]) -> LoadedPlaybook | None
         return None
     playbook = validate_model(Playbook, data, file, positions, problems)
     return LoadedPlaybook(playbook, file, text, positions) if playbook else None
-
-
-_ALL_KEYS: set[str] = set()
-
-
-def _known_keys() -> set[str]:
-    if not _ALL_KEYS:
-        import touchpoint.dsl.schema as schema
-
-        for obj in vars(schema).values():
-            if isinstance(obj, type) and issubclass(obj, BaseModel):
-                for name, info in obj.model_fields.items():
-                    _ALL_KEYS.add(info.alias or name)
-    return _ALL_KEYS
-
-
-_TYPE_TAG = re.compile(r"^[\w-]+\[.*\]$", re.DOTALL)
-
-
-def _clean_loc(loc: Iterable[Any]) -> YPath:
-    out: list[str | int] = []
-    for part in loc:
-        if isinstance(part, str) and part.startswith("step:"):
-            continue
-        if isinstance(part, str) and (_TYPE_TAG.match(part) or part.startswith("function-")):
-            continue  # a tag pydantic adds for a union member or a validator, not a key of the file
-        out.append(part)
-    # A trigger union adds its tag after `trigger`: drop it when the next part repeats the key.
-    if len(out) >= 2 and out[0] == "trigger" and isinstance(out[1], str) and out[1] in ("event", "date", "schedule", "manual"):
-        if len(out) >= 3 or out[1] == "manual":
-            out.pop(1)
-    return tuple(out)
-
-
-def pydantic_problem(error: Mapping[str, Any], file: Path, positions: Positions, data: Any = None) -> Problem:
-    """One pydantic error as a `Problem` at the offending key's own line."""
-    loc = _clean_loc(error["loc"])
-    kind = error["type"]
-    value = error.get("input")
-    field_name = format_path(loc)
-    message = str(error["msg"])
-    ctx = error.get("ctx") or {}
-    line = positions.line_of(loc)
-    if kind == "extra_forbidden" and loc:
-        key = str(loc[-1])
-        parent = format_path(loc[:-1])
-        message = f"unknown key `{key}`{_hint(key, _known_keys())}"
-        if key in ("id", "when", "on_error") and len(loc) >= 3:
-            message = f"unknown key `{key}` inside `{loc[-2]}`: `{key}` belongs on the step, beside the action key (e.g. `- {loc[-2]}: {{...}}` then `  {key}: ...` on its own line)"
-        elif key in STEP_KINDS or key in ("then", "else"):
-            message += "; a step has exactly one action key"
-        field_name = parent if loc[:-1] else key
-    elif kind == "step_kind":
-        message = _step_kind_message(value)
-        line = _line_of_key(positions, loc, _step_kind_culprit(value), line)
-    elif kind == "trigger_kind":
-        message = f"expected exactly one of `event`, `date`, `schedule` or `manual`, found {_show(value)}"
-        if isinstance(value, dict):
-            kinds = [k for k in value if k in ("event", "date", "schedule", "manual")]
-            others = [k for k in value if k not in ("event", "date", "schedule", "manual", "when")]
-            culprit = kinds[1] if len(kinds) > 1 else others[0] if others and not kinds else None
-            line = _line_of_key(positions, loc, culprit, line)
-    elif kind == "missing":
-        message = f"`{loc[-1]}` is required" if loc else "required"
-    elif kind in ("value_error", "assertion_error"):
-        err = ctx.get("error")
-        message = str(err) if err is not None else message.removeprefix("Value error, ")
-    elif kind == "literal_error":
-        message = f"expected {ctx.get('expected', '')}, found {_show(value)}"
-        hint = _hint(str(value), _literal_choices(str(ctx.get("expected", ""))))
-        message += hint
-    elif kind == "string_pattern_mismatch":
-        message = f"{_show(value)} is not a valid {loc[-1] if loc else 'value'}: expected {_pattern_words(str(ctx.get('pattern', '')))}"
-    else:
-        message = f"{message[:1].lower()}{message[1:]}, found {_show(value)}"
-    return Problem(_rel(file), line, field_name, message)
-
-
-def _line_of_key(positions: Positions, loc: YPath, key: Any, default: int) -> int:
-    """The line of ``key`` inside the mapping at ``loc``, when it was read from the file."""
-    if key is None:
-        return default
-    return positions.keys.get(tuple(loc) + (key,), default)
-
-
-def _step_kind_culprit(value: Any) -> Any:
-    """The key an unknown step is reported at: its first unknown key (a step with two actions stays at its item)."""
-    if not isinstance(value, dict) or any(k in STEP_KINDS for k in value):
-        return None
-    unknown = [k for k in value if k not in ("id", "when", "on_error", "then", "else")]
-    return unknown[0] if unknown else None
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _literal_choices(expected: str) -> list[str]:
-    return [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
-
-
-def _pattern_words(pattern: str) -> str:
-    return {
-        "^[a-z0-9][a-z0-9-]*$": "lowercase letters, digits and '-' (e.g. onboarding-scale)",
-        "^[A-Za-z_][A-Za-z0-9_-]*$": "letters, digits, '_' and '-', starting with a letter",
-        "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$": "a lowercase dotted event type (e.g. account.created)",
-    }.get(pattern, f"a value matching {pattern}")
-
-
-def _step_kind_message(value: Any) -> str:
-    known = ", ".join(STEP_KINDS)
-    if not isinstance(value, dict):
-        return f"a step must be a mapping with one action key ({known}), found {_show(value)}"
-    actions = [k for k in value if k in STEP_KINDS]
-    if len(actions) > 1:
-        return f"a step has exactly one action key, found {', '.join(f'`{a}`' for a in actions)}: split it into separate steps"
-    unknown = [str(k) for k in value if k not in ("id", "when", "on_error", "then", "else")]
-    if unknown:
-        return f"unknown step `{unknown[0]}`{_hint(unknown[0], STEP_KINDS)}; known steps: {known}"
-    return f"a step needs an action key; known steps: {known}"
-
-
-def _hint(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 # ---------------------------------------------------------------------------- semantic checks
@@ -449,7 +311,7 @@ def _check_workspace(ws: Workspace, file: Path, positions: Positions, problems: 
     known = _holiday_countries() if ws.holidays else ()
     for i, code in enumerate(ws.holidays):
         if code not in known:
-            check.add(("holidays", i), f"unknown country code {code!r} for holidays (ISO 3166-1 alpha-2, e.g. US, DE, FR){_hint(code, known)}")
+            check.add(("holidays", i), f"unknown country code {code!r} for holidays (ISO 3166-1 alpha-2, e.g. US, DE, FR){hint(code, known)}")
     names = ex.scope(run=False, event=False)
     for name, rule in ws.segments.items():
         check.expr(("segments", name), rule, names)
@@ -471,12 +333,12 @@ def _check_activities(project: Project, file: Path, positions: Positions, proble
             continue
         playbook_id, step_id = activity.step.split(":", 1)
         if playbook_id not in known:
-            check.add(("activities", name, "step"), f"no playbook `{playbook_id}` in this folder{_hint(playbook_id, sorted(known))}")
+            check.add(("activities", name, "step"), f"no playbook `{playbook_id}` in this folder{hint(playbook_id, sorted(known))}")
             continue
         loaded = project.playbooks.get(playbook_id)
         ids = {step.id for _, step in all_steps(loaded.playbook) if step.id} if loaded else None
         if ids is not None and step_id not in ids:
-            check.add(("activities", name, "step"), f"playbook `{playbook_id}` has no step with id `{step_id}`{_hint(step_id, sorted(ids))}")
+            check.add(("activities", name, "step"), f"playbook `{playbook_id}` has no step with id `{step_id}`{hint(step_id, sorted(ids))}")
 
 
 def _check_health(health: HealthModel, file: Path, positions: Positions, problems: list[Problem]) -> None:
@@ -508,7 +370,7 @@ def _check_playbook(lp: LoadedPlaybook, project: Project, templates: Templates, 
     check.expr(("goal",), pb.goal, names)
     for i, role in enumerate(pb.audience or []):
         if role not in roles:
-            check.add(("audience", i), f"unknown role `{role}`{_hint(role, roles)}; known roles: {', '.join(roles)} (add more under `roles:` in workspace.yaml)")
+            check.add(("audience", i), f"unknown role `{role}`{hint(role, roles)}; known roles: {', '.join(roles)} (add more under `roles:` in workspace.yaml)")
 
     if pb.scorecard:
         milestone_ids: set[str] = set()
@@ -565,7 +427,7 @@ def _check_step(
                 continue
             problems = ex.check_expression(target, names)
             if problems:
-                check.add(base + ("to", i), f"`{target}` is neither a known role ({', '.join(roles + INTERNAL_RECIPIENTS)}) nor a valid expression giving addresses{_hint(target, roles + INTERNAL_RECIPIENTS)}: {problems[0].message}")
+                check.add(base + ("to", i), f"`{target}` is neither a known role ({', '.join(roles + INTERNAL_RECIPIENTS)}) nor a valid expression giving addresses{hint(target, roles + INTERNAL_RECIPIENTS)}: {problems[0].message}")
         if mail.for_each and not schedule:
             check.add(base + ("for_each",), "`for_each: csm` is for playbooks with a `schedule` trigger")
         if schedule and not mail.for_each and not mail.to:
@@ -591,7 +453,7 @@ def _check_step(
         for key, value in step.update.fields.items():
             where = path + ("update", "fields", key)
             if mapping and key not in mapping:
-                check.add(where, f"field `{key}` has no CRM property in workspace.yaml `crm.fields`{_hint(key, mapping)}; mapped fields: {', '.join(mapping)}")
+                check.add(where, f"field `{key}` has no CRM property in workspace.yaml `crm.fields`{hint(key, mapping)}; mapped fields: {', '.join(mapping)}")
             if isinstance(value, str):
                 check.text(where, value, names)
             elif isinstance(value, dict):
@@ -623,7 +485,7 @@ def _check_step(
     elif isinstance(step, StartStep):
         check.expr(path + ("start", "when"), step.start.when, names)
         if step.start.playbook not in playbook_ids:
-            check.add(path + ("start", "playbook"), f"no playbook `{step.start.playbook}` in {_rel(project.root)}{_hint(step.start.playbook, playbook_ids)}; playbooks: {', '.join(sorted(playbook_ids))}")
+            check.add(path + ("start", "playbook"), f"no playbook `{step.start.playbook}` in {_rel(project.root)}{hint(step.start.playbook, playbook_ids)}; playbooks: {', '.join(sorted(playbook_ids))}")
         if step.start.playbook == pb.playbook:
             check.add(path + ("start", "playbook"), "a playbook cannot start itself (one run per account at a time)")
 
@@ -649,7 +511,7 @@ def _check_email_template(name: str, path: YPath, templates: Templates, schedule
         if not files[part] or files[part][0].name != f"{name}.{part}.j2":
             subjects = [entry for entry in templates.listing(tdir) if entry.endswith(".subject.j2")]
             available = sorted({entry.split(".")[0] for entry in subjects}) if tdir.exists() else []
-            check.add(path, f"template `{name}` has no {tdir.name}/{name}.{part}.j2{_hint(name, available)}" + (f"; templates: {', '.join(available)}" if available else f"; no templates in {_rel(tdir)}"))
+            check.add(path, f"template `{name}` has no {tdir.name}/{name}.{part}.j2{hint(name, available)}" + (f"; templates: {', '.join(available)}" if available else f"; no templates in {_rel(tdir)}"))
             return
     seen: set[str] = set()
     for part_files in files.values():
@@ -683,7 +545,7 @@ def _check_draft_template(name: str, path: YPath, templates: Templates, check: _
     file = f"{name}.txt.j2"
     if not (templates.folder / file).is_file():
         texts = sorted(entry.removesuffix(".txt.j2") for entry in templates.listing(templates.folder) if entry.endswith(".txt.j2"))
-        check.add(path, f"no {templates.folder.name}/{file} for `{name}`{_hint(name, texts)}; a draft's prompt and fallback are text templates named without `.txt.j2`" + (f"; text templates: {', '.join(texts)}" if texts else ""))
+        check.add(path, f"no {templates.folder.name}/{file} for `{name}`{hint(name, texts)}; a draft's prompt and fallback are text templates named without `.txt.j2`" + (f"; text templates: {', '.join(texts)}" if texts else ""))
         return
     _check_template_file(file, templates, False, check, path[:-2], set(), email=False)
 

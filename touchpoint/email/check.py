@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.errors import ContractError, Problem
-from touchpoint.dsl.schema import AccountDoc
 from touchpoint.dsl.validate import Project
 
 __all__ = ["check_templates", "sample_accounts"]

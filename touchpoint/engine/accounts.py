@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from touchpoint.dsl.accounts import AccountDoc, Health
 from touchpoint.dsl.runtime import EventIn
-from touchpoint.dsl.schema import AccountDoc, Health
 
 ACCOUNT_FIELDS = ("name", "segment", "region", "country", "timezone", "locale", "plan", "arr", "created_at", "renewal_date", "seats", "csm", "owner", "health", "metrics", "properties", "contacts")
 """The fields an `account.updated` event may name in `data.changed`."""

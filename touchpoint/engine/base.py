@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import (
     EventIn,
     RunView,
@@ -18,11 +19,7 @@ from touchpoint.dsl.runtime import (
     plain,
     run_values,
 )
-from touchpoint.dsl.schema import (
-    AccountDoc,
-    StepBase,
-    step_kind,
-)
+from touchpoint.dsl.schema import StepBase, step_kind
 from touchpoint.dsl.timing import run_day
 from touchpoint.dsl.yamlpos import format_path
 from touchpoint.engine.program import Effect, Output, Program

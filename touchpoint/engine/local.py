@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from touchpoint.dsl import expressions as ex
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn, StartRequest, StepRecord, build_context
-from touchpoint.dsl.schema import AccountDoc, EventTrigger
+from touchpoint.dsl.schema import EventTrigger
 from touchpoint.dsl.timing import run_day
 from touchpoint.engine import machine
 from touchpoint.engine.accounts import apply_event, changes, patched

@@ -18,16 +18,14 @@ import traceback
 from datetime import datetime
 from typing import Any, Literal
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import (
     Data,
     EventIn,
     SendEmailResult,
     initial_scorecard,
 )
-from touchpoint.dsl.schema import (
-    AccountDoc,
-    WaitForStep,
-)
+from touchpoint.dsl.schema import WaitForStep
 from touchpoint.dsl.yamlpos import format_path
 from touchpoint.engine.base import STEP_BUDGET
 from touchpoint.engine.people import held_out

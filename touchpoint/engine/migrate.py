@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import Data, initial_scorecard
 from touchpoint.dsl.schema import (
-    AccountDoc,
     IfStep,
     Playbook,
     RepeatStep,

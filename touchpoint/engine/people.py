@@ -6,8 +6,10 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import Recipient
-from touchpoint.dsl.schema import INTERNAL_RECIPIENTS, AccountDoc, EmailStep, Playbook, Workspace, is_address
+from touchpoint.dsl.schema import INTERNAL_RECIPIENTS, EmailStep, Playbook, is_address
+from touchpoint.dsl.workspace import Workspace
 
 
 def recipients(

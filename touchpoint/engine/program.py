@@ -14,16 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from touchpoint.dsl.runtime import Data, StepRecord
-from touchpoint.dsl.schema import (
-    IfStep,
-    Playbook,
-    RepeatStep,
-    SplitStep,
-    StepBase,
-    TaskStep,
-    WaitForStep,
-    Workspace,
-)
+from touchpoint.dsl.schema import IfStep, Playbook, RepeatStep, SplitStep, StepBase, TaskStep, WaitForStep
+from touchpoint.dsl.workspace import Workspace
 from touchpoint.engine.state import PathPart
 
 EffectKind = Literal[
