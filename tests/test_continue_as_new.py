@@ -20,9 +20,11 @@ from tests.conftest import Stack, _stack, eventually, write_folder
 from touchpoint.config import Settings
 from touchpoint.dsl.accounts import AccountDoc
 from touchpoint.dsl.runtime import EventIn, RunStatus
-from touchpoint.ingest import put_account, send_event
+from touchpoint.ingest import put_account, send_event, start_now
 from touchpoint.store import repo
 from touchpoint.temporal_server import start_dev_server
+from workflows import names
+from workflows.messages import AccountState
 
 SUGGEST_AFTER = 60
 """History events after which the dev server suggests continue-as-new (its default is 4 MB or
@@ -79,6 +81,17 @@ steps:
 @pytest.fixture
 async def stack(store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
     env = await start_dev_server(extra_args=["--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER}"])
+    try:
+        async for item in _stack(env, store_settings, tmp_path):
+            yield item
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def plain_stack(store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A dev server with the default thresholds (4,096 events, 4 MB)."""
+    env = await start_dev_server()
     try:
         async for item in _stack(env, store_settings, tmp_path):
             yield item
@@ -148,3 +161,34 @@ async def test_continue_as_new_carries_runs_mid_wait_wait_for_report_card_and_re
 
 def _utc(at: datetime) -> datetime:
     return at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)
+
+
+async def test_continue_as_new_after_its_share_of_updates_whatever_the_server_suggests(plain_stack: Stack, tmp_path: Path) -> None:
+    """An update can cost two history events, so 2,000 of them (Temporal Cloud's limit per run)
+    fit under the server's 4,096-event suggestion: the account continues as new after its own
+    share (`AccountState.updates_before_continue`, low here), carrying its run, and the start
+    requests after it still find that run in flight."""
+    stack = plain_stack
+    folder = write_folder(tmp_path / "playbooks", {"workspace.yaml": WORKSPACE, "m.yaml": "playbook: m\ntrigger: manual\nsteps:\n  - wait: 1d\n"})
+    stack.deploy(folder)
+    acct = f"a{uuid.uuid4().hex[:10]}"
+    doc = AccountDoc(id=acct, name="Acme", timezone="UTC")
+    # The account's workflow started with a low share (the API starts it with the default).
+    handle = await stack.client.start_workflow(
+        names.ACCOUNT, AccountState(account_id=acct, account=doc, updates_before_continue=3), id=f"account/{acct}", task_queue=stack.task_queue,
+    )
+    first = (await handle.describe()).run_id
+    answers = [await start_now(stack.client, stack.task_queue, acct, "m") for _ in range(3)]
+    assert [a.result for a in answers] == ["started", "in_flight", "in_flight"]
+    run_id = answers[0].run_id
+    assert run_id is not None and {a.run_id for a in answers} == {run_id}
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await handle.describe()).run_id == first:
+        assert asyncio.get_running_loop().time() < deadline, "the account did not continue as new after its share of updates"
+        await asyncio.sleep(0.05)
+    history = await stack.client.get_workflow_handle(f"account/{acct}", run_id=first).fetch_history()
+    assert len(history.events) < 100  # far below the server's 4,096: the share, not the suggestion
+    carried: list[RunStatus] = await handle.query("runs", result_type=list[RunStatus])
+    assert [(r.id, r.playbook, r.status) for r in carried] == [(run_id, "m", "running")]
+    again = await start_now(stack.client, stack.task_queue, acct, "m")
+    assert (again.result, again.run_id) == ("in_flight", run_id)

@@ -83,6 +83,8 @@ class AccountWorkflow(RunHost):
         self.answers: dict[str, StartAnswer] = {}
         """What each start request did, by its run id, for the `start` update that waits for it."""
         self.awaiting: set[str] = set()
+        self.updates = 0
+        """Updates this execution has taken (`AccountState.updates_before_continue`)."""
         if state.indexed is None and not state.simulation:
             # Started by the API with the account's search attributes (`search.at_start`): the
             # namespace has them, and they are set as the start named them.
@@ -106,6 +108,7 @@ class AccountWorkflow(RunHost):
     @workflow.update(name="start")
     async def start_now(self, request: StartRequest) -> StartAnswer:
         """Start a playbook now and say what happened (`POST /runs`: update-with-start)."""
+        self.updates += 1
         request = request.model_copy(update={"run_id": request.run_id or str(workflow.uuid4())})
         assert request.run_id is not None
         self.awaiting.add(request.run_id)
@@ -123,6 +126,7 @@ class AccountWorkflow(RunHost):
     async def migrate(self, request: MigrateRequest) -> list[migration.Move]:
         """Move this account's runs of a playbook to another version, once no effect of theirs is
         in flight; a dry run says what the move would do and changes nothing."""
+        self.updates += 1
         key = f"{request.playbook}@{request.version}"
         if request.program is not None and request.program.key == key:
             self._learn([request.program])
@@ -179,16 +183,21 @@ class AccountWorkflow(RunHost):
             timeout = None if wake is None else max(wake - self.now(), timedelta(0))
             if not self._has_work() and timeout != timedelta(0):
                 try:
-                    await workflow.wait_condition(lambda: self._has_work() or (self._quiet() and workflow.info().is_continue_as_new_suggested()), timeout=timeout)
+                    await workflow.wait_condition(lambda: self._has_work() or (self._quiet() and self._continue_due()), timeout=timeout)
                 except TimeoutError:
                     pass
             await self._work()
             if self.result is not None and self._quiet():
                 return self.result  # `finish_after_run`: its run has ended
-            if workflow.info().is_continue_as_new_suggested() and self._quiet():
+            if self._continue_due() and self._quiet():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if self._quiet():
                     workflow.continue_as_new(self.state)
+
+    def _continue_due(self) -> bool:
+        """The server suggests continue-as-new (history length or size), or this execution has
+        taken its share of updates."""
+        return workflow.info().is_continue_as_new_suggested() or self.updates >= self.state.updates_before_continue
 
     def _has_work(self) -> bool:
         state = self.state
