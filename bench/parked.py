@@ -183,6 +183,11 @@ async def _side(kind: str, n: int, resume_n: int, min_wait: float) -> dict[str, 
         return result
 
 
+def goal_met(figures: dict[str, Any], resume_n: int) -> bool:
+    """The issue's goal for Touchpoint's side: worker RSS under 400 MB, every short wait resumed."""
+    return bool(figures["rss_peak_mb"] < 400 and figures["resumed"] == resume_n)
+
+
 async def run(n: int, resume_n: int, *, min_wait: float = 10.0) -> Scenario:
     """Both sides, each in its own process against its own fresh server."""
     scenario = Scenario(
@@ -199,7 +204,7 @@ async def run(n: int, resume_n: int, *, min_wait: float = 10.0) -> Scenario:
         Figure("resume lag p50 (wake-up after the timer)", "ms", round(tp["lag_p50"] * 1000, 1), round(bare["lag_p50"] * 1000, 1), "lower"),
         Figure("resume lag p99", "ms", round(tp["lag_p99"] * 1000, 1), round(bare["lag_p99"] * 1000, 1), "lower"),
     ]
-    scenario.met = tp["rss_peak_mb"] < 400 and tp["resumed"] == resume_n
+    scenario.met = goal_met(tp, resume_n)
     million = 1_000_000
     scenario.extra = {
         "touchpoint": tp,
@@ -231,7 +236,7 @@ if __name__ == "__main__":
         begin = time.monotonic()
         figures = asyncio.run(_side("touchpoint", runs, short, 10.0))
         print(json.dumps({**figures, "wall_seconds": round(time.monotonic() - begin, 1)}), flush=True)
-        sys.exit(0 if figures["rss_peak_mb"] < 400 and figures["resumed"] == short else 1)
+        sys.exit(0 if goal_met(figures, short) else 1)
     kind, address, root, server_db, n, resume_n, min_wait = sys.argv[1:8]
     result = asyncio.run(measure(kind, address, Path(root), Path(server_db), int(n), int(resume_n), float(min_wait)))
     print(json.dumps(result), flush=True)

@@ -78,25 +78,28 @@ steps:
 }
 
 
-@pytest.fixture
-async def stack(store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
-    env = await start_dev_server(extra_args=["--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER}"])
+async def _dev_stack(settings: Settings, tmp_path: Path, *extra_args: str) -> AsyncIterator[Stack]:
+    """A worker and store on a dev server of this test's own, started with ``extra_args``."""
+    env = await start_dev_server(extra_args=extra_args)
     try:
-        async for item in _stack(env, store_settings, tmp_path):
+        async for item in _stack(env, settings, tmp_path):
             yield item
     finally:
         await env.shutdown()
+
+
+@pytest.fixture
+async def stack(store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A dev server that suggests continue-as-new after `SUGGEST_AFTER` events."""
+    async for item in _dev_stack(store_settings, tmp_path, "--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER}"):
+        yield item
 
 
 @pytest.fixture
 async def plain_stack(store_settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
     """A dev server with the default thresholds (4,096 events, 4 MB)."""
-    env = await start_dev_server()
-    try:
-        async for item in _stack(env, store_settings, tmp_path):
-            yield item
-    finally:
-        await env.shutdown()
+    async for item in _dev_stack(store_settings, tmp_path):
+        yield item
 
 
 def _notes(stack: Stack, account_id: str) -> dict[str, list[str]]:

@@ -123,12 +123,12 @@ class AccountState(Data):
     indexed: bool | None = None
     """Whether the workflow keeps its search attributes (None: not asked yet; `workflows.search`)."""
     indexed_values: dict[str, Any] = Field(default_factory=dict)
+    """The search attribute values last set."""
     updates_before_continue: int = 1_000
     """Updates (`start`, `migrate`) one execution takes before it continues as new at its next
     quiet point, whatever the server suggests: half Temporal Cloud's 2,000 per run (an update
     can cost as few as two history events, so the server's 4,096-event suggestion alone could
     come after them). Tests set it low."""
-    """The search attribute values last set."""
 
 
 class Scripted(Data):
